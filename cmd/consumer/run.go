@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	oklog "github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/consume"
+	"github.com/idemsink/idemsink/internal/demo"
+	"github.com/idemsink/idemsink/internal/fault"
+	"github.com/idemsink/idemsink/internal/metrics"
+	"github.com/idemsink/idemsink/internal/sink"
+	"github.com/idemsink/idemsink/migrations"
+)
+
+const usage = `usage: consumer <command> [flags]
+
+commands:
+  run      consume the configured topics into PostgreSQL (migrates first)
+  migrate  apply the ledger migrations and create the target tables
+  offsets  show the ledger's applied offsets beside Kafka's committed ones
+  demo     run the whole pipeline on an in-process Kafka and a throwaway PostgreSQL
+  version  print the version
+
+Run "consumer <command> -h" for a command's flags.
+`
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	cmd, args := args[0], args[1:]
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "idemsink.yaml", "configuration file")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	switch cmd {
+	case "run", "migrate", "offsets", "demo":
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "idemsink", buildVersion())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	if cmd == "demo" {
+		return demo.Run(ctx, stdout, log)
+	}
+	cfg, err := config.Load(*cfgPath, getenv)
+	if err != nil {
+		return err
+	}
+	switch cmd {
+	case "migrate":
+		return migrate(ctx, cfg, log, stdout)
+	case "offsets":
+		return offsets(ctx, cfg, stdout)
+	}
+	injector, err := fault.Parse(getenv(fault.Env))
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, log, injector)
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("-log-format: %q is not text or json", format)
+}
+
+func connect(ctx context.Context, cfg *config.Config) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("database_url: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	return pool, nil
+}
+
+// migrate applies the ledger migrations and creates missing target tables.
+func migrate(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Writer) error {
+	pool, err := connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	var v int32
+	if err := pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
+		v, err = migrations.Migrate(ctx, c.Conn(), -1)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := sink.New(pool, cfg, sink.Options{Logger: log}).EnsureTables(ctx, cfg); err != nil {
+		return err
+	}
+	if stdout != nil {
+		fmt.Fprintf(stdout, "ledger schema at version %d; %d target table(s) ready\n", v, len(cfg.Pipelines))
+	}
+	return nil
+}
+
+// offsets prints, per partition, the ledger's applied offset, Kafka's
+// committed offset and the end of the log.
+func offsets(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
+	pool, err := connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	ledger, err := sink.New(pool, cfg, sink.Options{}).Offsets(ctx, cfg.Group)
+	if err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	committed, err := adm.FetchOffsets(ctx, cfg.Group)
+	if err != nil {
+		return fmt.Errorf("fetch committed offsets: %w", err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, cfg.Topics()...)
+	if err != nil {
+		return fmt.Errorf("list end offsets: %w", err)
+	}
+	applied := map[string]sink.Offset{}
+	for _, o := range ledger {
+		applied[o.TP.String()] = o
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TOPIC\tPARTITION\tLEDGER NEXT\tKAFKA COMMITTED\tEND\tLAG\tGENERATION")
+	ends.Each(func(e kadm.ListedOffset) {
+		l, ok := applied[fmt.Sprintf("%s/%d", e.Topic, e.Partition)]
+		next := int64(0)
+		if ok {
+			next = l.Applied + 1
+		}
+		kc := int64(-1)
+		if o, ok := committed.Lookup(e.Topic, e.Partition); ok {
+			kc = o.At
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", e.Topic, e.Partition, next, kc, e.Offset, e.Offset-next, l.Generation)
+	})
+	return tw.Flush()
+}
+
+// serve runs the daemon: the consumer and the metrics server as actors of
+// one run group; the first to stop stops the other.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, injector *fault.Injector) error {
+	if err := migrate(ctx, cfg, log, nil); err != nil {
+		return err
+	}
+	pool, err := connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg)
+	sk := sink.New(pool, cfg, sink.Options{Logger: log, Metrics: m, Fault: injector.Hit})
+	c := consume.New(consume.Options{Config: cfg, Sink: sk, Logger: log, Metrics: m, Registerer: reg, Fault: injector.Hit})
+
+	var g oklog.Group
+	cctx, cancel := context.WithCancel(ctx)
+	g.Add(func() error { return c.Run(cctx) }, func(error) { cancel() })
+	if cfg.MetricsAddr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if !c.Ready() {
+				http.Error(w, "not ready", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ready")
+		})
+		srv := &http.Server{Addr: cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		g.Add(func() error {
+			if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics server: %w", err)
+			}
+			return nil
+		}, func(error) {
+			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer scancel()
+			_ = srv.Shutdown(sctx)
+		})
+	}
+	log.Info("idemsink starting", "version", buildVersion(), "group", cfg.Group, "topics", strings.Join(cfg.Topics(), ","))
+	return g.Run()
+}

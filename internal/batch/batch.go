@@ -1,0 +1,173 @@
+package batch
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"slices"
+	"time"
+
+	"github.com/idemsink/idemsink/internal/config"
+)
+
+// DeadLetter is a record that cannot be applied, kept with its raw bytes.
+type DeadLetter struct {
+	Pos     Position
+	Key     []byte
+	Value   []byte
+	Headers map[string]string
+	Reason  string
+}
+
+// Range is the span of offsets a batch took from one partition.
+type Range struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	First     int64  `json:"first"`
+	Last      int64  `json:"last"`
+	Count     int    `json:"count"`
+}
+
+// Batch is a micro-batch of one pipeline and one target date. Rows holds
+// the newest row per record_id; the records it superseded are counted.
+type Batch struct {
+	Pipeline *config.Pipeline
+	Date     Date // zero for a batch that holds only dead letters
+	Rows     []Row
+	Dead     []DeadLetter
+	// Records counts every record added, dead letters included.
+	Records int
+	// Superseded counts records replaced in the batch by a newer version.
+	Superseded int
+	Bytes      int
+	Opened     time.Time
+
+	index  map[ID]int
+	ranges map[TP]*Range
+}
+
+// New returns an empty batch opened at now.
+func New(p *config.Pipeline, d Date, now time.Time) *Batch {
+	return &Batch{Pipeline: p, Date: d, Opened: now, index: map[ID]int{}, ranges: map[TP]*Range{}}
+}
+
+// Add puts r in the batch, keeping only the newest row per record_id.
+func (b *Batch) Add(r Row) {
+	b.note(r.Pos, r.Size)
+	if i, ok := b.index[r.ID]; ok {
+		b.Superseded++
+		if r.Newer(&b.Rows[i]) {
+			b.Rows[i] = r
+		}
+		return
+	}
+	b.index[r.ID] = len(b.Rows)
+	b.Rows = append(b.Rows, r)
+}
+
+// AddDead puts a dead letter in the batch; it is written with the batch.
+func (b *Batch) AddDead(d DeadLetter) {
+	b.note(d.Pos, len(d.Value)+len(d.Key))
+	b.Dead = append(b.Dead, d)
+}
+
+func (b *Batch) note(pos Position, size int) {
+	b.Records++
+	b.Bytes += size
+	r := b.ranges[pos.TP]
+	if r == nil {
+		b.ranges[pos.TP] = &Range{Topic: pos.Topic, Partition: pos.Partition, First: pos.Offset, Last: pos.Offset, Count: 1}
+		return
+	}
+	r.First = min(r.First, pos.Offset)
+	r.Last = max(r.Last, pos.Offset)
+	r.Count++
+}
+
+// Ranges returns the offset range taken from each partition, sorted.
+func (b *Batch) Ranges() []Range {
+	out := make([]Range, 0, len(b.ranges))
+	for _, r := range b.ranges {
+		out = append(out, *r)
+	}
+	slices.SortFunc(out, func(a, b Range) int {
+		if a.Topic != b.Topic {
+			if a.Topic < b.Topic {
+				return -1
+			}
+			return 1
+		}
+		return int(a.Partition - b.Partition)
+	})
+	return out
+}
+
+// First returns the lowest offset the batch holds from tp, if any.
+func (b *Batch) First(tp TP) (int64, bool) {
+	r := b.ranges[tp]
+	if r == nil {
+		return 0, false
+	}
+	return r.First, true
+}
+
+// Drop removes everything the batch took from the given partitions, as when
+// they are lost to another group member. It reports whether anything is left.
+func (b *Batch) Drop(lost func(TP) bool) bool {
+	rows, dead := b.Rows, b.Dead
+	*b = *New(b.Pipeline, b.Date, b.Opened)
+	for _, r := range rows {
+		if !lost(r.Pos.TP) {
+			b.Add(r)
+		}
+	}
+	for _, d := range dead {
+		if !lost(d.Pos.TP) {
+			b.AddDead(d)
+		}
+	}
+	return b.Records > 0
+}
+
+// Full reports whether the batch reached its record or byte limit.
+func (b *Batch) Full() bool {
+	lim := b.Pipeline.Batch
+	return b.Records >= lim.MaxRecords || int64(b.Bytes) >= int64(lim.MaxBytes)
+}
+
+// Due reports whether the batch has lingered long enough at now.
+func (b *Batch) Due(now time.Time) bool {
+	return b.Records > 0 && now.Sub(b.Opened) >= b.Pipeline.Batch.Linger
+}
+
+// Deadline is when the batch becomes due by age.
+func (b *Batch) Deadline() time.Time { return b.Opened.Add(b.Pipeline.Batch.Linger) }
+
+// RunID is deterministic from the pipeline and target date: every batch of
+// one day of one pipeline shares it, in every process and every replay.
+func RunID(pipeline string, d Date) [16]byte {
+	h := sha256.New()
+	h.Write([]byte("idemsink/run_id/v1\x00" + pipeline + "\x00" + d.String()))
+	var id [16]byte
+	copy(id[:], h.Sum(nil))
+	return id
+}
+
+// ID is deterministic from the run and the offset ranges: the same records,
+// batched the same way, get the same batch id when they are delivered again.
+func (b *Batch) ID() [16]byte {
+	run := RunID(b.Pipeline.Name, b.Date)
+	h := sha256.New()
+	h.Write([]byte("idemsink/batch_id/v1\x00"))
+	h.Write(run[:])
+	for _, r := range b.Ranges() {
+		h.Write([]byte(r.Topic))
+		h.Write([]byte{0})
+		h.Write(binary.BigEndian.AppendUint32(nil, uint32(r.Partition)))
+		h.Write(binary.BigEndian.AppendUint64(nil, uint64(r.First)))
+		h.Write(binary.BigEndian.AppendUint64(nil, uint64(r.Last)))
+		h.Write(binary.BigEndian.AppendUint64(nil, uint64(r.Count)))
+	}
+	var id [16]byte
+	copy(id[:], h.Sum(nil))
+	return id
+}

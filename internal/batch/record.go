@@ -1,0 +1,464 @@
+// Package batch turns Kafka records into deduplicated micro-batches: it
+// decodes JSON values into typed columns, derives each record's target date
+// and record_id, keeps the newest version per key and decides when a batch
+// is due to be flushed.
+package batch
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/big"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/idemsink/idemsink/internal/config"
+)
+
+// TP names a topic partition.
+type TP struct {
+	Topic     string
+	Partition int32
+}
+
+func (tp TP) String() string { return fmt.Sprintf("%s/%d", tp.Topic, tp.Partition) }
+
+// Position is where a record sits in Kafka.
+type Position struct {
+	TP
+	Offset int64
+}
+
+// Date is a calendar date with no time zone: a record's target date.
+type Date struct {
+	Year  int
+	Month time.Month
+	Day   int
+}
+
+// DateOf returns t's calendar date in t's location.
+func DateOf(t time.Time) Date {
+	y, m, d := t.Date()
+	return Date{y, m, d}
+}
+
+// IsZero reports whether d is the zero Date, used for records without one.
+func (d Date) IsZero() bool { return d == Date{} }
+
+func (d Date) String() string {
+	if d.IsZero() {
+		return "undated"
+	}
+	return fmt.Sprintf("%04d-%02d-%02d", d.Year, d.Month, d.Day)
+}
+
+// Time returns midnight UTC of d, the form pgx encodes as a PostgreSQL date.
+func (d Date) Time() time.Time { return time.Date(d.Year, d.Month, d.Day, 0, 0, 0, 0, time.UTC) }
+
+// ParseDate parses YYYY-MM-DD.
+func ParseDate(s string) (Date, error) {
+	t, err := time.Parse(time.DateOnly, s)
+	if err != nil {
+		return Date{}, err
+	}
+	return DateOf(t), nil
+}
+
+// Row is a decoded record, ready to stage.
+type Row struct {
+	ID ID
+	// Values holds one value per pipeline column, in column order, typed
+	// for pgx's binary encoding; nil is SQL NULL.
+	Values []any
+	// Version orders versions of one key: the version field, or 0.
+	Version int64
+	Pos     Position
+	// Size is the length of the raw Kafka value.
+	Size int
+	// Key and Value are the raw Kafka key and value, kept so that a row the
+	// database refuses can still be dead-lettered as it arrived.
+	Key, Value []byte
+}
+
+// Newer reports whether r supersedes o under the ordering contract: a higher
+// version, else a later Kafka position. Positions in different partitions
+// are not ordered by Kafka; comparing the offset and then the partition makes
+// the order total, so that the result never depends on delivery order.
+func (r *Row) Newer(o *Row) bool {
+	if r.Version != o.Version {
+		return r.Version > o.Version
+	}
+	if r.Pos.Offset != o.Pos.Offset {
+		return r.Pos.Offset > o.Pos.Offset
+	}
+	return r.Pos.Partition > o.Pos.Partition
+}
+
+// BadRecord is why a record cannot be applied; it is dead-lettered.
+type BadRecord struct {
+	Reason string
+}
+
+func (e *BadRecord) Error() string { return e.Reason }
+
+func bad(format string, args ...any) error { return &BadRecord{Reason: fmt.Sprintf(format, args...)} }
+
+// Decoder decodes the records of one pipeline.
+type Decoder struct {
+	p       *config.Pipeline
+	loc     *time.Location
+	cols    []column
+	key     []int // indexes into cols
+	dateFld []string
+	verFld  []string
+	verTS   bool
+}
+
+type column struct {
+	name     string
+	typ      string
+	path     []string
+	nullable bool
+}
+
+// NewDecoder returns a decoder for a validated pipeline.
+func NewDecoder(p *config.Pipeline) *Decoder {
+	d := &Decoder{p: p, loc: p.Location(), dateFld: strings.Split(p.Date.Field, ".")}
+	for _, c := range p.Columns {
+		d.cols = append(d.cols, column{name: c.Name, typ: c.Type, path: strings.Split(c.Field, "."), nullable: c.Nullable})
+	}
+	for _, k := range p.Key {
+		for i, c := range d.cols {
+			if c.name == k {
+				d.key = append(d.key, i)
+			}
+		}
+	}
+	if p.Version != nil {
+		d.verFld = strings.Split(p.Version.Field, ".")
+		d.verTS = p.Version.Type == "timestamptz"
+	}
+	return d
+}
+
+// Pipeline returns the decoder's pipeline.
+func (d *Decoder) Pipeline() *config.Pipeline { return d.p }
+
+// Decode turns a Kafka value into a row and its target date. A *BadRecord
+// error means the record is bad input and must be dead-lettered.
+func (d *Decoder) Decode(key, value []byte, pos Position) (Row, Date, error) {
+	if value == nil {
+		return Row{}, Date{}, bad("tombstone (null value): deletes are not supported")
+	}
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.UseNumber()
+	var obj map[string]any
+	if err := dec.Decode(&obj); err != nil {
+		return Row{}, Date{}, bad("decode JSON: %v", err)
+	}
+	if obj == nil {
+		return Row{}, Date{}, bad("decode JSON: value is not an object")
+	}
+	if dec.More() {
+		return Row{}, Date{}, bad("decode JSON: trailing data after the object")
+	}
+	r := Row{Values: make([]any, len(d.cols)), Pos: pos, Size: len(key) + len(value), Key: key, Value: value}
+	for i, c := range d.cols {
+		raw, ok := lookup(obj, c.path)
+		if !ok || raw == nil {
+			if !c.nullable {
+				return Row{}, Date{}, bad("field %q (column %s): missing or null", strings.Join(c.path, "."), c.name)
+			}
+			continue
+		}
+		v, err := convert(c.typ, raw)
+		if err != nil {
+			return Row{}, Date{}, bad("field %q (column %s %s): %v", strings.Join(c.path, "."), c.name, c.typ, err)
+		}
+		r.Values[i] = v
+	}
+	raw, ok := lookup(obj, d.dateFld)
+	if !ok || raw == nil {
+		return Row{}, Date{}, bad("date field %q: missing or null", d.p.Date.Field)
+	}
+	date, err := targetDate(raw, d.loc)
+	if err != nil {
+		return Row{}, Date{}, bad("date field %q: %v", d.p.Date.Field, err)
+	}
+	if d.verFld != nil {
+		raw, ok := lookup(obj, d.verFld)
+		if !ok || raw == nil {
+			return Row{}, Date{}, bad("version field %q: missing or null", d.p.Version.Field)
+		}
+		if d.verTS {
+			t, err := toTime(raw)
+			if err != nil {
+				return Row{}, Date{}, bad("version field %q: %v", d.p.Version.Field, err)
+			}
+			r.Version = t.UnixMicro()
+		} else {
+			v, err := toInt(raw, math.MinInt64, math.MaxInt64)
+			if err != nil {
+				return Row{}, Date{}, bad("version field %q: %v", d.p.Version.Field, err)
+			}
+			r.Version = v
+		}
+	}
+	keyVals := make([]any, len(d.key))
+	types := make([]string, len(d.key))
+	for i, k := range d.key {
+		keyVals[i], types[i] = r.Values[k], d.cols[k].typ
+	}
+	r.ID = RecordID(types, keyVals)
+	return r, date, nil
+}
+
+func lookup(obj map[string]any, path []string) (any, bool) {
+	var cur any = obj
+	for _, p := range path {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = m[p]; !ok {
+			return nil, false
+		}
+	}
+	return cur, true
+}
+
+// targetDate is the calendar date of a timestamp in loc; a bare date is
+// taken as it is, since it names a day, not an instant.
+func targetDate(raw any, loc *time.Location) (Date, error) {
+	if s, ok := raw.(string); ok && len(s) == len(time.DateOnly) {
+		return ParseDate(s)
+	}
+	t, err := toTime(raw)
+	if err != nil {
+		return Date{}, err
+	}
+	return DateOf(t.In(loc)), nil
+}
+
+// toTime accepts an RFC 3339 string or epoch milliseconds.
+func toTime(raw any) (time.Time, error) {
+	switch v := raw.(type) {
+	case string:
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("%q is not an RFC 3339 timestamp", v)
+		}
+		return t, nil
+	case json.Number:
+		ms, err := v.Int64()
+		if err != nil {
+			return time.Time{}, fmt.Errorf("%s is not integer epoch milliseconds", v)
+		}
+		return time.UnixMilli(ms).UTC(), nil
+	}
+	return time.Time{}, fmt.Errorf("%s is not a timestamp", describe(raw))
+}
+
+func describe(raw any) string {
+	switch raw.(type) {
+	case map[string]any:
+		return "an object"
+	case []any:
+		return "an array"
+	case bool:
+		return "a boolean"
+	case string:
+		return "a string"
+	case json.Number:
+		return "a number"
+	}
+	return fmt.Sprintf("%T", raw)
+}
+
+// toInt accepts a JSON number with no fractional part (1 and 1.0 are the
+// same integer) or a string holding one, as producers often send 64-bit
+// integers as strings; the value, not its spelling, is what counts.
+func toInt(raw any, lo, hi int64) (int64, error) {
+	var s string
+	switch v := raw.(type) {
+	case json.Number:
+		s = string(v)
+	case string:
+		s = v
+	default:
+		return 0, fmt.Errorf("%s is not an integer", describe(raw))
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n < lo || n > hi {
+			return 0, fmt.Errorf("%d is out of range", n)
+		}
+		return n, nil
+	}
+	r, ok := new(big.Rat).SetString(s)
+	if !ok || !r.IsInt() || !r.Num().IsInt64() {
+		return 0, fmt.Errorf("%q is not an integer in range", s)
+	}
+	n := r.Num().Int64()
+	if n < lo || n > hi {
+		return 0, fmt.Errorf("%d is out of range", n)
+	}
+	return n, nil
+}
+
+// convert turns a decoded JSON value into the Go value pgx encodes for typ.
+func convert(typ string, raw any) (any, error) {
+	switch typ {
+	case "text":
+		s, ok := raw.(string)
+		if !ok {
+			return nil, fmt.Errorf("%s is not a string", describe(raw))
+		}
+		if strings.IndexByte(s, 0) >= 0 {
+			return nil, fmt.Errorf("text contains a NUL character, which PostgreSQL cannot store")
+		}
+		return s, nil
+	case "bigint":
+		return toInt(raw, math.MinInt64, math.MaxInt64)
+	case "integer":
+		n, err := toInt(raw, math.MinInt32, math.MaxInt32)
+		return int32(n), err
+	case "smallint":
+		n, err := toInt(raw, math.MinInt16, math.MaxInt16)
+		return int16(n), err
+	case "numeric":
+		return toNumeric(raw)
+	case "double precision":
+		n, ok := raw.(json.Number)
+		if !ok {
+			return nil, fmt.Errorf("%s is not a number", describe(raw))
+		}
+		return n.Float64()
+	case "boolean":
+		b, ok := raw.(bool)
+		if !ok {
+			return nil, fmt.Errorf("%s is not a boolean", describe(raw))
+		}
+		return b, nil
+	case "date":
+		s, ok := raw.(string)
+		if !ok {
+			return nil, fmt.Errorf("%s is not a date string", describe(raw))
+		}
+		d, err := ParseDate(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not YYYY-MM-DD", s)
+		}
+		return d.Time(), nil
+	case "timestamptz":
+		t, err := toTime(raw)
+		if err != nil {
+			return nil, err
+		}
+		// PostgreSQL keeps microseconds; truncating here makes the staged
+		// value equal the stored one, so change detection compares like
+		// with like.
+		return t.UTC().Truncate(time.Microsecond), nil
+	case "uuid":
+		s, ok := raw.(string)
+		if !ok {
+			return nil, fmt.Errorf("%s is not a UUID string", describe(raw))
+		}
+		u, err := parseUUID(s)
+		if err != nil {
+			return nil, err
+		}
+		return u, nil
+	case "jsonb":
+		b, err := json.Marshal(raw)
+		if err != nil {
+			return nil, err
+		}
+		return json.RawMessage(b), nil
+	}
+	return nil, fmt.Errorf("unsupported type %s", typ)
+}
+
+// Numeric is an exact decimal in canonical form: the shortest decimal string
+// of its value (1.50 and 1.5 are both "1.5"), as staged and as hashed.
+type Numeric string
+
+func toNumeric(raw any) (Numeric, error) {
+	var s string
+	switch v := raw.(type) {
+	case json.Number:
+		s = string(v)
+	case string:
+		s = v
+	default:
+		return "", fmt.Errorf("%s is not a number", describe(raw))
+	}
+	r, ok := new(big.Rat).SetString(s)
+	if !ok || strings.ContainsAny(s, "/") {
+		return "", fmt.Errorf("%q is not a decimal number", s)
+	}
+	// A decimal's denominator has only the prime factors 2 and 5; find the
+	// exact number of fractional digits.
+	den := new(big.Int).Set(r.Denom())
+	digits := 0
+	ten, two, five := big.NewInt(10), big.NewInt(2), big.NewInt(5)
+	for den.Cmp(big.NewInt(1)) != 0 {
+		switch {
+		case new(big.Int).Mod(den, ten).Sign() == 0:
+			den.Div(den, ten)
+		case new(big.Int).Mod(den, two).Sign() == 0:
+			den.Div(den, two)
+		case new(big.Int).Mod(den, five).Sign() == 0:
+			den.Div(den, five)
+		default:
+			return "", fmt.Errorf("%q is not a finite decimal", s)
+		}
+		digits++
+		if digits > 1000 {
+			return "", fmt.Errorf("%q has too many digits", s)
+		}
+	}
+	out := r.FloatString(digits)
+	if strings.Contains(out, ".") {
+		out = strings.TrimRight(strings.TrimRight(out, "0"), ".")
+	}
+	if out == "-0" {
+		out = "0"
+	}
+	return Numeric(out), nil
+}
+
+func parseUUID(s string) ([16]byte, error) {
+	var u [16]byte
+	h := strings.ReplaceAll(s, "-", "")
+	if len(h) != 32 || (len(s) != 32 && len(s) != 36) {
+		return u, fmt.Errorf("%q is not a UUID", s)
+	}
+	for i := range 16 {
+		b, err := strconv.ParseUint(h[2*i:2*i+2], 16, 8)
+		if err != nil {
+			return u, fmt.Errorf("%q is not a UUID", s)
+		}
+		u[i] = byte(b)
+	}
+	return u, nil
+}
+
+// NumericValue lets pgx encode a Numeric in binary: the digits without the
+// point, scaled by ten to the minus number of fractional digits.
+func (n Numeric) NumericValue() (pgtype.Numeric, error) {
+	s := string(n)
+	exp := 0
+	if i := strings.IndexByte(s, '.'); i >= 0 {
+		exp = -(len(s) - i - 1)
+		s = s[:i] + s[i+1:]
+	}
+	v, ok := new(big.Int).SetString(s, 10)
+	if !ok {
+		return pgtype.Numeric{}, fmt.Errorf("numeric %q is not canonical", string(n))
+	}
+	return pgtype.Numeric{Int: v, Exp: int32(exp), Valid: true}, nil
+}

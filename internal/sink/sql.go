@@ -1,0 +1,154 @@
+package sink
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/idemsink/idemsink/internal/config"
+)
+
+// statements holds the SQL of one pipeline's target table, built once from
+// validated configuration. Every identifier goes through pgx.Identifier.
+type statements struct {
+	target      string   // quoted schema.table
+	stage       string   // quoted temp table name
+	stageCols   []string // COPY column order
+	createTable string
+	createStage string
+	upsert      string // from the stage table; $1 batch id
+	upsertRow   string // one row from parameters: record_id, columns..., version, topic, partition, offset, batch id
+	verify      string
+}
+
+func quote(parts ...string) string { return pgx.Identifier(parts).Sanitize() }
+
+func buildStatements(p *config.Pipeline) *statements {
+	s := &statements{
+		target: quote(p.Schema, p.Table),
+		stage:  quote("_idemsink_stage_" + p.Name),
+	}
+	var cols, defs, stageDefs, sets, tContent, eContent, sContent []string
+	for _, c := range p.Columns {
+		q := quote(c.Name)
+		cols = append(cols, q)
+		null := " NOT NULL"
+		if c.Nullable {
+			null = ""
+		}
+		defs = append(defs, fmt.Sprintf("    %s %s%s", q, c.Type, null))
+		stageDefs = append(stageDefs, fmt.Sprintf("%s %s", q, c.Type))
+		sets = append(sets, fmt.Sprintf("%s = EXCLUDED.%s", q, q))
+		tContent = append(tContent, "t."+q)
+		eContent = append(eContent, "EXCLUDED."+q)
+		sContent = append(sContent, "s."+q)
+	}
+	meta := []string{"_version", "_src_topic", "_src_partition", "_src_offset"}
+	s.stageCols = append(append([]string{"record_id"}, strings.Split(strings.Join(p.ColumnNames(), ","), ",")...), meta...)
+
+	s.createTable = fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
+    record_id uuid PRIMARY KEY,
+%s,
+    _version bigint NOT NULL,
+    _src_topic text NOT NULL,
+    _src_partition integer NOT NULL,
+    _src_offset bigint NOT NULL,
+    _batch_id uuid NOT NULL,
+    _applied_at timestamptz NOT NULL
+)`, s.target, strings.Join(defs, ",\n"))
+
+	// ON COMMIT DELETE ROWS scopes the stage to one transaction: a rolled
+	// back batch leaves nothing behind, a retried one starts empty, and a
+	// temp table is invisible to every other session's batches.
+	s.createStage = fmt.Sprintf(`CREATE TEMP TABLE IF NOT EXISTS %s (record_id uuid, %s, _version bigint, _src_topic text, _src_partition integer, _src_offset bigint) ON COMMIT DELETE ROWS`,
+		s.stage, strings.Join(stageDefs, ", "))
+
+	colList := strings.Join(cols, ", ")
+	// The version guard orders by (version, offset, partition), the same
+	// total order as batch.Row.Newer. The change test includes _version:
+	// a higher version with equal content still moves the fence forward,
+	// while a redelivery (same version, same content) writes nothing.
+	conflict := fmt.Sprintf(`ON CONFLICT (record_id) DO UPDATE SET %s,
+    _version = EXCLUDED._version, _src_topic = EXCLUDED._src_topic,
+    _src_partition = EXCLUDED._src_partition, _src_offset = EXCLUDED._src_offset,
+    _batch_id = EXCLUDED._batch_id, _applied_at = EXCLUDED._applied_at
+  WHERE (EXCLUDED._version, EXCLUDED._src_offset, EXCLUDED._src_partition) > (t._version, t._src_offset, t._src_partition)
+    AND (t._version, %s) IS DISTINCT FROM (EXCLUDED._version, %s)
+  RETURNING (xmax = 0) AS inserted`, strings.Join(sets, ", "), strings.Join(tContent, ", "), strings.Join(eContent, ", "))
+	insert := fmt.Sprintf(`INSERT INTO %s AS t (record_id, %s, _version, _src_topic, _src_partition, _src_offset, _batch_id, _applied_at)`, s.target, colList)
+
+	s.upsert = fmt.Sprintf(`WITH up AS (
+  %s
+  SELECT record_id, %s, _version, _src_topic, _src_partition, _src_offset, $1::uuid, now() FROM %s
+  %s
+)
+SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up`, insert, colList, s.stage, conflict)
+
+	params := []string{"$1::uuid"}
+	for i, c := range p.Columns {
+		params = append(params, fmt.Sprintf("$%d::%s", i+2, c.Type))
+	}
+	n := len(p.Columns) + 2
+	params = append(params, fmt.Sprintf("$%d::bigint, $%d::text, $%d::integer, $%d::bigint, $%d::uuid, now()", n, n+1, n+2, n+3, n+4))
+	s.upsertRow = fmt.Sprintf("%s\n  VALUES (%s)\n  %s", insert, strings.Join(params, ", "), conflict)
+
+	// Contract 6: every staged row is in the target at its staged version
+	// or a newer one. "behind" counts rows where the target holds an older
+	// position with other content: the upsert should have replaced them.
+	// "stale" counts staged rows older than what the target holds.
+	contentT := "(t._version, " + strings.Join(tContent, ", ") + ")"
+	contentS := "(s._version, " + strings.Join(sContent, ", ") + ")"
+	s.verify = fmt.Sprintf(`SELECT count(*),
+  count(*) FILTER (WHERE t.record_id IS NULL),
+  count(*) FILTER (WHERE (t._version, t._src_offset, t._src_partition) < (s._version, s._src_offset, s._src_partition) AND %s IS DISTINCT FROM %s),
+  count(*) FILTER (WHERE (t._version, t._src_offset, t._src_partition) > (s._version, s._src_offset, s._src_partition) AND %s IS DISTINCT FROM %s)
+FROM %s s LEFT JOIN %s t ON t.record_id = s.record_id`, contentT, contentS, contentT, contentS, s.stage, s.target)
+	return s
+}
+
+// Ledger statements; the schema is fixed by the migrations.
+const (
+	// claimOffsets makes sure a ledger row exists for each partition, moves
+	// its generation up to the caller's and returns it. A caller with an
+	// older generation than the stored one learns it is fenced.
+	claimOffsets = `INSERT INTO idemsink.offsets AS o (group_id, topic, partition, applied_offset, generation, member_id)
+SELECT $1, x.topic, x.partition, -1, $2, $3 FROM unnest($4::text[], $5::integer[]) AS x(topic, partition)
+ORDER BY x.topic, x.partition
+ON CONFLICT (group_id, topic, partition) DO UPDATE
+  SET generation = GREATEST(o.generation, EXCLUDED.generation),
+      member_id = CASE WHEN EXCLUDED.generation >= o.generation THEN EXCLUDED.member_id ELSE o.member_id END,
+      updated_at = now()
+RETURNING topic, partition, applied_offset, generation`
+
+	// lockOffsets locks the batch's partitions in a fixed order so that two
+	// transactions on the same partitions queue instead of deadlocking.
+	lockOffsets = `SELECT topic, partition, applied_offset, generation FROM idemsink.offsets
+WHERE group_id = $1 AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::integer[]))
+ORDER BY topic, partition FOR UPDATE`
+
+	advanceOffsets = `UPDATE idemsink.offsets o
+SET applied_offset = GREATEST(o.applied_offset, x.applied), generation = $2, member_id = $3, updated_at = now()
+FROM unnest($4::text[], $5::integer[], $6::bigint[]) AS x(topic, partition, applied)
+WHERE o.group_id = $1 AND o.topic = x.topic AND o.partition = x.partition`
+
+	readOffsets = `SELECT topic, partition, applied_offset, generation, member_id, updated_at FROM idemsink.offsets
+WHERE group_id = $1 ORDER BY topic, partition`
+
+	insertDeadLetters = `INSERT INTO idemsink.dead_letters (pipeline, topic, partition, "offset", key, value, headers, reason, batch_id)
+SELECT $1, x.topic, x.partition, x.off, x.key, x.value, x.headers, x.reason, $2
+FROM unnest($3::text[], $4::integer[], $5::bigint[], $6::bytea[], $7::bytea[], $8::jsonb[], $9::text[]) AS x(topic, partition, off, key, value, headers, reason)
+ON CONFLICT DO NOTHING`
+
+	recordBatch = `INSERT INTO idemsink.batches (batch_id, run_id, pipeline, target_date, group_id, generation, member_id, ranges,
+  records, superseded, skipped, staged, inserted, updated, unchanged, stale, deleted, dead_lettered, stage_ms, upsert_ms, verify_ms)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+ON CONFLICT (batch_id) DO UPDATE SET applications = idemsink.batches.applications + 1, last_applied_at = now(),
+  generation = EXCLUDED.generation, member_id = EXCLUDED.member_id, skipped = EXCLUDED.skipped, staged = EXCLUDED.staged,
+  inserted = EXCLUDED.inserted, updated = EXCLUDED.updated, unchanged = EXCLUDED.unchanged, stale = EXCLUDED.stale,
+  dead_lettered = EXCLUDED.dead_lettered, stage_ms = EXCLUDED.stage_ms, upsert_ms = EXCLUDED.upsert_ms, verify_ms = EXCLUDED.verify_ms`
+
+	// The lock key is an arbitrary constant shared by every idemsink
+	// process: table creation runs under it, beside tern's own lock.
+	lockDDL = `SELECT pg_advisory_xact_lock(7245092318765)`
+)
