@@ -247,6 +247,9 @@ func (c *Consumer) loop(ctx context.Context) error {
 		c.mu.Lock()
 		fetches.EachRecord(c.add)
 		err := c.flushReady(ctx)
+		if err == nil {
+			c.catchUpCommits(ctx)
+		}
 		c.m.Buffered.Set(float64(c.buffered))
 		c.mu.Unlock()
 		c.cl.AllowRebalance()
@@ -485,6 +488,21 @@ func (c *Consumer) commitKafka(ctx context.Context, applied map[batch.TP]int64) 
 	if commitErr != nil {
 		c.m.KafkaCommitErrors.Inc()
 		c.log.Warn("kafka offset commit failed; the ledger keeps the position", "err", commitErr)
+	}
+}
+
+// catchUpCommits commits the ledger's position to Kafka for partitions
+// whose Kafka commit lags it: after resuming from the ledger, or after a
+// commit that failed.
+func (c *Consumer) catchUpCommits(ctx context.Context) {
+	lag := map[batch.TP]int64{}
+	for tp, ps := range c.parts {
+		if ps.applied >= 0 && ps.applied+1 > ps.committed {
+			lag[tp] = ps.applied
+		}
+	}
+	if len(lag) > 0 {
+		c.commitKafka(ctx, lag)
 	}
 }
 

@@ -1,0 +1,135 @@
+// Package kafkatest gives tests a Kafka: the broker named by KAFKA_BROKERS
+// when set (the real-Kafka tier), otherwise an in-process kfake cluster.
+// Tests that inject broker faults ask for kfake explicitly with Fake.
+package kafkatest
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Cluster is a Kafka for one test.
+type Cluster struct {
+	Brokers []string
+	// Fake is the in-process cluster, nil against a real broker.
+	Fake *kfake.Cluster
+	t    testing.TB
+	adm  *kadm.Client
+	cl   *kgo.Client
+}
+
+// Real reports whether the tests run against a real broker.
+func Real() bool { return os.Getenv("KAFKA_BROKERS") != "" }
+
+// New returns the real broker when KAFKA_BROKERS is set, else a kfake cluster.
+func New(t testing.TB) *Cluster {
+	t.Helper()
+	if b := os.Getenv("KAFKA_BROKERS"); b != "" {
+		return connect(t, strings.Split(b, ","), nil)
+	}
+	return Fake(t)
+}
+
+// Fake returns an in-process kfake cluster whatever KAFKA_BROKERS says: for
+// tests that inject faults only kfake can.
+func Fake(t testing.TB, opts ...kfake.Opt) *Cluster {
+	t.Helper()
+	fc, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, opts...)...)
+	if err != nil {
+		t.Fatalf("kfake: %v", err)
+	}
+	t.Cleanup(fc.Close)
+	return connect(t, fc.ListenAddrs(), fc)
+}
+
+func connect(t testing.TB, brokers []string, fc *kfake.Cluster) *Cluster {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatalf("kafka client: %v", err)
+	}
+	t.Cleanup(cl.Close)
+	return &Cluster{Brokers: brokers, Fake: fc, t: t, adm: kadm.NewClient(cl), cl: cl}
+}
+
+var unsafe = regexp.MustCompile(`[^a-zA-Z0-9._-]+`)
+
+// Name returns a topic or group name unique to the test, so that tests can
+// share a real broker.
+func Name(t testing.TB, suffix string) string {
+	n := unsafe.ReplaceAllString(t.Name(), "_")
+	if len(n) > 100 {
+		n = n[:100]
+	}
+	return fmt.Sprintf("%s.%s.%08x", n, suffix, rand.Uint32())
+}
+
+// Topic creates a topic with the given partitions and returns its name.
+func (c *Cluster) Topic(suffix string, partitions int32) string {
+	c.t.Helper()
+	name := Name(c.t, suffix)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := c.adm.CreateTopic(ctx, partitions, 1, nil, name)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		c.t.Fatalf("create topic %s: %v", name, err)
+	}
+	return name
+}
+
+// Produce writes records synchronously; each record's Partition is used.
+func (c *Cluster) Produce(recs ...*kgo.Record) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		c.t.Fatalf("produce: %v", err)
+	}
+}
+
+// Ends returns the end offset (high watermark) of every partition of topic.
+func (c *Cluster) Ends(topic string) map[int32]int64 {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ends, err := c.adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		c.t.Fatalf("list end offsets: %v", err)
+	}
+	out := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+	return out
+}
+
+// Committed returns the group's committed offsets for topic.
+func (c *Cluster) Committed(group, topic string) map[int32]int64 {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	offs, err := c.adm.FetchOffsets(ctx, group)
+	if err != nil {
+		c.t.Fatalf("fetch offsets: %v", err)
+	}
+	out := map[int32]int64{}
+	offs.Each(func(o kadm.OffsetResponse) {
+		if o.Topic == topic {
+			out[o.Partition] = o.At
+		}
+	})
+	return out
+}
+
+// Admin returns an admin client on the cluster.
+func (c *Cluster) Admin() *kadm.Client { return c.adm }
