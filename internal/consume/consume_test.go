@@ -3,6 +3,8 @@ package consume_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -290,7 +292,7 @@ func TestPipelinesAndDatesSplit(t *testing.T) {
 		if want := uuidString(id); run != want {
 			t.Errorf("batch %s/%s has run id %s, want %s", p, d, run, want)
 		}
-		got = append(got, p+"/"+d+"/"+itoa(n))
+		got = append(got, p+"/"+d+"/"+strconv.Itoa(n))
 	}
 	want := "pa/2026-03-01/2 pa/2026-03-02/2 pb/2026-03-01/4 pb/2026-03-02/4"
 	if strings.Join(got, " ") != want {
@@ -342,4 +344,138 @@ func uuidString(id [16]byte) string {
 	return b.String()
 }
 
-func itoa(n int) string { return strings.TrimSpace(strings.Repeat(" ", 0) + string(rune('0'+n))) }
+// A second member joining takes partitions from the first; the first
+// flushes and commits what it holds of them on revocation, so every
+// record is applied exactly once across the two.
+func TestRevocationFlushesBeforeHandOver(t *testing.T) {
+	t.Parallel()
+	k := kafkatest.New(t)
+	const parts = 4
+	topic := k.Topic("orders", parts)
+	p := gen.Pipeline("orders", topic, "order_lines")
+	p.Batch.Linger = 3 * time.Second // batches are open when the rebalance comes
+	e := newEnv(t, k, p)
+	g := gen.New(gen.Options{Seed: 3})
+	var events []gen.Event
+	for range 400 {
+		events = append(events, g.NextNew())
+	}
+	k.Produce(orderRecords(topic, parts, events)...)
+	first := e.start(e.cfg, consume.Options{})
+	waitFor(t, 30*time.Second, "the first member to buffer records", func() bool { return testutil.ToFloat64(first.m.Buffered) > 0 })
+	second := e.start(e.cfg, consume.Options{})
+	waitFor(t, 30*time.Second, "the second member to own partitions", func() bool { return len(second.c.Applied()) > 0 })
+	if n := e.count("SELECT count(*) FROM order_lines"); n == 0 {
+		t.Error("nothing applied after the rebalance: the first member did not flush on revocation")
+	}
+	var more []gen.Event
+	for range 400 {
+		more = append(more, g.NextNew())
+	}
+	k.Produce(orderRecords(topic, parts, more)...)
+	e.waitApplied(e.cfg.Group, topic)
+	if err := errors.Join(first.stop(), second.stop()); err != nil {
+		t.Fatal(err)
+	}
+	a, b := first.sum(), second.sum()
+	if a.Records+b.Records != 800 {
+		t.Errorf("members applied %d + %d records, want 800 in all: a record was applied twice or never", a.Records, b.Records)
+	}
+	if b.Records == 0 {
+		t.Error("the second member applied nothing")
+	}
+	if n := e.count("SELECT count(*) FROM order_lines"); n != 800 {
+		t.Errorf("%d rows, want 800", n)
+	}
+	if n := e.count("SELECT coalesce(sum(records), 0) FROM idemsink.batches"); n != 800 {
+		t.Errorf("the ledger's batches hold %d records, want 800", n)
+	}
+}
+
+// A failed verification rolls the batch back and is retried; offsets do
+// not move until it passes.
+func TestVerificationFailureIsRetried(t *testing.T) {
+	t.Parallel()
+	k := kafkatest.New(t)
+	topic := k.Topic("t", 1)
+	e := newEnv(t, k, simplePipeline("p", topic, "items", true))
+	mb := e.start(e.cfg, consume.Options{})
+	k.Produce(record(topic, 0, rec{ID: 1, Status: "placed", Qty: 1, TS: "2026-03-01T10:00:00Z", V: 1}))
+	e.waitApplied(e.cfg.Group, topic)
+	ctx := context.Background()
+	if _, err := e.pool.Exec(ctx, `CREATE FUNCTION swallow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TRIGGER swallow BEFORE UPDATE ON items FOR EACH ROW EXECUTE FUNCTION swallow()`); err != nil {
+		t.Fatal(err)
+	}
+	k.Produce(record(topic, 0, rec{ID: 1, Status: "paid", Qty: 1, TS: "2026-03-01T10:00:00Z", V: 2}))
+	waitFor(t, 30*time.Second, "verification failures to be retried", func() bool {
+		return testutil.ToFloat64(mb.m.VerifyFailures.WithLabelValues("p")) >= 2
+	})
+	if n := e.count("SELECT applied_offset FROM idemsink.offsets"); n != 0 {
+		t.Errorf("ledger applied offset %d while verification fails, want 0", n)
+	}
+	if c := k.Committed(e.cfg.Group, topic); c[0] > 1 {
+		t.Errorf("Kafka committed %d while verification fails, want at most 1", c[0])
+	}
+	if mb.c.Ready() {
+		t.Error("consumer reports ready while its batch keeps failing")
+	}
+	if _, err := e.pool.Exec(ctx, "DROP TRIGGER swallow ON items"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitApplied(e.cfg.Group, topic)
+	if n := e.count("SELECT count(*) FROM items WHERE status = 'paid' AND v = 2"); n != 1 {
+		t.Error("the update was not applied after verification passed")
+	}
+	waitFor(t, 10*time.Second, "readiness", mb.c.Ready)
+}
+
+// Bad records are dead-lettered with their raw bytes in the batch's
+// transaction, and the partition moves on.
+func TestBadRecordsDeadLettered(t *testing.T) {
+	t.Parallel()
+	k := kafkatest.New(t)
+	topic := k.Topic("t", 1)
+	e := newEnv(t, k, simplePipeline("p", topic, "items", false))
+	k.Produce(
+		record(topic, 0, rec{ID: 1, Status: "ok", Qty: 1, TS: "2026-03-01T10:00:00Z"}),
+		&kgo.Record{Topic: topic, Value: []byte(`{"id": 2, "status": "x", "qty": 1, "ts": "yesterday"}`)},
+		&kgo.Record{Topic: topic, Value: []byte(`[1,2,3]`), Headers: []kgo.RecordHeader{{Key: "source", Value: []byte("legacy")}}},
+		&kgo.Record{Topic: topic, Key: []byte("k"), Value: nil},
+		record(topic, 0, rec{ID: 3, Status: "ok", Qty: 99999999, TS: "2026-03-01T10:00:00Z"}),
+		&kgo.Record{Topic: topic, Value: []byte(`{"id": 4, "status": "ok", "qty": 4000000000, "ts": "2026-03-01T10:00:00Z"}`)},
+	)
+	mb := e.start(e.cfg, consume.Options{})
+	e.waitApplied(e.cfg.Group, topic)
+	if err := mb.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.count("SELECT count(*) FROM items"); n != 2 {
+		t.Errorf("%d rows, want 2", n)
+	}
+	rows, err := e.pool.Query(context.Background(), `SELECT "offset", reason, coalesce(headers->>'source', '') FROM idemsink.dead_letters ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var off int64
+		var reason, hdr string
+		if err := rows.Scan(&off, &reason, &hdr); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, strconv.FormatInt(off, 10)+": "+reason+" "+hdr)
+	}
+	want := []string{
+		`1: field "ts" (column ts timestamptz): "yesterday" is not an RFC 3339 timestamp `,
+		`2: decode JSON: json: cannot unmarshal array into Go value of type map[string]interface {} legacy`,
+		`3: tombstone (null value): deletes are not supported `,
+		`5: field "qty" (column qty integer): 4000000000 is out of range `,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("dead letters:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if c := k.Committed(e.cfg.Group, topic); c[0] != 6 {
+		t.Errorf("Kafka committed %d, want 6: the partition moves on past bad records", c[0])
+	}
+}
