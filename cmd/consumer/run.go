@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/idemsink/idemsink/internal/config"
@@ -174,6 +175,9 @@ func offsets(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
 	committed, err := adm.FetchOffsets(ctx, cfg.Group)
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		err = nil // a group that never committed
+	}
 	if err != nil {
 		return fmt.Errorf("fetch committed offsets: %w", err)
 	}

@@ -104,7 +104,7 @@ func Run(ctx context.Context, w io.Writer, log *slog.Logger) (err error) {
 	if _, err := pool.Exec(ctx, "DELETE FROM idemsink.offsets WHERE group_id = $1", group); err != nil {
 		return fmt.Errorf("reset ledger: %w", err)
 	}
-	r, err = d.consume(ctx, "3rd (replay)", "the same 500, ledger reset", true)
+	r, err = d.consume(ctx, "3rd (replay)", "the same 500, ledger reset", false)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,65 @@
+# idemsink: make help lists the targets.
+GO ?= go
+PKGS := ./...
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets.
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build the daemon into bin/consumer.
+	$(GO) build -o bin/consumer ./cmd/consumer
+
+.PHONY: demo
+demo: deps ## Run the whole pipeline on in-process Kafka and a throwaway PostgreSQL.
+	$(GO) run ./cmd/consumer demo
+
+.PHONY: deps
+deps: ## Install missing test dependencies (PostgreSQL server, kcat) from Debian.
+	scripts/deps
+
+.PHONY: test
+test: deps ## Run every test: unit, integration (real PostgreSQL, kfake), torture (fast).
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+.PHONY: test-race
+test-race: deps ## Run every test with the race detector.
+	$(GO) test -count=1 -race $(PKGS)
+
+.PHONY: test-kafka
+test-kafka: ## Run the integration and torture suites against a real Apache Kafka broker.
+	scripts/deps kafka
+	scripts/test-kafka
+
+.PHONY: test-containers
+test-containers: ## Run the integration suite through testcontainers (podman, local images).
+	scripts/test-containers
+
+.PHONY: torture
+torture: deps ## Run the long torture suite (100 crash cycles).
+	TORTURE_LONG=1 $(GO) test -count=1 -v -timeout 60m ./internal/torture/
+
+.PHONY: bench
+bench: deps ## Run the throughput, replay and memory benchmarks (about 10 minutes).
+	$(GO) run ./cmd/bench
+
+.PHONY: bench-quick
+bench-quick: deps ## Run a small benchmark (seconds), and the Go micro-benchmarks.
+	$(GO) run ./cmd/bench -quick
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/batch/ ./internal/sink/
+
+.PHONY: fuzz
+fuzz: ## Fuzz the record decoder for 60 seconds.
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./internal/batch/
+
+.PHONY: lint
+lint: ## gofmt, go vet, and golangci-lint when installed.
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet $(PKGS)
+	@if command -v golangci-lint >/dev/null; then golangci-lint run; else echo "lint: golangci-lint not installed, skipped"; fi
+
+.PHONY: clean
+clean: ## Remove build output.
+	rm -rf bin
