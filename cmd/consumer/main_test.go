@@ -8,6 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/idemsink/idemsink/internal/kafkatest"
 	"github.com/idemsink/idemsink/internal/pgtest"
 )
@@ -87,5 +91,39 @@ pipelines:
 	}
 	if !strings.Contains(out.String(), "LEDGER NEXT") || strings.Count(out.String(), topic) != 2 {
 		t.Errorf("offsets printed %q, want a header and one line per partition", out.String())
+	}
+
+	// A replay resets both Kafka's commits and the ledger.
+	pool, err := pgxpool.New(context.Background(), env["IDEMSINK_DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(context.Background(), `INSERT INTO idemsink.offsets (group_id, topic, partition, applied_offset, generation, member_id)
+VALUES ('cli-test', $1, 0, 41, 3, 'm'), ('cli-test', $1, 1, 9, 3, 'm')`, topic); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		k.Produce(&kgo.Record{Topic: topic, Partition: int32(i % 2), Value: []byte("{}")})
+	}
+	adm := k.Admin()
+	var offs kadm.Offsets
+	offs.AddOffset(topic, 0, 3, -1)
+	if _, err := adm.CommitOffsets(context.Background(), "cli-test", offs); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"replay", "-config", cfgPath}, getenv, &out, &out); err != nil {
+		t.Fatalf("replay: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "2 ledger partition(s) forgotten") {
+		t.Errorf("replay printed %q", out.String())
+	}
+	if c := k.Committed("cli-test", topic); c[0] != 0 {
+		t.Errorf("Kafka committed %d after replay, want 0", c[0])
+	}
+	var n int
+	if err := pool.QueryRow(context.Background(), "SELECT count(*) FROM idemsink.offsets").Scan(&n); err != nil || n != 0 {
+		t.Errorf("%d ledger rows after replay (%v), want 0", n, err)
 	}
 }

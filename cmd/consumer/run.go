@@ -37,6 +37,7 @@ commands:
   run      consume the configured topics into PostgreSQL (migrates first)
   migrate  apply the ledger migrations and create the target tables
   offsets  show the ledger's applied offsets beside Kafka's committed ones
+  replay   reset the group to the start of its topics, in Kafka and in the ledger (a backfill)
   demo     run the whole pipeline on an in-process Kafka and a throwaway PostgreSQL
   version  print the version
 
@@ -58,7 +59,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	switch cmd {
-	case "run", "migrate", "offsets", "demo":
+	case "run", "migrate", "offsets", "replay", "demo":
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "idemsink", buildVersion())
 		return nil
@@ -88,6 +89,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return migrate(ctx, cfg, log, stdout)
 	case "offsets":
 		return offsets(ctx, cfg, stdout)
+	case "replay":
+		return replay(ctx, cfg, stdout)
 	}
 	injector, err := fault.Parse(getenv(fault.Env))
 	if err != nil {
@@ -204,6 +207,48 @@ func offsets(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", e.Topic, e.Partition, next, kc, e.Offset, e.Offset-next, l.Generation)
 	})
 	return tw.Flush()
+}
+
+// replay resets the group to the start of its topics in Kafka and forgets
+// its ledger offsets, so that the next run applies every record again: the
+// rows come out unchanged or stale, never duplicated. Either step alone is
+// harmless, so their order does not matter for safety.
+func replay(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	groups, err := adm.DescribeGroups(ctx, cfg.Group)
+	if err != nil {
+		return fmt.Errorf("describe group %s: %w", cfg.Group, err)
+	}
+	if g, ok := groups[cfg.Group]; ok && len(g.Members) > 0 {
+		return fmt.Errorf("group %s has %d active member(s); stop them before a replay", cfg.Group, len(g.Members))
+	}
+	starts, err := adm.ListStartOffsets(ctx, cfg.Topics()...)
+	if err != nil {
+		return fmt.Errorf("list start offsets: %w", err)
+	}
+	resp, err := adm.CommitOffsets(ctx, cfg.Group, starts.Offsets())
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("reset Kafka offsets: %w", err)
+	}
+	pool, err := connect(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	n, err := sink.New(pool, cfg, sink.Options{}).ResetLedger(ctx, cfg.Group, cfg.Topics())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "group %s reset to the start of %s; %d ledger partition(s) forgotten\n", cfg.Group, strings.Join(cfg.Topics(), ", "), n)
+	return nil
 }
 
 // serve runs the daemon: the consumer and the metrics server as actors of

@@ -533,3 +533,14 @@ func (s *Sink) CaughtUp(ctx context.Context, group string, ends map[batch.TP]int
 	}
 	return true, nil
 }
+
+// ResetLedger forgets the group's applied offsets for the topics, so that
+// a replay from reset Kafka offsets applies every record again. It returns
+// the number of partitions forgotten.
+func (s *Sink) ResetLedger(ctx context.Context, group string, topics []string) (int, error) {
+	tag, err := s.pool.Exec(ctx, "DELETE FROM idemsink.offsets WHERE group_id = $1 AND topic = ANY($2)", group, topics)
+	if err != nil {
+		return 0, fmt.Errorf("reset ledger: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
