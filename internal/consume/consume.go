@@ -209,12 +209,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer cancel()
 	cl.PauseFetchTopics(c.cfg.Topics()...)
 	c.mu.Lock()
-	ferr := c.flushAll(sctx)
-	c.mu.Unlock()
-	if ferr != nil {
-		c.log.Warn("shutdown: abandoned in-flight batches", "err", ferr)
+	if ferr := c.flushAll(sctx); ferr != nil {
+		c.log.Warn("shutdown: abandoning in-flight batches", "batches", len(c.open), "records", c.buffered, "err", ferr)
+		// Nothing of them is committed anywhere: the next owner of the
+		// partitions reads them again. Dropping them here keeps the
+		// revocation on Close from retrying past the deadline.
+		c.open, c.buffered, c.bytes = map[batchKey]*batch.Batch{}, 0, 0
 	}
-	// Revocation on Close would try again with nothing left to do.
+	c.mu.Unlock()
 	return err
 }
 
