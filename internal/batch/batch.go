@@ -111,20 +111,37 @@ func (b *Batch) First(tp TP) (int64, bool) {
 }
 
 // Drop removes everything the batch took from the given partitions, as when
-// they are lost to another group member. It reports whether anything is left.
+// they are lost to another group member. The offset ranges of the other
+// partitions stay whole, including records superseded within the batch, so
+// that the watermarks computed from them stay right. It reports whether
+// anything is left.
 func (b *Batch) Drop(lost func(TP) bool) bool {
-	rows, dead := b.Rows, b.Dead
-	*b = *New(b.Pipeline, b.Date, b.Opened)
-	for _, r := range rows {
+	rows, dead := b.Rows[:0], b.Dead[:0]
+	b.index = map[ID]int{}
+	b.Bytes = 0
+	for _, r := range b.Rows {
 		if !lost(r.Pos.TP) {
-			b.Add(r)
+			b.index[r.ID] = len(rows)
+			rows = append(rows, r)
+			b.Bytes += r.Size
 		}
 	}
-	for _, d := range dead {
+	for _, d := range b.Dead {
 		if !lost(d.Pos.TP) {
-			b.AddDead(d)
+			dead = append(dead, d)
+			b.Bytes += len(d.Key) + len(d.Value)
 		}
 	}
+	b.Rows, b.Dead = rows, dead
+	b.Records = 0
+	for tp, r := range b.ranges {
+		if lost(tp) {
+			delete(b.ranges, tp)
+			continue
+		}
+		b.Records += r.Count
+	}
+	b.Superseded = b.Records - len(b.Rows) - len(b.Dead)
 	return b.Records > 0
 }
 

@@ -8,8 +8,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/big"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -86,8 +88,9 @@ type Row struct {
 
 // Newer reports whether r supersedes o under the ordering contract: a higher
 // version, else a later Kafka position. Positions in different partitions
-// are not ordered by Kafka; comparing the offset and then the partition makes
-// the order total, so that the result never depends on delivery order.
+// are not ordered by Kafka; comparing the offset, then the partition, then
+// the topic (a pipeline may read several) makes the order total, so that the
+// result never depends on delivery order.
 func (r *Row) Newer(o *Row) bool {
 	if r.Version != o.Version {
 		return r.Version > o.Version
@@ -95,7 +98,10 @@ func (r *Row) Newer(o *Row) bool {
 	if r.Pos.Offset != o.Pos.Offset {
 		return r.Pos.Offset > o.Pos.Offset
 	}
-	return r.Pos.Partition > o.Pos.Partition
+	if r.Pos.Partition != o.Pos.Partition {
+		return r.Pos.Partition > o.Pos.Partition
+	}
+	return r.Pos.Topic > o.Pos.Topic
 }
 
 // BadRecord is why a record cannot be applied; it is dead-lettered.
@@ -163,7 +169,8 @@ func (d *Decoder) Decode(key, value []byte, pos Position) (Row, Date, error) {
 	if obj == nil {
 		return Row{}, Date{}, bad("decode JSON: value is not an object")
 	}
-	if dec.More() {
+	// More would miss a stray "}" or "]": it reports the end of a list.
+	if _, err := dec.Token(); err != io.EOF {
 		return Row{}, Date{}, bad("decode JSON: trailing data after the object")
 	}
 	r := Row{Values: make([]any, len(d.cols)), Pos: pos, Size: len(key) + len(value), Key: key, Value: value}
@@ -298,7 +305,7 @@ func toInt(raw any, lo, hi int64) (int64, error) {
 		}
 		return n, nil
 	}
-	r, ok := new(big.Rat).SetString(s)
+	r, ok := parseDecimal(s)
 	if !ok || !r.IsInt() || !r.Num().IsInt64() {
 		return 0, fmt.Errorf("%q is not an integer in range", s)
 	}
@@ -307,6 +314,19 @@ func toInt(raw any, lo, hi int64) (int64, error) {
 		return 0, fmt.Errorf("%d is out of range", n)
 	}
 	return n, nil
+}
+
+// decimalRE is the decimal syntax big.Rat is given. Without it, SetString
+// also takes fractions, hex and binary, and, worse, any exponent:
+// "1e-1000000" is ten bytes of input and seconds of CPU. Three exponent
+// digits match the 1000 fractional digits toNumeric allows.
+var decimalRE = regexp.MustCompile(`^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?$`)
+
+func parseDecimal(s string) (*big.Rat, bool) {
+	if !decimalRE.MatchString(s) {
+		return nil, false
+	}
+	return new(big.Rat).SetString(s)
 }
 
 // convert turns a decoded JSON value into the Go value pgx encodes for typ.
@@ -396,8 +416,8 @@ func toNumeric(raw any) (Numeric, error) {
 	default:
 		return "", fmt.Errorf("%s is not a number", describe(raw))
 	}
-	r, ok := new(big.Rat).SetString(s)
-	if !ok || strings.ContainsAny(s, "/") {
+	r, ok := parseDecimal(s)
+	if !ok {
 		return "", fmt.Errorf("%q is not a decimal number", s)
 	}
 	// A decimal's denominator has only the prime factors 2 and 5; find the

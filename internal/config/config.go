@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"regexp"
 	"slices"
@@ -158,7 +159,12 @@ func Parse(b []byte, getenv func(string) string) (*Config, error) {
 			c.DatabaseURL = v
 		}
 		if v := getenv(EnvBrokers); v != "" {
-			c.Brokers = strings.Split(v, ",")
+			c.Brokers = nil
+			for b := range strings.SplitSeq(v, ",") {
+				if b = strings.TrimSpace(b); b != "" {
+					c.Brokers = append(c.Brokers, b)
+				}
+			}
 		}
 		if v := getenv(EnvSASLPassword); v != "" && c.SASL != nil {
 			c.SASL.Password = v
@@ -209,7 +215,7 @@ func (c *Config) SetDefaults() {
 			p.Version.Type = "bigint"
 		}
 		if p.Batch.MaxRecords == 0 {
-			p.Batch.MaxRecords = DefaultMaxRecords
+			p.Batch.MaxRecords = min(DefaultMaxRecords, c.MaxBufferedRecords)
 		}
 		if p.Batch.MaxBytes == 0 {
 			p.Batch.MaxBytes = DefaultMaxBytes
@@ -264,6 +270,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBufferedRecords < 0 {
 		bad("max_buffered_records: must be positive")
+	}
+	if c.MaxBufferedBytes < 0 {
+		bad("max_buffered_bytes: must be positive")
 	}
 	if c.StartOffset != "earliest" && c.StartOffset != "latest" {
 		bad("start_offset: %q is not earliest or latest", c.StartOffset)
@@ -348,7 +357,11 @@ func (c *Config) Validate() error {
 		if p.Date.Field == "" {
 			bad("%s.date.field: required", at)
 		}
-		if _, err := time.LoadLocation(p.Date.TimeZone); err != nil {
+		// "Local" loads, but it is the machine's zone: target dates, and so
+		// run and batch ids, would differ from one host to the next.
+		if p.Date.TimeZone == "Local" {
+			bad("%s.date.time_zone: %q depends on the machine; name an IANA zone such as UTC", at, p.Date.TimeZone)
+		} else if _, err := time.LoadLocation(p.Date.TimeZone); err != nil {
 			bad("%s.date.time_zone: %q is not a known time zone", at, p.Date.TimeZone)
 		}
 		if p.Version != nil {
@@ -423,7 +436,8 @@ func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 		}
 	}
 	var v int64
-	if _, err := fmt.Sscanf(s, "%d", &v); err != nil || fmt.Sprint(v) != s {
+	// The range check keeps "17179869184GiB" from wrapping around to 0.
+	if _, err := fmt.Sscanf(s, "%d", &v); err != nil || fmt.Sprint(v) != s || v > math.MaxInt64/mult || v < math.MinInt64/mult {
 		return fmt.Errorf("line %d: %q is not a size (like 1048576 or 8MiB)", n.Line, n.Value)
 	}
 	*b = ByteSize(v * mult)

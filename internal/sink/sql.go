@@ -65,15 +65,15 @@ func buildStatements(p *config.Pipeline) *statements {
 		s.stage, strings.Join(stageDefs, ", "))
 
 	colList := strings.Join(cols, ", ")
-	// The version guard orders by (version, offset, partition), the same
-	// total order as batch.Row.Newer. The change test includes _version:
+	// The version guard orders by (version, offset, partition, topic), the
+	// same total order as batch.Row.Newer. The change test includes _version:
 	// a higher version with equal content still moves the fence forward,
 	// while a redelivery (same version, same content) writes nothing.
 	conflict := fmt.Sprintf(`ON CONFLICT (record_id) DO UPDATE SET %s,
     _version = EXCLUDED._version, _src_topic = EXCLUDED._src_topic,
     _src_partition = EXCLUDED._src_partition, _src_offset = EXCLUDED._src_offset,
     _batch_id = EXCLUDED._batch_id, _applied_at = EXCLUDED._applied_at
-  WHERE (EXCLUDED._version, EXCLUDED._src_offset, EXCLUDED._src_partition) > (t._version, t._src_offset, t._src_partition)
+  WHERE (EXCLUDED._version, EXCLUDED._src_offset, EXCLUDED._src_partition, EXCLUDED._src_topic) > (t._version, t._src_offset, t._src_partition, t._src_topic)
     AND (t._version, %s) IS DISTINCT FROM (EXCLUDED._version, %s)
   RETURNING (xmax = 0) AS inserted`, strings.Join(sets, ", "), strings.Join(tContent, ", "), strings.Join(eContent, ", "))
 	insert := fmt.Sprintf(`INSERT INTO %s AS t (record_id, %s, _version, _src_topic, _src_partition, _src_offset, _batch_id, _applied_at)`, s.target, colList)
@@ -101,8 +101,8 @@ SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FR
 	contentS := "(s._version, " + strings.Join(sContent, ", ") + ")"
 	s.verify = fmt.Sprintf(`SELECT count(*),
   count(*) FILTER (WHERE t.record_id IS NULL),
-  count(*) FILTER (WHERE (t._version, t._src_offset, t._src_partition) < (s._version, s._src_offset, s._src_partition) AND %s IS DISTINCT FROM %s),
-  count(*) FILTER (WHERE (t._version, t._src_offset, t._src_partition) > (s._version, s._src_offset, s._src_partition) AND %s IS DISTINCT FROM %s)
+  count(*) FILTER (WHERE (t._version, t._src_offset, t._src_partition, t._src_topic) < (s._version, s._src_offset, s._src_partition, s._src_topic) AND %s IS DISTINCT FROM %s),
+  count(*) FILTER (WHERE (t._version, t._src_offset, t._src_partition, t._src_topic) > (s._version, s._src_offset, s._src_partition, s._src_topic) AND %s IS DISTINCT FROM %s)
 FROM %s s LEFT JOIN %s t ON t.record_id = s.record_id`, contentT, contentS, contentT, contentS, s.stage, s.target)
 	return s
 }

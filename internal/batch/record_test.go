@@ -1,0 +1,361 @@
+package batch
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/idemsink/idemsink/internal/config"
+)
+
+// wide is a pipeline with a column of every type; only id is required.
+func wide(t testing.TB) *config.Pipeline {
+	return pipeline(t, config.Pipeline{
+		Key: []string{"id"},
+		Columns: []config.Column{
+			col("id", "bigint"),
+			nullable("name", "text"),
+			nullable("small", "smallint"),
+			nullable("int", "integer"),
+			nullable("amount", "numeric"),
+			nullable("ratio", "double precision"),
+			nullable("flag", "boolean"),
+			nullable("day", "date"),
+			nullable("at", "timestamptz"),
+			nullable("ref", "uuid"),
+			{Name: "city", Type: "text", Field: "address.city", Nullable: true},
+			nullable("payload", "jsonb"),
+		},
+		Date: config.Date{Field: "ts"},
+	})
+}
+
+func TestDecodeValues(t *testing.T) {
+	d := NewDecoder(wide(t))
+	value := []byte(`{
+		"id": "42", "name": "Zoë\t\"quoted\"", "small": -32768, "int": 2147483647,
+		"amount": 1.50, "ratio": 0.25, "flag": false, "day": "2026-02-28",
+		"at": "2026-03-29T03:30:00.1234567+02:00",
+		"ref": "6BA7B810-9DAD-11D1-80B4-00C04FD430C8",
+		"address": {"city": "Köln", "zip": "50667"},
+		"payload": {"b": [1, 2.50, null], "a": {"x": "y"}},
+		"ts": "2026-03-29T01:30:00Z", "ignored": [1, 2, 3]
+	}`)
+	key := []byte("k-42")
+	pos := Position{TP{"orders", 3}, 17}
+	r, date, err := d.Decode(key, value, pos)
+	if err != nil {
+		t.Fatalf("Decode: %v", err)
+	}
+	want := []any{
+		int64(42),
+		"Zoë\t\"quoted\"",
+		int16(-32768),
+		int32(math.MaxInt32),
+		Numeric("1.5"),
+		0.25,
+		false,
+		time.Date(2026, 2, 28, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 3, 29, 1, 30, 0, 123456000, time.UTC),
+		[16]byte{0x6b, 0xa7, 0xb8, 0x10, 0x9d, 0xad, 0x11, 0xd1, 0x80, 0xb4, 0x00, 0xc0, 0x4f, 0xd4, 0x30, 0xc8},
+		"Köln",
+		json.RawMessage(`{"a":{"x":"y"},"b":[1,2.50,null]}`),
+	}
+	for i, c := range d.Pipeline().Columns {
+		if !reflect.DeepEqual(r.Values[i], want[i]) {
+			t.Errorf("column %s = %#v (%T), want %#v (%T)", c.Name, r.Values[i], r.Values[i], want[i], want[i])
+		}
+	}
+	if len(r.Values) != len(want) {
+		t.Errorf("%d values, want %d", len(r.Values), len(want))
+	}
+	if date != (Date{2026, time.March, 29}) {
+		t.Errorf("date = %s, want 2026-03-29", date)
+	}
+	if r.Pos != pos || r.Size != len(key)+len(value) || string(r.Key) != string(key) || string(r.Value) != string(value) {
+		t.Errorf("row position/size/raw = %+v/%d/%q/%q, want %+v/%d and the raw key and value", r.Pos, r.Size, r.Key, r.Value, pos, len(key)+len(value))
+	}
+	if r.Version != 0 {
+		t.Errorf("version = %d without a version field, want 0", r.Version)
+	}
+	if want := keyID(t, []string{"bigint"}, `[42]`); r.ID != want {
+		t.Errorf("id = %s, want %s", r.ID, want)
+	}
+}
+
+func TestDecodeNulls(t *testing.T) {
+	d := NewDecoder(wide(t))
+	for _, value := range []string{
+		`{"id":1,"ts":"2026-01-01"}`,
+		`{"id":1,"ts":"2026-01-01","name":null,"small":null,"int":null,"amount":null,"ratio":null,"flag":null,"day":null,"at":null,"ref":null,"address":null,"payload":null}`,
+		`{"id":1,"ts":"2026-01-01","address":{"city":null}}`,
+		`{"id":1,"ts":"2026-01-01","address":"not an object"}`,
+		`{"id":1,"ts":"2026-01-01","address":{}}`,
+		" \n{\"id\":1,\"ts\":\"2026-01-01\"}\r\n\t ", // whitespace around the object is not trailing data
+	} {
+		r, _, err := d.Decode(nil, []byte(value), Position{})
+		if err != nil {
+			t.Fatalf("Decode %s: %v", value, err)
+		}
+		for i, v := range r.Values[1:] {
+			if v != nil {
+				t.Errorf("Decode %s: column %s = %#v, want nil (SQL NULL)", value, d.Pipeline().Columns[i+1].Name, v)
+			}
+		}
+	}
+}
+
+func TestDecodeConversions(t *testing.T) {
+	d := NewDecoder(wide(t))
+	for _, tc := range []struct {
+		column, json string
+		want         any
+	}{
+		{"small", `32767`, int16(32767)},
+		{"small", `"-32768"`, int16(-32768)},
+		{"small", `7.0`, int16(7)},
+		{"int", `-2147483648`, int32(math.MinInt32)},
+		{"int", `2.1e3`, int32(2100)},
+		{"amount", `"-0.0"`, Numeric("0")},
+		{"amount", `12e-4`, Numeric("0.0012")},
+		{"amount", `1E+3`, Numeric("1000")},
+		{"amount", `"007.10"`, Numeric("7.1")},
+		{"amount", `99999999999999999999999999.99999999999999999999`, Numeric("99999999999999999999999999.99999999999999999999")},
+		{"amount", `".5"`, Numeric("0.5")},
+		{"amount", `"5."`, Numeric("5")},
+		{"amount", `"+1.5"`, Numeric("1.5")},
+		{"amount", `1.5e-999`, Numeric("0." + strings.Repeat("0", 998) + "15")},
+		{"amount", `1e999`, Numeric("1" + strings.Repeat("0", 999))},
+		{"int", `"+7"`, int32(7)},
+		{"int", `"-0"`, int32(0)},
+		{"ratio", `1e308`, 1e308},
+		{"ratio", `-0.5`, -0.5},
+		{"ratio", `3`, 3.0},
+		{"flag", `true`, true},
+		{"name", `""`, ""},
+		{"name", `"\u00e9"`, "é"},
+		{"at", `1774747800123`, time.Date(2026, 3, 29, 1, 30, 0, 123000000, time.UTC)},
+		{"at", `"2026-03-28T21:30:00-04:00"`, time.Date(2026, 3, 29, 1, 30, 0, 0, time.UTC)},
+		{"ref", `"6ba7b8109dad11d180b400c04fd430c8"`, [16]byte{0x6b, 0xa7, 0xb8, 0x10, 0x9d, 0xad, 0x11, 0xd1, 0x80, 0xb4, 0x00, 0xc0, 0x4f, 0xd4, 0x30, 0xc8}},
+		{"payload", `[1, "two", {"three": 3}]`, json.RawMessage(`[1,"two",{"three":3}]`)},
+		{"payload", `"just a string"`, json.RawMessage(`"just a string"`)},
+		{"payload", `12.50`, json.RawMessage(`12.50`)},
+		{"payload", `false`, json.RawMessage(`false`)},
+		{"payload", `"<&>"`, json.RawMessage(`"\u003c\u0026\u003e"`)},
+	} {
+		t.Run(tc.column+"="+tc.json, func(t *testing.T) {
+			r, _, err := d.Decode(nil, []byte(`{"id":1,"ts":"2026-01-01",`+quote(tc.column)+`:`+tc.json+`}`), Position{})
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			got := r.Values[columnIndex(t, d, tc.column)]
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("%s = %#v (%T), want %#v (%T)", tc.column, got, got, tc.want, tc.want)
+			}
+		})
+	}
+}
+
+func quote(s string) string { b, _ := json.Marshal(s); return string(b) }
+
+func columnIndex(t testing.TB, d *Decoder, name string) int {
+	t.Helper()
+	for i, c := range d.Pipeline().Columns {
+		if c.Name == name {
+			return i
+		}
+	}
+	t.Fatalf("no column %s", name)
+	return -1
+}
+
+func TestDecodeBadRecords(t *testing.T) {
+	d := NewDecoder(wide(t))
+	const ok = `"id":1,"ts":"2026-01-01"`
+	for _, tc := range []struct {
+		name  string
+		value string
+		want  string // the whole reason, or its start when it ends in "…"
+	}{
+		{"empty", ``, "decode JSON: EOF"},
+		{"not JSON", `id=1`, "decode JSON: invalid character 'i' looking for beginning of value"},
+		{"truncated", `{"id":1,`, "decode JSON: unexpected EOF"},
+		{"JSON array", `[{"id":1}]`, "decode JSON: json: cannot unmarshal array into Go value of type map[string]interface {}"},
+		{"JSON string", `"x"`, "decode JSON: json: cannot unmarshal string into Go value of type map[string]interface {}"},
+		{"JSON number", `1`, "decode JSON: json: cannot unmarshal number into Go value of type map[string]interface {}"},
+		{"JSON null", `null`, "decode JSON: value is not an object"},
+		{"trailing garbage", `{` + ok + `} x`, "decode JSON: trailing data after the object"},
+		{"second object", `{` + ok + `}{` + ok + `}`, "decode JSON: trailing data after the object"},
+		{"trailing brace", `{` + ok + `}}`, "decode JSON: trailing data after the object"},
+		{"trailing bracket", `{` + ok + `}]`, "decode JSON: trailing data after the object"},
+		{"trailing comma", `{` + ok + `},`, "decode JSON: trailing data after the object"},
+		{"trailing colon", `{` + ok + `}:`, "decode JSON: trailing data after the object"},
+		{"invalid JSON after object", `{` + ok + `} {"a":`, "decode JSON: trailing data after the object"},
+		{"missing key field", `{"ts":"2026-01-01"}`, `field "id" (column id): missing or null`},
+		{"null key field", `{"id":null,"ts":"2026-01-01"}`, `field "id" (column id): missing or null`},
+		{"text is a number", `{` + ok + `,"name":1}`, `field "name" (column name text): a number is not a string`},
+		{"text is an object", `{` + ok + `,"name":{}}`, `field "name" (column name text): an object is not a string`},
+		{"text with NUL", `{` + ok + `,"name":"a\u0000b"}`, `field "name" (column name text): text contains a NUL character, which PostgreSQL cannot store`},
+		{"bigint is a boolean", `{"id":true,"ts":"2026-01-01"}`, `field "id" (column id bigint): a boolean is not an integer`},
+		{"bigint 1.5", `{"id":1.5,"ts":"2026-01-01"}`, `field "id" (column id bigint): "1.5" is not an integer in range`},
+		{"bigint string 1.5", `{"id":"1.5","ts":"2026-01-01"}`, `field "id" (column id bigint): "1.5" is not an integer in range`},
+		{"bigint above max", `{"id":9223372036854775808,"ts":"2026-01-01"}`, `field "id" (column id bigint): "9223372036854775808" is not an integer in range`},
+		{"bigint 1e19", `{"id":1e19,"ts":"2026-01-01"}`, `field "id" (column id bigint): "1e19" is not an integer in range`},
+		{"bigint empty string", `{"id":"","ts":"2026-01-01"}`, `field "id" (column id bigint): "" is not an integer in range`},
+		{"bigint words", `{"id":"one","ts":"2026-01-01"}`, `field "id" (column id bigint): "one" is not an integer in range`},
+		{"smallint above max", `{` + ok + `,"small":32768}`, `field "small" (column small smallint): 32768 is out of range`},
+		{"smallint below min", `{` + ok + `,"small":-32769}`, `field "small" (column small smallint): -32769 is out of range`},
+		{"smallint 4e4", `{` + ok + `,"small":4e4}`, `field "small" (column small smallint): 40000 is out of range`},
+		{"integer above max", `{` + ok + `,"int":2147483648}`, `field "int" (column int integer): 2147483648 is out of range`},
+		{"integer below min", `{` + ok + `,"int":"-2147483649"}`, `field "int" (column int integer): -2147483649 is out of range`},
+		{"numeric is a boolean", `{` + ok + `,"amount":true}`, `field "amount" (column amount numeric): a boolean is not a number`},
+		{"numeric words", `{` + ok + `,"amount":"1.5 EUR"}`, `field "amount" (column amount numeric): "1.5 EUR" is not a decimal number`},
+		{"numeric fraction", `{` + ok + `,"amount":"1/3"}`, `field "amount" (column amount numeric): "1/3" is not a decimal number`},
+		{"numeric NaN", `{` + ok + `,"amount":"NaN"}`, `field "amount" (column amount numeric): "NaN" is not a decimal number`},
+		{"numeric too many digits", `{` + ok + `,"amount":1.25e-999}`, `field "amount" (column amount numeric): "1.25e-999" has too many digits`},
+		{"numeric huge exponent", `{` + ok + `,"amount":1e-1000000}`, `field "amount" (column amount numeric): "1e-1000000" is not a decimal number`},
+		{"numeric four-digit exponent", `{` + ok + `,"amount":1e1000}`, `field "amount" (column amount numeric): "1e1000" is not a decimal number`},
+		{"numeric hex", `{` + ok + `,"amount":"0x10"}`, `field "amount" (column amount numeric): "0x10" is not a decimal number`},
+		{"numeric hex float", `{` + ok + `,"amount":"0x1p1000000"}`, `field "amount" (column amount numeric): "0x1p1000000" is not a decimal number`},
+		{"numeric underscores", `{` + ok + `,"amount":"1_000"}`, `field "amount" (column amount numeric): "1_000" is not a decimal number`},
+		{"numeric spaces", `{` + ok + `,"amount":" 1.5"}`, `field "amount" (column amount numeric): " 1.5" is not a decimal number`},
+		{"numeric empty", `{` + ok + `,"amount":""}`, `field "amount" (column amount numeric): "" is not a decimal number`},
+		{"bigint huge exponent", `{"id":1e1000000,"ts":"2026-01-01"}`, `field "id" (column id bigint): "1e1000000" is not an integer in range`},
+		{"bigint hex", `{"id":"0x10","ts":"2026-01-01"}`, `field "id" (column id bigint): "0x10" is not an integer in range`},
+		{"bigint fraction", `{"id":"4/2","ts":"2026-01-01"}`, `field "id" (column id bigint): "4/2" is not an integer in range`},
+		{"bigint underscores", `{"id":"1_000","ts":"2026-01-01"}`, `field "id" (column id bigint): "1_000" is not an integer in range`},
+		{"double is a string", `{` + ok + `,"ratio":"0.5"}`, `field "ratio" (column ratio double precision): a string is not a number`},
+		{"double overflow", `{` + ok + `,"ratio":1e400}`, `field "ratio" (column ratio double precision): strconv.ParseFloat: parsing "1e400": value out of range`},
+		{"boolean is a string", `{` + ok + `,"flag":"true"}`, `field "flag" (column flag boolean): a string is not a boolean`},
+		{"boolean is a number", `{` + ok + `,"flag":1}`, `field "flag" (column flag boolean): a number is not a boolean`},
+		{"date is a number", `{` + ok + `,"day":20260101}`, `field "day" (column day date): a number is not a date string`},
+		{"date is a timestamp", `{` + ok + `,"day":"2026-01-01T00:00:00Z"}`, `field "day" (column day date): "2026-01-01T00:00:00Z" is not YYYY-MM-DD`},
+		{"date out of range", `{` + ok + `,"day":"2026-02-29"}`, `field "day" (column day date): "2026-02-29" is not YYYY-MM-DD`},
+		{"timestamptz without zone", `{` + ok + `,"at":"2026-01-01T00:00:00"}`, `field "at" (column at timestamptz): "2026-01-01T00:00:00" is not an RFC 3339 timestamp`},
+		{"timestamptz is a boolean", `{` + ok + `,"at":false}`, `field "at" (column at timestamptz): a boolean is not a timestamp`},
+		{"timestamptz fractional millis", `{` + ok + `,"at":1.5}`, `field "at" (column at timestamptz): 1.5 is not integer epoch milliseconds`},
+		{"uuid too short", `{` + ok + `,"ref":"6ba7b810-9dad-11d1-80b4"}`, `field "ref" (column ref uuid): "6ba7b810-9dad-11d1-80b4" is not a UUID`},
+		{"uuid not hex", `{` + ok + `,"ref":"zba7b810-9dad-11d1-80b4-00c04fd430c8"}`, `field "ref" (column ref uuid): "zba7b810-9dad-11d1-80b4-00c04fd430c8" is not a UUID`},
+		{"uuid braces", `{` + ok + `,"ref":"{6ba7b810-9dad-11d1-80b4-00c04fd430c8}"}`, `field "ref" (column ref uuid): "{6ba7b810-9dad-11d1-80b4-00c04fd430c8}" is not a UUID`},
+		{"uuid sign", `{` + ok + `,"ref":"+ba7b810-9dad-11d1-80b4-00c04fd430c8"}`, `field "ref" (column ref uuid): "+ba7b810-9dad-11d1-80b4-00c04fd430c8" is not a UUID`},
+		{"uuid is a number", `{` + ok + `,"ref":1}`, `field "ref" (column ref uuid): a number is not a UUID string`},
+		{"nested field through a scalar", `{` + ok + `,"address":{"city":{"name":"x"}}}`, `field "address.city" (column city text): an object is not a string`},
+		{"tombstone", "\x00nil", "tombstone (null value): deletes are not supported"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			value := []byte(tc.value)
+			if tc.value == "\x00nil" {
+				value = nil
+			}
+			r, _, err := d.Decode([]byte("key"), value, Position{TP{"orders", 0}, 9})
+			if err == nil {
+				t.Fatalf("Decode succeeded with %+v, want a bad record", r.Values)
+			}
+			if got := badReason(t, err); got != tc.want {
+				t.Errorf("reason:\n got  %s\n want %s", got, tc.want)
+			}
+			if r.Values != nil || r.ID != (ID{}) {
+				t.Errorf("a bad record returned a row: %+v", r)
+			}
+		})
+	}
+}
+
+func TestDecodeEmptyValueIsNotATombstone(t *testing.T) {
+	d := NewDecoder(wide(t))
+	_, _, err := d.Decode(nil, []byte{}, Position{})
+	if got := badReason(t, err); strings.Contains(got, "tombstone") {
+		t.Errorf("an empty value is reported as a tombstone: %s", got)
+	}
+}
+
+func TestDecodeVersion(t *testing.T) {
+	for _, tc := range []struct {
+		typ, value string
+		want       int64
+		err        string
+	}{
+		{typ: "bigint", value: `3`, want: 3},
+		{typ: "bigint", value: `"3"`, want: 3},
+		{typ: "bigint", value: `3.0`, want: 3},
+		{typ: "bigint", value: `-9223372036854775808`, want: math.MinInt64},
+		{typ: "bigint", value: `9223372036854775807`, want: math.MaxInt64},
+		{typ: "timestamptz", value: `"2026-03-29T03:30:00.000001+02:00"`, want: 1774747800000001},
+		{typ: "timestamptz", value: `1774747800000`, want: 1774747800000000},
+		{typ: "bigint", value: `null`, err: `version field "meta.rev": missing or null`},
+		{typ: "bigint", value: `3.5`, err: `version field "meta.rev": "3.5" is not an integer in range`},
+		{typ: "bigint", value: `"v3"`, err: `version field "meta.rev": "v3" is not an integer in range`},
+		{typ: "bigint", value: `true`, err: `version field "meta.rev": a boolean is not an integer`},
+		{typ: "timestamptz", value: `"yesterday"`, err: `version field "meta.rev": "yesterday" is not an RFC 3339 timestamp`},
+	} {
+		t.Run(tc.typ+" "+tc.value, func(t *testing.T) {
+			d := NewDecoder(pipeline(t, config.Pipeline{
+				Key:     []string{"id"},
+				Columns: []config.Column{col("id", "bigint")},
+				Date:    config.Date{Field: "ts"},
+				Version: &config.Version{Field: "meta.rev", Type: tc.typ},
+			}))
+			r, _, err := d.Decode(nil, []byte(`{"id":1,"ts":"2026-01-01","meta":{"rev":`+tc.value+`}}`), Position{})
+			if tc.err != "" {
+				if got := badReason(t, err); got != tc.err {
+					t.Errorf("reason %q, want %q", got, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Decode: %v", err)
+			}
+			if r.Version != tc.want {
+				t.Errorf("version = %d, want %d", r.Version, tc.want)
+			}
+		})
+	}
+	d := NewDecoder(pipeline(t, config.Pipeline{
+		Key: []string{"id"}, Columns: []config.Column{col("id", "bigint")},
+		Date: config.Date{Field: "ts"}, Version: &config.Version{Field: "rev"},
+	}))
+	_, _, err := d.Decode(nil, []byte(`{"id":1,"ts":"2026-01-01"}`), Position{})
+	if got, want := badReason(t, err), `version field "rev": missing or null`; got != want {
+		t.Errorf("missing version: reason %q, want %q", got, want)
+	}
+}
+
+func TestBadRecordError(t *testing.T) {
+	var err error = bad("field %q: %d", "x", 1)
+	var br *BadRecord
+	if !errors.As(err, &br) || err.Error() != `field "x": 1` || br.Reason != err.Error() {
+		t.Errorf("bad() = %#v", err)
+	}
+}
+
+func TestNumericValue(t *testing.T) {
+	for _, tc := range []struct {
+		in   Numeric
+		int  string
+		exp  int32
+		fail bool
+	}{
+		{in: "0", int: "0"},
+		{in: "1.5", int: "15", exp: -1},
+		{in: "-12.34", int: "-1234", exp: -2},
+		{in: "100", int: "100"},
+		{in: "0.001", int: "1", exp: -3},
+		{in: "1.2.3", fail: true},
+		{in: "", fail: true},
+	} {
+		n, err := tc.in.NumericValue()
+		if tc.fail {
+			if err == nil {
+				t.Errorf("NumericValue(%q) = %+v, want an error", tc.in, n)
+			}
+			continue
+		}
+		if err != nil || !n.Valid || n.Int.String() != tc.int || n.Exp != tc.exp {
+			t.Errorf("NumericValue(%q) = %v×10^%d (valid %v), %v; want %s×10^%d", tc.in, n.Int, n.Exp, n.Valid, err, tc.int, tc.exp)
+		}
+	}
+}
