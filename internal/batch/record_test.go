@@ -325,7 +325,7 @@ func TestDecodeVersion(t *testing.T) {
 }
 
 func TestBadRecordError(t *testing.T) {
-	var err error = bad("field %q: %d", "x", 1)
+	err := bad("field %q: %d", "x", 1)
 	var br *BadRecord
 	if !errors.As(err, &br) || err.Error() != `field "x": 1` || br.Reason != err.Error() {
 		t.Errorf("bad() = %#v", err)

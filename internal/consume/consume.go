@@ -223,7 +223,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 func (c *Consumer) loop(ctx context.Context) error {
 	for {
 		if ctx.Err() != nil {
-			return nil
+			return nil //nolint:nilerr // cancellation is the normal way to stop
 		}
 		c.mu.Lock()
 		deadline := c.now().Add(time.Second)
@@ -257,7 +257,7 @@ func (c *Consumer) loop(ctx context.Context) error {
 		c.cl.AllowRebalance()
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return nil //nolint:nilerr // the flush was cut short by shutdown, which flushes again
 			}
 			return err
 		}
@@ -413,7 +413,7 @@ func (c *Consumer) flush(ctx context.Context, b *batch.Batch) error {
 		log.Warn("apply failed; retrying", "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("apply batch %s/%s: %w (last error: %v)", b.Pipeline.Name, b.Date, ctx.Err(), err)
+			return fmt.Errorf("apply batch %s/%s: %w (last error: %w)", b.Pipeline.Name, b.Date, ctx.Err(), err)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, c.cfg.RetryBackoffMax)

@@ -2,6 +2,7 @@ package consume_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -31,7 +32,7 @@ func TestOutsideProducerKcat(t *testing.T) {
 	for i := range 60 {
 		fmt.Fprintf(&in, "key-%d|{\"id\":%d,\"status\":\"s%d\",\"qty\":%d,\"ts\":\"2026-03-0%dT12:00:00+01:00\",\"v\":%d}\n", i%20, i%20, i, i, 1+i%3, i)
 	}
-	cmd := exec.Command(kcat, "-P", "-b", strings.Join(k.Brokers, ","), "-t", topic, "-K", "|", "-X", "api.version.request=true")
+	cmd := exec.CommandContext(context.Background(), kcat, "-P", "-b", strings.Join(k.Brokers, ","), "-t", topic, "-K", "|", "-X", "api.version.request=true")
 	cmd.Stdin = strings.NewReader(in.String())
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("kcat: %v: %s", err, out)
@@ -114,7 +115,7 @@ func TestStaleGenerationCommitRefused(t *testing.T) {
 	if code == 0 {
 		t.Fatal("the broker accepted a commit from a finished generation")
 	}
-	if e := kerr.ErrorForCode(code); e != kerr.IllegalGeneration && e != kerr.UnknownMemberID && e != kerr.StaleMemberEpoch {
+	if e := kerr.ErrorForCode(code); !errors.Is(e, kerr.IllegalGeneration) && !errors.Is(e, kerr.UnknownMemberID) && !errors.Is(e, kerr.StaleMemberEpoch) {
 		t.Errorf("commit refused with %v; want ILLEGAL_GENERATION", e)
 	}
 	if c := k.Committed(group, topic); c[0] == 42 {

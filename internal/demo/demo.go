@@ -123,9 +123,7 @@ func Run(ctx context.Context, w io.Writer, log *slog.Logger) (err error) {
 	for _, e := range first {
 		byKey[e.Key()] = e
 	}
-	for _, e := range next[20:25] {
-		next = append(next, e) // an exact duplicate of an update
-	}
+	next = append(next, next[20:25]...) // exact duplicates of updates
 	for _, e := range next[25:30] {
 		next = append(next, byKey[e.Key()]) // a stale replay: version 1 of an updated line
 	}
@@ -249,7 +247,7 @@ func (d *demo) waitApplied(ctx context.Context, c *consume.Consumer, done <-chan
 		}
 		select {
 		case err := <-done:
-			return fmt.Errorf("consumer stopped early: %v", err)
+			return fmt.Errorf("consumer stopped early: %w", err)
 		case <-deadline:
 			return errors.New("consumer did not catch up within 60s")
 		case <-tick.C:

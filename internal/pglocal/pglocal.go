@@ -347,7 +347,7 @@ func (s *Server) writeConfig(extra []string) error {
 		return fmt.Errorf("open %s: %w", main, err)
 	}
 	if _, err := f.WriteString("\ninclude 'pglocal.conf'\n"); err != nil {
-		f.Close()
+		_ = f.Close() // the write error is the one to report
 		return fmt.Errorf("append to %s: %w", main, err)
 	}
 	if err := f.Close(); err != nil {
@@ -428,7 +428,7 @@ func (s *Server) waitReady(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			timer.Stop()
-			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
 		case <-timer.C:
 		}
 		backoff = min(backoff*2, 250*time.Millisecond)
@@ -442,7 +442,7 @@ func ping(ctx context.Context, dsn string) error {
 	if err != nil {
 		return err
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
 	return conn.Ping(ctx)
 }
 
@@ -490,7 +490,7 @@ func (s *Server) logTail() string {
 	if err != nil {
 		return fmt.Sprintf("(no server log: %v)", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	const maxBytes = 8 << 10
 	if fi, err := f.Stat(); err == nil && fi.Size() > maxBytes {
 		if _, err := f.Seek(-maxBytes, io.SeekEnd); err != nil {

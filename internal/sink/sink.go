@@ -122,9 +122,9 @@ WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, st.target)
 	})
 }
 
+// canonicalType is the name format_type gives a configured type.
 func canonicalType(t string) string {
-	switch t {
-	case "timestamptz":
+	if t == "timestamptz" {
 		return "timestamp with time zone"
 	}
 	return t
