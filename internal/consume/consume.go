@@ -63,7 +63,10 @@ type Consumer struct {
 	now     func() time.Time
 	opts    Options
 	cl      *kgo.Client
-	ready   atomic.Bool
+	// dbOK is false from a failed database operation until the next one
+	// succeeds; Ready combines it with group membership.
+	dbOK    atomic.Bool
+	stopped atomic.Bool
 	// resumeSkips counts records passed over because the ledger had
 	// applied them while Kafka's committed offset lagged behind.
 	resumeSkips atomic.Int64
@@ -125,8 +128,28 @@ func New(opts Options) *Consumer {
 }
 
 // Ready reports whether the consumer is in its group and its last database
-// operation succeeded.
-func (c *Consumer) Ready() bool { return c.ready.Load() }
+// operation succeeded. A member that owns no partitions (more replicas than
+// partitions) is ready: it is a healthy standby.
+func (c *Consumer) Ready() bool {
+	if c.stopped.Load() || !c.dbOK.Load() || c.cl == nil {
+		return false
+	}
+	_, gen := c.cl.GroupMetadata()
+	return gen > 0
+}
+
+func (c *Consumer) setDB(ok bool) {
+	c.dbOK.Store(ok)
+	c.updateReady()
+}
+
+func (c *Consumer) updateReady() {
+	if c.Ready() {
+		c.m.Ready.Set(1)
+	} else {
+		c.m.Ready.Set(0)
+	}
+}
 
 // SkippedOnResume is how many records this consumer passed over on
 // assignment because the ledger was ahead of Kafka's committed offset.
@@ -193,8 +216,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return fmt.Errorf("kafka client: %w", err)
 	}
 	c.cl = cl
+	if err := c.sink.Ping(ctx); err != nil {
+		c.log.Warn("database not answering yet; consuming will wait for it", "err", err)
+	} else {
+		c.dbOK.Store(true)
+	}
 	defer func() {
-		c.ready.Store(false)
+		c.stopped.Store(true)
 		c.m.Ready.Set(0)
 		// Close leaves the group; the revoke callback runs first and
 		// flushes whatever is still open.
@@ -253,6 +281,7 @@ func (c *Consumer) loop(ctx context.Context) error {
 			c.catchUpCommits(ctx)
 		}
 		c.m.Buffered.Set(float64(c.buffered))
+		c.updateReady()
 		c.mu.Unlock()
 		c.cl.AllowRebalance()
 		if err != nil {
@@ -381,8 +410,7 @@ func (c *Consumer) flush(ctx context.Context, b *batch.Batch) error {
 		res, err := c.sink.Apply(ctx, b, commit)
 		if err == nil {
 			c.remove(b)
-			c.ready.Store(true)
-			c.m.Ready.Set(1)
+			c.setDB(true)
 			log.Info("batch applied", "batch_id", fmt.Sprintf("%x", res.BatchID), "records", res.Records,
 				"inserted", res.Inserted, "updated", res.Updated, "unchanged", res.Unchanged, "stale", res.Stale,
 				"superseded", res.Superseded, "skipped", res.Skipped, "dead_lettered", res.DeadLettered)
@@ -407,8 +435,7 @@ func (c *Consumer) flush(ctx context.Context, b *batch.Batch) error {
 		if !sink.Transient(err) {
 			return fmt.Errorf("apply batch %s/%s: %w", b.Pipeline.Name, b.Date, err)
 		}
-		c.ready.Store(false)
-		c.m.Ready.Set(0)
+		c.setDB(false)
 		c.m.DBRetries.Inc()
 		log.Warn("apply failed; retrying", "err", err, "backoff", backoff)
 		select {
@@ -539,7 +566,7 @@ func (c *Consumer) adjustOffsets(ctx context.Context, offsets map[string]map[int
 		if ledger, err = c.sink.Claim(ctx, c.cfg.Group, gen, member, tps); err == nil {
 			break
 		}
-		c.ready.Store(false)
+		c.setDB(false)
 		c.m.DBRetries.Inc()
 		c.log.Warn("claim ledger rows failed; retrying", "err", err)
 		select {
@@ -575,8 +602,7 @@ func (c *Consumer) adjustOffsets(ctx context.Context, offsets map[string]map[int
 		}
 		ps.seen = max(ps.seen, l.Applied)
 	}
-	c.ready.Store(true)
-	c.m.Ready.Set(1)
+	c.setDB(true)
 	return offsets, nil
 }
 

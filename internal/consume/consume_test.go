@@ -479,3 +479,24 @@ func TestBadRecordsDeadLettered(t *testing.T) {
 		t.Errorf("Kafka committed %d, want 6: the partition moves on past bad records", c[0])
 	}
 }
+
+// A member with no partitions (more members than partitions) is a healthy
+// standby: ready, so that an orchestrator does not restart it forever.
+func TestStandbyMemberIsReady(t *testing.T) {
+	t.Parallel()
+	k := kafkatest.New(t)
+	topic := k.Topic("t", 1)
+	e := newEnv(t, k, simplePipeline("p", topic, "items", false))
+	a := e.start(e.cfg, consume.Options{})
+	b := e.start(e.cfg, consume.Options{})
+	waitFor(t, 30*time.Second, "both members ready", func() bool { return a.c.Ready() && b.c.Ready() })
+	if len(a.c.Applied())+len(b.c.Applied()) != 1 {
+		t.Errorf("members own %d and %d partitions, want 1 in all", len(a.c.Applied()), len(b.c.Applied()))
+	}
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if a.c.Ready() {
+		t.Error("a stopped member reports ready")
+	}
+}

@@ -162,6 +162,7 @@ type Result struct {
 // Apply writes the batch and its ledger entries in one transaction. Only
 // after it returns nil may the consumer commit offsets to Kafka.
 func (s *Sink) Apply(ctx context.Context, b *batch.Batch, c Commit) (Result, error) {
+	start := time.Now()
 	res, err := s.apply(ctx, b, c, false)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && dataError(pgErr) {
@@ -195,6 +196,7 @@ func (s *Sink) Apply(ctx context.Context, b *batch.Batch, c Commit) (Result, err
 	s.m.BatchSeconds.WithLabelValues(name, "stage").Observe(res.Stage.Seconds())
 	s.m.BatchSeconds.WithLabelValues(name, "upsert").Observe(res.Upsert.Seconds())
 	s.m.BatchSeconds.WithLabelValues(name, "verify").Observe(res.Verify.Seconds())
+	s.m.BatchSeconds.WithLabelValues(name, "total").Observe(time.Since(start).Seconds())
 	return res, nil
 }
 
