@@ -188,10 +188,11 @@ func (c *Consumer) clientOpts() []kgo.Opt {
 		kgo.OnPartitionsRevoked(c.revoked),
 		kgo.OnPartitionsLost(c.lost),
 		kgo.AdjustFetchOffsetsFn(c.adjustOffsets),
-		// Bound what the client buffers ahead of us: with the in-flight
-		// cap below, memory is set by the limits, not by the backlog.
-		kgo.FetchMaxBytes(int32(min(int64(cfg.MaxBufferedBytes), 64<<20))),
-		kgo.FetchMaxPartitionBytes(int32(min(int64(cfg.MaxBufferedBytes), 8<<20))),
+		// Bound what the client buffers ahead of us: two fetches of a
+		// quarter of max_buffered_bytes each. With the cap on open
+		// batches, memory is set by the limits, not by the backlog.
+		kgo.FetchMaxBytes(int32(min(int64(cfg.MaxBufferedBytes)/4, 1<<30))),
+		kgo.FetchMaxPartitionBytes(int32(min(int64(cfg.MaxBufferedBytes)/4, 8<<20))),
 		kgo.MaxConcurrentFetches(2),
 		kgo.WithLogger(kgoLogger{c.log}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
