@@ -489,10 +489,10 @@ func TestStandbyMemberIsReady(t *testing.T) {
 	e := newEnv(t, k, simplePipeline("p", topic, "items", false))
 	a := e.start(e.cfg, consume.Options{})
 	b := e.start(e.cfg, consume.Options{})
-	waitFor(t, 30*time.Second, "both members ready", func() bool { return a.c.Ready() && b.c.Ready() })
-	if len(a.c.Applied())+len(b.c.Applied()) != 1 {
-		t.Errorf("members own %d and %d partitions, want 1 in all", len(a.c.Applied()), len(b.c.Applied()))
-	}
+	// Readiness comes with joining; the assignment may still settle.
+	waitFor(t, 30*time.Second, "both members ready, one owning the partition", func() bool {
+		return a.c.Ready() && b.c.Ready() && len(a.c.Applied())+len(b.c.Applied()) == 1
+	})
 	if err := a.stop(); err != nil {
 		t.Fatal(err)
 	}

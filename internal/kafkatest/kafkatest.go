@@ -1,6 +1,14 @@
-// Package kafkatest gives tests a Kafka: the broker named by KAFKA_BROKERS
-// when set (the real-Kafka tier), otherwise an in-process kfake cluster.
-// Tests that inject broker faults ask for kfake explicitly with Fake.
+// Package kafkatest gives tests a Kafka, chosen once per test binary, first
+// match wins:
+//
+//  1. the broker named by KAFKA_BROKERS (the real-Kafka tier);
+//  2. with IDEMSINK_TESTCONTAINERS=1, a single-node broker in a container
+//     from IDEMSINK_KAFKA_IMAGE (default apache/kafka:4.1.1), started
+//     through testcontainers-go and stopped by pgtest.Main, which the
+//     package's TestMain must call;
+//  3. an in-process kfake cluster per test.
+//
+// Tests that inject faults only kfake can ask for it explicitly with Fake.
 package kafkatest
 
 import (
@@ -9,6 +17,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +25,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/idemsink/idemsink/internal/pgtest"
 )
 
 // Cluster is a Kafka for one test.
@@ -28,14 +39,21 @@ type Cluster struct {
 	cl   *kgo.Client
 }
 
-// Real reports whether the tests run against a real broker.
-func Real() bool { return os.Getenv("KAFKA_BROKERS") != "" }
+// Real reports whether New returns a real broker.
+func Real() bool {
+	containers, _ := strconv.ParseBool(os.Getenv(pgtest.EnvContainers))
+	return os.Getenv("KAFKA_BROKERS") != "" || containers
+}
 
-// New returns the real broker when KAFKA_BROKERS is set, else a kfake cluster.
+// New returns the real broker of KAFKA_BROKERS or of the container tier,
+// else a kfake cluster.
 func New(t testing.TB) *Cluster {
 	t.Helper()
 	if b := os.Getenv("KAFKA_BROKERS"); b != "" {
 		return connect(t, strings.Split(b, ","), nil)
+	}
+	if pgtest.Containers(t) {
+		return connect(t, containerBrokers(t), nil)
 	}
 	return Fake(t)
 }
