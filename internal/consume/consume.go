@@ -93,6 +93,10 @@ type partition struct {
 	seen      int64 // highest offset taken from Kafka
 	applied   int64 // end of the contiguous applied prefix in the ledger
 	committed int64 // next offset committed to Kafka
+	// resync is set when the partition's records were dropped (a fenced
+	// batch) while it stays assigned: its fetch position must go back to
+	// the ledger's, and records fetched before that are ignored.
+	resync bool
 }
 
 // New validates nothing (the config is validated on load) and connects
@@ -278,6 +282,7 @@ func (c *Consumer) loop(ctx context.Context) error {
 		c.mu.Lock()
 		fetches.EachRecord(c.add)
 		err := c.flushReady(ctx)
+		c.resync()
 		if err == nil {
 			c.catchUpCommits(ctx)
 		}
@@ -302,6 +307,9 @@ func (c *Consumer) add(r *kgo.Record) {
 		// The partition was revoked or lost after this record was
 		// fetched; its new owner reads it again.
 		return
+	}
+	if ps.resync {
+		return // fetched from before the reset; read again from the ledger's position
 	}
 	if r.Offset <= ps.applied {
 		// The ledger has it already: a redelivery.
@@ -429,8 +437,9 @@ func (c *Consumer) flush(ctx context.Context, b *batch.Batch) error {
 			return nil
 		}
 		if errors.Is(err, sink.ErrFenced) {
-			log.Warn("batch fenced; dropping it", "err", err)
+			log.Warn("batch fenced; dropping it and reading its partitions again from the ledger", "err", err)
 			c.remove(b)
+			c.reset(b, res.Ledger)
 			return nil
 		}
 		if !sink.Transient(err) {
@@ -445,6 +454,53 @@ func (c *Consumer) flush(ctx context.Context, b *batch.Batch) error {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, c.cfg.RetryBackoffMax)
+	}
+}
+
+// reset forgets everything held from the partitions of a dropped batch, so
+// that no watermark can pass records that were never applied: the other
+// open batches lose those partitions' records, the positions fall back to
+// the ledger's, and fetching restarts there (see resync).
+func (c *Consumer) reset(b *batch.Batch, ledger map[batch.TP]int64) {
+	gone := map[batch.TP]bool{}
+	for _, r := range b.Ranges() {
+		gone[batch.TP{Topic: r.Topic, Partition: r.Partition}] = true
+	}
+	for _, o := range c.sorted() {
+		if holds(o, gone) {
+			c.drop(o, gone)
+		}
+	}
+	for tp := range gone {
+		ps := c.parts[tp]
+		if ps == nil {
+			continue
+		}
+		if a, ok := ledger[tp]; ok {
+			ps.applied = a
+		}
+		ps.seen, ps.resync = ps.applied, true
+	}
+}
+
+// resync moves the fetch position of reset partitions back to the ledger's.
+// It runs on the polling goroutine before rebalances are allowed, as
+// SetOffsets requires.
+func (c *Consumer) resync() {
+	offsets := map[string]map[int32]kgo.EpochOffset{}
+	for tp, ps := range c.parts {
+		if !ps.resync {
+			continue
+		}
+		ps.resync = false
+		if offsets[tp.Topic] == nil {
+			offsets[tp.Topic] = map[int32]kgo.EpochOffset{}
+		}
+		offsets[tp.Topic][tp.Partition] = kgo.EpochOffset{Epoch: -1, Offset: ps.applied + 1}
+		c.log.Info("reading partition again from the ledger", "topic", tp.Topic, "partition", tp.Partition, "offset", ps.applied+1)
+	}
+	if len(offsets) > 0 {
+		c.cl.SetOffsets(offsets)
 	}
 }
 

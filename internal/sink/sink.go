@@ -157,6 +157,10 @@ type Result struct {
 	Verify         time.Duration
 	// Applications is how many times this batch id has been applied.
 	Applications int
+	// Ledger holds the applied offsets the transaction found for the
+	// batch's partitions; with ErrFenced it tells the caller where the
+	// partitions really stand.
+	Ledger map[batch.TP]int64
 }
 
 // Apply writes the batch and its ledger entries in one transaction. Only
@@ -241,6 +245,7 @@ func (s *Sink) apply(ctx context.Context, b *batch.Batch, c Commit, rowByRow boo
 	if err := rows.Err(); err != nil {
 		return res, fmt.Errorf("lock ledger rows: %w", err)
 	}
+	res.Ledger = applied
 	if fenced != nil {
 		return res, fenced
 	}

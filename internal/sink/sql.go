@@ -128,7 +128,7 @@ WHERE group_id = $1 AND (topic, partition) IN (SELECT * FROM unnest($2::text[], 
 ORDER BY topic, partition FOR UPDATE`
 
 	advanceOffsets = `UPDATE idemsink.offsets o
-SET applied_offset = GREATEST(o.applied_offset, x.applied), generation = $2, member_id = $3, updated_at = now()
+SET applied_offset = GREATEST(o.applied_offset, x.applied), generation = GREATEST(o.generation, $2), member_id = $3, updated_at = now()
 FROM unnest($4::text[], $5::integer[], $6::bigint[]) AS x(topic, partition, applied)
 WHERE o.group_id = $1 AND o.topic = x.topic AND o.partition = x.partition`
 
