@@ -97,6 +97,11 @@ type partition struct {
 	// batch) while it stays assigned: its fetch position must go back to
 	// the ledger's, and records fetched before that are ignored.
 	resync bool
+	// resyncAt delays the restart after repeated fences: a writer that a
+	// newer generation fences is about to learn from the group that it
+	// lost the partition; until then it must not spin on the database.
+	resyncAt time.Time
+	fences   int
 }
 
 // New validates nothing (the config is validated on load) and connects
@@ -265,6 +270,11 @@ func (c *Consumer) loop(ctx context.Context) error {
 				deadline = d
 			}
 		}
+		for _, ps := range c.parts {
+			if ps.resync && ps.resyncAt.Before(deadline) {
+				deadline = ps.resyncAt
+			}
+		}
 		room := max(1, c.cfg.MaxBufferedRecords-c.buffered)
 		c.mu.Unlock()
 
@@ -426,6 +436,7 @@ func (c *Consumer) flush(ctx context.Context, b *batch.Batch) error {
 			for tp, a := range commit.Applied {
 				if ps := c.parts[tp]; ps != nil {
 					ps.applied = max(ps.applied, a)
+					ps.fences = 0
 				}
 				c.m.AppliedOffset.WithLabelValues(tp.Topic, fmt.Sprint(tp.Partition)).Set(float64(a))
 			}
@@ -471,6 +482,7 @@ func (c *Consumer) reset(b *batch.Batch, ledger map[batch.TP]int64) {
 			c.drop(o, gone)
 		}
 	}
+	pause := map[string][]int32{}
 	for tp := range gone {
 		ps := c.parts[tp]
 		if ps == nil {
@@ -480,7 +492,12 @@ func (c *Consumer) reset(b *batch.Batch, ledger map[batch.TP]int64) {
 			ps.applied = a
 		}
 		ps.seen, ps.resync = ps.applied, true
+		ps.fences++
+		wait := c.cfg.RetryBackoff << min(ps.fences-1, 20)
+		ps.resyncAt = c.now().Add(min(wait, c.cfg.RetryBackoffMax))
+		pause[tp.Topic] = append(pause[tp.Topic], tp.Partition)
 	}
+	c.cl.PauseFetchPartitions(pause)
 }
 
 // resync moves the fetch position of reset partitions back to the ledger's.
@@ -488,11 +505,14 @@ func (c *Consumer) reset(b *batch.Batch, ledger map[batch.TP]int64) {
 // SetOffsets requires.
 func (c *Consumer) resync() {
 	offsets := map[string]map[int32]kgo.EpochOffset{}
+	resume := map[string][]int32{}
+	now := c.now()
 	for tp, ps := range c.parts {
-		if !ps.resync {
+		if !ps.resync || now.Before(ps.resyncAt) {
 			continue
 		}
 		ps.resync = false
+		resume[tp.Topic] = append(resume[tp.Topic], tp.Partition)
 		if offsets[tp.Topic] == nil {
 			offsets[tp.Topic] = map[int32]kgo.EpochOffset{}
 		}
@@ -501,6 +521,7 @@ func (c *Consumer) resync() {
 	}
 	if len(offsets) > 0 {
 		c.cl.SetOffsets(offsets)
+		c.cl.ResumeFetchPartitions(resume)
 	}
 }
 
@@ -602,6 +623,9 @@ func (c *Consumer) assigned(_ context.Context, _ *kgo.Client, tps map[string][]i
 			c.parts[batch.TP{Topic: topic, Partition: p}] = &partition{seen: -1, applied: -1, committed: -1}
 		}
 	}
+	// A partition paused after a fence and then lost stays paused in the
+	// client; coming back, it must be fetched again.
+	c.cl.ResumeFetchPartitions(tps)
 	c.log.Info("partitions assigned", "partitions", fmtTPs(tps))
 }
 
