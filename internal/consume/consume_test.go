@@ -80,6 +80,7 @@ func TestArticleRuns(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 		s := mb.sum()
+		t.Logf("%s: %+v", name, s)
 		return s.Inserted, s.Updated, s.Unchanged
 	}
 
