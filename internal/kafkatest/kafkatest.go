@@ -122,13 +122,31 @@ func (c *Cluster) Ends(topic string) map[int32]int64 {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ends, err := c.adm.ListEndOffsets(ctx, topic)
-	if err != nil {
-		c.t.Fatalf("list end offsets: %v", err)
+	// A partition whose leader is still moving answers with an error and
+	// offset -1; a wait that took that as "empty" would end too early, so
+	// ask again until every partition answers.
+	for {
+		ends, err := c.adm.ListEndOffsets(ctx, topic)
+		if err != nil {
+			c.t.Fatalf("list end offsets: %v", err)
+		}
+		out := map[int32]int64{}
+		var perr error
+		ends.Each(func(o kadm.ListedOffset) {
+			if o.Err != nil || o.Offset < 0 {
+				perr = fmt.Errorf("partition %d: offset %d: %v", o.Partition, o.Offset, o.Err)
+			}
+			out[o.Partition] = o.Offset
+		})
+		if perr == nil && len(out) > 0 {
+			return out
+		}
+		select {
+		case <-ctx.Done():
+			c.t.Fatalf("list end offsets of %s: %v", topic, perr)
+		case <-time.After(50 * time.Millisecond): // polling interval of a condition wait
+		}
 	}
-	out := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
-	return out
 }
 
 // Committed returns the group's committed offsets for topic.
