@@ -72,6 +72,7 @@ type Consumer struct {
 	resumeSkips atomic.Int64
 
 	decoders map[string]*batch.Decoder // by topic
+	minBatch int                       // the smallest max_records of any pipeline
 
 	// mu guards everything below. The poll loop holds it while it adds
 	// records and flushes; the rebalance callbacks hold it while they
@@ -126,8 +127,10 @@ func New(opts Options) *Consumer {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	c.minBatch = c.cfg.MaxBufferedRecords
 	for i := range c.cfg.Pipelines {
 		p := &c.cfg.Pipelines[i]
+		c.minBatch = min(c.minBatch, p.Batch.MaxRecords)
 		d := batch.NewDecoder(p)
 		for _, t := range p.Topics {
 			c.decoders[t] = d
@@ -197,11 +200,12 @@ func (c *Consumer) clientOpts() []kgo.Opt {
 		kgo.OnPartitionsRevoked(c.revoked),
 		kgo.OnPartitionsLost(c.lost),
 		kgo.AdjustFetchOffsetsFn(c.adjustOffsets),
-		// Bound what the client buffers ahead of us: two fetches of a
-		// quarter of max_buffered_bytes each. With the cap on open
-		// batches, memory is set by the limits, not by the backlog.
-		kgo.FetchMaxBytes(int32(min(int64(cfg.MaxBufferedBytes)/4, 1<<30))),
-		kgo.FetchMaxPartitionBytes(int32(min(int64(cfg.MaxBufferedBytes)/4, 8<<20))),
+		// Bound what the client buffers ahead of us: two fetches of at
+		// most 4 MiB (512 KiB per partition). With the cap on open
+		// batches, memory is set by the limits, not by the backlog;
+		// larger fetches measured no faster (BENCHMARKS.md).
+		kgo.FetchMaxBytes(int32(min(int64(cfg.MaxBufferedBytes)/4, 4<<20))),
+		kgo.FetchMaxPartitionBytes(int32(min(int64(cfg.MaxBufferedBytes)/4, 512<<10))),
 		kgo.MaxConcurrentFetches(2),
 		kgo.WithLogger(kgoLogger{c.log}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -275,7 +279,10 @@ func (c *Consumer) loop(ctx context.Context) error {
 				deadline = ps.resyncAt
 			}
 		}
-		room := max(1, c.cfg.MaxBufferedRecords-c.buffered)
+		// A poll takes no more than the smallest batch holds, so that
+		// batches flush at max_records rather than at whatever one poll
+		// happened to bring.
+		room := max(1, min(c.cfg.MaxBufferedRecords-c.buffered, c.minBatch))
 		c.mu.Unlock()
 
 		pctx, cancel := context.WithDeadline(ctx, deadline)

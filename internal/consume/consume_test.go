@@ -108,6 +108,10 @@ func TestArticleRuns(t *testing.T) {
 			break
 		}
 	}
+	// Not even locked: a row lock sets xmax and dirties the page (WAL).
+	if n := e.count("SELECT count(*) FROM order_lines WHERE xmax <> 0"); n != 0 {
+		t.Errorf("re-run locked %d unchanged rows", n)
+	}
 	if insAfter, updAfter := e.tableStats("order_lines"); insAfter != insBefore || updAfter != updBefore {
 		t.Errorf("re-run wrote rows: n_tup_ins %d → %d, n_tup_upd %d → %d", insBefore, insAfter, updBefore, updAfter)
 	}

@@ -305,6 +305,12 @@ func (s *Sink) apply(ctx context.Context, b *batch.Batch, c Commit, rowByRow boo
 	res.Upsert = time.Since(t0)
 
 	t0 = time.Now()
+	// The verify join reads one target row per staged row; left to itself
+	// the planner picks a hash join over the whole target once a batch is
+	// a few thousand rows. Index lookups are what it should be.
+	if _, err := tx.Exec(ctx, planVerify); err != nil {
+		return res, fmt.Errorf("plan verify: %w", err)
+	}
 	var staged, missing, behind, stale int64
 	if err := tx.QueryRow(ctx, st.verify).Scan(&staged, &missing, &behind, &stale); err != nil {
 		return res, fmt.Errorf("verify %s: %w", st.target, err)
@@ -331,9 +337,9 @@ func (s *Sink) apply(ctx context.Context, b *batch.Batch, c Commit, rowByRow boo
 	if !b.Date.IsZero() {
 		date = b.Date.Time()
 	}
-	if _, err := tx.Exec(ctx, recordBatch, res.BatchID, res.RunID, b.Pipeline.Name, date, c.Group, c.Generation, c.Member, ranges,
+	if err := tx.QueryRow(ctx, recordBatch, res.BatchID, res.RunID, b.Pipeline.Name, date, c.Group, c.Generation, c.Member, ranges,
 		res.Records, res.Superseded, res.Skipped, res.Staged, res.Inserted, res.Updated, res.Unchanged, res.Stale, res.Deleted,
-		res.DeadLettered, ms(res.Stage), ms(res.Upsert), ms(res.Verify)); err != nil {
+		res.DeadLettered, ms(res.Stage), ms(res.Upsert), ms(res.Verify)).Scan(&res.Applications); err != nil {
 		return res, fmt.Errorf("record batch: %w", err)
 	}
 	var offs []int64
@@ -349,10 +355,6 @@ func (s *Sink) apply(ctx context.Context, b *batch.Batch, c Commit, rowByRow boo
 	s.fault(FaultAfterUpsert)
 	if err := tx.Commit(ctx); err != nil {
 		return res, fmt.Errorf("commit: %w", err)
-	}
-	if err := s.pool.QueryRow(ctx, "SELECT applications FROM idemsink.batches WHERE batch_id = $1", res.BatchID).Scan(&res.Applications); err != nil {
-		// Informational only; the batch is committed.
-		s.log.Debug("read batch applications", "err", err)
 	}
 	return res, nil
 }

@@ -78,12 +78,21 @@ func buildStatements(p *config.Pipeline) *statements {
   RETURNING (xmax = 0) AS inserted`, strings.Join(sets, ", "), strings.Join(tContent, ", "), strings.Join(eContent, ", "))
 	insert := fmt.Sprintf(`INSERT INTO %s AS t (record_id, %s, _version, _src_topic, _src_partition, _src_offset, _batch_id, _applied_at)`, s.target, colList)
 
+	// Rows the target already holds at the same or a newer position, or
+	// with the same content, are left out before the insert: ON CONFLICT
+	// DO UPDATE ... WHERE false would still lock each of them, which
+	// dirties its page and writes WAL. Contract 4 says an unchanged row
+	// is not touched at all.
 	s.upsert = fmt.Sprintf(`WITH up AS (
   %s
-  SELECT record_id, %s, _version, _src_topic, _src_partition, _src_offset, $1::uuid, now() FROM %s
+  SELECT record_id, %s, _version, _src_topic, _src_partition, _src_offset, $1::uuid, now() FROM %s s
+  WHERE NOT EXISTS (SELECT FROM %s t WHERE t.record_id = s.record_id
+    AND NOT ((s._version, s._src_offset, s._src_partition, s._src_topic) > (t._version, t._src_offset, t._src_partition, t._src_topic)
+      AND (t._version, %s) IS DISTINCT FROM (s._version, %s)))
   %s
 )
-SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up`, insert, colList, s.stage, conflict)
+SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up`, insert, colList, s.stage,
+		s.target, strings.Join(tContent, ", "), strings.Join(sContent, ", "), conflict)
 
 	params := []string{"$1::uuid"}
 	for i, c := range p.Columns {
@@ -146,7 +155,12 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $
 ON CONFLICT (batch_id) DO UPDATE SET applications = idemsink.batches.applications + 1, last_applied_at = now(),
   generation = EXCLUDED.generation, member_id = EXCLUDED.member_id, skipped = EXCLUDED.skipped, staged = EXCLUDED.staged,
   inserted = EXCLUDED.inserted, updated = EXCLUDED.updated, unchanged = EXCLUDED.unchanged, stale = EXCLUDED.stale,
-  dead_lettered = EXCLUDED.dead_lettered, stage_ms = EXCLUDED.stage_ms, upsert_ms = EXCLUDED.upsert_ms, verify_ms = EXCLUDED.verify_ms`
+  dead_lettered = EXCLUDED.dead_lettered, stage_ms = EXCLUDED.stage_ms, upsert_ms = EXCLUDED.upsert_ms, verify_ms = EXCLUDED.verify_ms
+RETURNING applications`
+
+	// planVerify steers the verification join to index lookups, for this
+	// transaction only.
+	planVerify = `SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)`
 
 	// The lock key is an arbitrary constant shared by every idemsink
 	// process: table creation runs under it, beside tern's own lock.
