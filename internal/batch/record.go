@@ -5,10 +5,8 @@
 package batch
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"math/big"
 	"regexp"
@@ -115,13 +113,15 @@ func bad(format string, args ...any) error { return &BadRecord{Reason: fmt.Sprin
 
 // Decoder decodes the records of one pipeline.
 type Decoder struct {
-	p       *config.Pipeline
-	loc     *time.Location
-	cols    []column
-	key     []int // indexes into cols
-	dateFld []string
-	verFld  []string
-	verTS   bool
+	p        *config.Pipeline
+	loc      *time.Location
+	cols     []column
+	key      []int // indexes into cols
+	keyTypes []string
+	tops     map[string]int // first path segments the decoder reads, numbered
+	dateFld  []string
+	verFld   []string
+	verTS    bool
 }
 
 type column struct {
@@ -141,8 +141,23 @@ func NewDecoder(p *config.Pipeline) *Decoder {
 		for i, c := range d.cols {
 			if c.name == k {
 				d.key = append(d.key, i)
+				d.keyTypes = append(d.keyTypes, c.typ)
 			}
 		}
+	}
+	// The scanner keeps only the top-level members these paths start at.
+	d.tops = map[string]int{}
+	add := func(path []string) {
+		if _, ok := d.tops[path[0]]; !ok {
+			d.tops[path[0]] = len(d.tops)
+		}
+	}
+	for _, c := range d.cols {
+		add(c.path)
+	}
+	add(d.dateFld)
+	if p.Version != nil {
+		add(strings.Split(p.Version.Field, "."))
 	}
 	if p.Version != nil {
 		d.verFld = strings.Split(p.Version.Field, ".")
@@ -160,22 +175,13 @@ func (d *Decoder) Decode(key, value []byte, pos Position) (Row, Date, error) {
 	if value == nil {
 		return Row{}, Date{}, bad("tombstone (null value): deletes are not supported")
 	}
-	dec := json.NewDecoder(bytes.NewReader(value))
-	dec.UseNumber()
-	var obj map[string]any
-	if err := dec.Decode(&obj); err != nil {
-		return Row{}, Date{}, bad("decode JSON: %v", err)
-	}
-	if obj == nil {
-		return Row{}, Date{}, bad("decode JSON: value is not an object")
-	}
-	// More would miss a stray "}" or "]": it reports the end of a list.
-	if _, err := dec.Token(); err != io.EOF {
-		return Row{}, Date{}, bad("decode JSON: trailing data after the object")
+	obj, err := d.scan(value)
+	if err != nil {
+		return Row{}, Date{}, err
 	}
 	r := Row{Values: make([]any, len(d.cols)), Pos: pos, Size: len(key) + len(value), Key: key, Value: value}
 	for i, c := range d.cols {
-		raw, ok := lookup(obj, c.path)
+		raw, ok := obj.lookup(c.path)
 		if !ok || raw == nil {
 			if !c.nullable {
 				return Row{}, Date{}, bad("field %q (column %s): missing or null", strings.Join(c.path, "."), c.name)
@@ -188,7 +194,7 @@ func (d *Decoder) Decode(key, value []byte, pos Position) (Row, Date, error) {
 		}
 		r.Values[i] = v
 	}
-	raw, ok := lookup(obj, d.dateFld)
+	raw, ok := obj.lookup(d.dateFld)
 	if !ok || raw == nil {
 		return Row{}, Date{}, bad("date field %q: missing or null", d.p.Date.Field)
 	}
@@ -197,7 +203,7 @@ func (d *Decoder) Decode(key, value []byte, pos Position) (Row, Date, error) {
 		return Row{}, Date{}, bad("date field %q: %v", d.p.Date.Field, err)
 	}
 	if d.verFld != nil {
-		raw, ok := lookup(obj, d.verFld)
+		raw, ok := obj.lookup(d.verFld)
 		if !ok || raw == nil {
 			return Row{}, Date{}, bad("version field %q: missing or null", d.p.Version.Field)
 		}
@@ -215,27 +221,13 @@ func (d *Decoder) Decode(key, value []byte, pos Position) (Row, Date, error) {
 			r.Version = v
 		}
 	}
-	keyVals := make([]any, len(d.key))
-	types := make([]string, len(d.key))
-	for i, k := range d.key {
-		keyVals[i], types[i] = r.Values[k], d.cols[k].typ
+	var kv [8]any
+	keyVals := kv[:0]
+	for _, k := range d.key {
+		keyVals = append(keyVals, r.Values[k])
 	}
-	r.ID = RecordID(types, keyVals)
+	r.ID = RecordID(d.keyTypes, keyVals)
 	return r, date, nil
-}
-
-func lookup(obj map[string]any, path []string) (any, bool) {
-	var cur any = obj
-	for _, p := range path {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		if cur, ok = m[p]; !ok {
-			return nil, false
-		}
-	}
-	return cur, true
 }
 
 // targetDate is the calendar date of a timestamp in loc; a bare date is
@@ -416,6 +408,9 @@ func toNumeric(raw any) (Numeric, error) {
 	default:
 		return "", fmt.Errorf("%s is not a number", describe(raw))
 	}
+	if n, ok := plainDecimal(s); ok {
+		return n, nil
+	}
 	r, ok := parseDecimal(s)
 	if !ok {
 		return "", fmt.Errorf("%q is not a decimal number", s)
@@ -481,4 +476,57 @@ func (n Numeric) NumericValue() (pgtype.Numeric, error) {
 		return pgtype.Numeric{}, fmt.Errorf("numeric %q is not canonical", string(n))
 	}
 	return pgtype.Numeric{Int: v, Exp: int32(exp), Valid: true}, nil
+}
+
+// plainDecimal canonicalizes the common spelling -?[0-9]+(.[0-9]+)? without
+// big.Rat: leading zeros of the integer part and trailing zeros of the
+// fraction go, and so does a bare point; -0 is 0. Anything else (exponents,
+// a plus sign, a bare point) reports false and takes the exact path.
+func plainDecimal(s string) (Numeric, bool) {
+	i := 0
+	neg := len(s) > 0 && s[0] == '-'
+	if neg {
+		i++
+	}
+	intStart := i
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	intEnd := i
+	if intEnd == intStart || intEnd-intStart > 1000 {
+		return "", false
+	}
+	fracEnd := i
+	if i < len(s) {
+		if s[i] != '.' {
+			return "", false
+		}
+		i++
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		if i == intEnd+1 || i != len(s) || i-intEnd-1 > 1000 {
+			return "", false
+		}
+		fracEnd = i
+		for fracEnd > intEnd+1 && s[fracEnd-1] == '0' {
+			fracEnd--
+		}
+		if fracEnd == intEnd+1 {
+			fracEnd = intEnd // no fraction left: drop the point
+		}
+	}
+	for intStart < intEnd-1 && s[intStart] == '0' {
+		intStart++
+	}
+	if intEnd-intStart == 1 && s[intStart] == '0' && fracEnd == intEnd {
+		return "0", true // zero, whatever its sign
+	}
+	if intStart == 0 && fracEnd == len(s) || neg && intStart == 1 && fracEnd == len(s) {
+		return Numeric(s), true // already canonical
+	}
+	if neg {
+		return Numeric("-" + s[intStart:fracEnd]), true
+	}
+	return Numeric(s[intStart:fracEnd]), true
 }

@@ -1,0 +1,198 @@
+package batch
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"unicode/utf8"
+)
+
+// object is a decoded JSON object's top level, as raw values of the
+// members the decoder reads; the rest is skipped unparsed.
+type object struct {
+	d    *Decoder
+	raws [][]byte
+	buf  [16][]byte
+}
+
+// scan checks value is one JSON object and nothing else, and finds the
+// members the decoder reads. Anything but a well-formed object goes
+// through encoding/json, so that the dead-letter reason is its message.
+func (d *Decoder) scan(value []byte) (*object, error) {
+	i := skipSpace(value, 0)
+	if i >= len(value) || value[i] != '{' || !json.Valid(value) {
+		return nil, slowError(value)
+	}
+	o := &object{d: d}
+	if len(d.tops) <= len(o.buf) {
+		o.raws = o.buf[:len(d.tops)]
+	} else {
+		o.raws = make([][]byte, len(d.tops))
+	}
+	eachMember(value[i:], func(key, raw []byte) {
+		if idx, ok := d.tops[string(key)]; ok {
+			o.raws[idx] = raw
+		} else if bytes.IndexByte(key, '\\') >= 0 {
+			var k string
+			if json.Unmarshal(append(append([]byte{'"'}, key...), '"'), &k) == nil {
+				if idx, ok := d.tops[k]; ok {
+					o.raws[idx] = raw
+				}
+			}
+		}
+	})
+	return o, nil
+}
+
+// slowError decodes value as Decode always did, to report why it is not
+// an object.
+func slowError(value []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.UseNumber()
+	var obj map[string]any
+	if err := dec.Decode(&obj); err != nil {
+		return bad("decode JSON: %v", err)
+	}
+	if obj == nil {
+		return bad("decode JSON: value is not an object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return bad("decode JSON: trailing data after the object")
+	}
+	return bad("decode JSON: invalid")
+}
+
+// lookup returns the value at path as encoding/json would decode it with
+// UseNumber into an any.
+func (o *object) lookup(path []string) (any, bool) {
+	raw := o.raws[o.d.tops[path[0]]]
+	if raw == nil {
+		return nil, false
+	}
+	for _, p := range path[1:] {
+		if raw[0] != '{' {
+			return nil, false
+		}
+		var found []byte
+		eachMember(raw, func(key, v []byte) {
+			if string(key) == p || (bytes.IndexByte(key, '\\') >= 0 && unquote(key) == p) {
+				found = v
+			}
+		})
+		if found == nil {
+			return nil, false
+		}
+		raw = found
+	}
+	return toAny(raw), true
+}
+
+func unquote(key []byte) string {
+	var k string
+	_ = json.Unmarshal(append(append([]byte{'"'}, key...), '"'), &k)
+	return k
+}
+
+// toAny converts one valid raw JSON value.
+func toAny(raw []byte) any {
+	switch raw[0] {
+	case '"':
+		body := raw[1 : len(raw)-1]
+		if bytes.IndexByte(body, '\\') < 0 && utf8.Valid(body) {
+			return string(body)
+		}
+		var s string
+		_ = json.Unmarshal(raw, &s)
+		return s
+	case 't':
+		return true
+	case 'f':
+		return false
+	case 'n':
+		return nil
+	case '{', '[':
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		var v any
+		_ = dec.Decode(&v)
+		return v
+	}
+	return json.Number(raw)
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// eachMember calls fn with the key (still escaped) and raw value of each
+// member of the valid JSON object obj, which starts with '{'.
+func eachMember(obj []byte, fn func(key, raw []byte)) {
+	i := skipSpace(obj, 1)
+	if obj[i] == '}' {
+		return
+	}
+	for {
+		ke := stringEnd(obj, i)
+		key := obj[i+1 : ke-1]
+		i = skipSpace(obj, ke) + 1 // past ':'
+		i = skipSpace(obj, i)
+		ve := valueEnd(obj, i)
+		fn(key, obj[i:ve])
+		i = skipSpace(obj, ve)
+		if obj[i] != ',' {
+			return
+		}
+		i = skipSpace(obj, i+1)
+	}
+}
+
+// stringEnd returns the index after the string starting at b[i] == '"'.
+func stringEnd(b []byte, i int) int {
+	j := i + 1
+	for {
+		k := bytes.IndexAny(b[j:], "\"\\")
+		j += k
+		if b[j] == '\\' {
+			j += 2
+			continue
+		}
+		return j + 1
+	}
+}
+
+// valueEnd returns the index after the valid value starting at b[i].
+func valueEnd(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; ; {
+			switch b[j] {
+			case '"':
+				j = stringEnd(b, j)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+			j++
+		}
+	}
+	j := i
+	for j < len(b) {
+		switch b[j] {
+		case ',', '}', ']', ' ', '\t', '\n', '\r':
+			return j
+		}
+		j++
+	}
+	return j
+}
