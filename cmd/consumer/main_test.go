@@ -99,6 +99,37 @@ pipelines:
 		t.Fatal(err)
 	}
 	defer pool.Close()
+
+	// verify: a Kafka commit past the ledger is reported.
+	if _, err := pool.Exec(context.Background(), `INSERT INTO idemsink.offsets (group_id, topic, partition, applied_offset, generation, member_id)
+VALUES ('cli-test', $1, 0, 1, 3, 'm')`, topic); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		k.Produce(&kgo.Record{Topic: topic, Partition: 0, Value: []byte("{}")})
+	}
+	adm := k.Admin()
+	var ahead kadm.Offsets
+	ahead.AddOffset(topic, 0, 2, -1)
+	if _, err := adm.CommitOffsets(context.Background(), "cli-test", ahead); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"verify", "-config", cfgPath}, getenv, &out, &out); err != nil {
+		t.Fatalf("verify with Kafka at the ledger: %v\n%s", err, out.String())
+	}
+	ahead = kadm.Offsets{}
+	ahead.AddOffset(topic, 0, 4, -1)
+	if _, err := adm.CommitOffsets(context.Background(), "cli-test", ahead); err != nil {
+		t.Fatal(err)
+	}
+	err = run(context.Background(), []string{"verify", "-config", cfgPath}, getenv, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "Kafka committed 4, ledger applied only up to 1") {
+		t.Errorf("verify with Kafka past the ledger: %v", err)
+	}
+	if _, err := pool.Exec(context.Background(), "DELETE FROM idemsink.offsets"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := pool.Exec(context.Background(), `INSERT INTO idemsink.offsets (group_id, topic, partition, applied_offset, generation, member_id)
 VALUES ('cli-test', $1, 0, 41, 3, 'm'), ('cli-test', $1, 1, 9, 3, 'm')`, topic); err != nil {
 		t.Fatal(err)
@@ -106,7 +137,6 @@ VALUES ('cli-test', $1, 0, 41, 3, 'm'), ('cli-test', $1, 1, 9, 3, 'm')`, topic);
 	for i := range 5 {
 		k.Produce(&kgo.Record{Topic: topic, Partition: int32(i % 2), Value: []byte("{}")})
 	}
-	adm := k.Admin()
 	var offs kadm.Offsets
 	offs.AddOffset(topic, 0, 3, -1)
 	if _, err := adm.CommitOffsets(context.Background(), "cli-test", offs); err != nil {
