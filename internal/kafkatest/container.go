@@ -63,7 +63,7 @@ func startContainer() ([]string, error) {
 	var ctr *testcontainers.DockerContainer
 	err := pgtest.AtExit(func() error {
 		if err := testcontainers.TerminateContainer(ctr); err != nil {
-			return fmt.Errorf("Kafka container %s: %w", ctr.GetContainerID(), err)
+			return fmt.Errorf("kafka container %s: %w", ctr.GetContainerID(), err)
 		}
 		return nil
 	})
@@ -88,7 +88,7 @@ func startContainer() ([]string, error) {
 		if err == nil {
 			break
 		}
-		err = fmt.Errorf("Kafka container from %s: %w%s", image, err, logTail(ctr))
+		err = fmt.Errorf("kafka container from %s: %w%s", image, err, logTail(ctr))
 		if terr := testcontainers.TerminateContainer(ctr); terr != nil {
 			err = errors.Join(err, terr)
 		}
@@ -98,7 +98,7 @@ func startContainer() ([]string, error) {
 		}
 	}
 	if err := ready(ctx, broker); err != nil {
-		return nil, fmt.Errorf("Kafka container from %s at %s: %w%s", image, broker, err, logTail(ctr))
+		return nil, fmt.Errorf("kafka container from %s at %s: %w%s", image, broker, err, logTail(ctr))
 	}
 	if testing.Verbose() {
 		fmt.Fprintf(os.Stderr, "kafkatest: Kafka container from %s ready at %s in %s\n", image, broker, time.Since(start).Round(time.Millisecond))
@@ -153,7 +153,7 @@ func ready(ctx context.Context, broker string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("no metadata from the broker: %w (last error: %v)", ctx.Err(), err)
+			return fmt.Errorf("no metadata from the broker: %w (last error: %w)", ctx.Err(), err)
 		case <-time.After(100 * time.Millisecond): // polling interval of a readiness wait
 		}
 	}
@@ -166,7 +166,7 @@ func daemonHost(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer p.Close()
+	defer func() { _ = p.Close() }()
 	host, err := p.DaemonHost(ctx)
 	if host == "localhost" {
 		// Kafka clients would resolve it and might try ::1 first, where
@@ -205,7 +205,7 @@ func logTail(ctr *testcontainers.DockerContainer) string {
 	if err != nil {
 		return ""
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }()
 	b, _ := io.ReadAll(rc)
 	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
 	if len(lines) > 30 {

@@ -133,8 +133,11 @@ func (c *Cluster) Ends(topic string) map[int32]int64 {
 		out := map[int32]int64{}
 		var perr error
 		ends.Each(func(o kadm.ListedOffset) {
-			if o.Err != nil || o.Offset < 0 {
-				perr = fmt.Errorf("partition %d: offset %d: %v", o.Partition, o.Offset, o.Err)
+			switch {
+			case o.Err != nil:
+				perr = fmt.Errorf("partition %d: %w", o.Partition, o.Err)
+			case o.Offset < 0:
+				perr = fmt.Errorf("partition %d: no end offset yet", o.Partition)
 			}
 			out[o.Partition] = o.Offset
 		})

@@ -88,7 +88,7 @@ func pingEngine(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	defer p.Close()
+	defer func() { _ = p.Close() }()
 	return p.Health(ctx)
 }
 

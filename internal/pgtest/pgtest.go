@@ -276,7 +276,7 @@ func (migrator) Migrate(ctx context.Context, _ *sql.DB, conf pgtestdb.Config) er
 	if err != nil {
 		return fmt.Errorf("connect to template: %w", err)
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	_, err = migrations.Migrate(ctx, conn, -1)
 	return err
 }
