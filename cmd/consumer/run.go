@@ -170,30 +170,18 @@ func offsets(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 		return err
 	}
 	defer pool.Close()
-	ledger, err := sink.New(pool, cfg, sink.Options{}).Offsets(ctx, cfg.Group)
+	adm, closeAdm, err := admin(cfg)
 	if err != nil {
 		return err
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	defer closeAdm()
+	applied, committed, err := positions(ctx, cfg, pool, adm)
 	if err != nil {
 		return err
-	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	committed, err := adm.FetchOffsets(ctx, cfg.Group)
-	if errors.Is(err, kerr.GroupIDNotFound) {
-		err = nil // a group that never committed
-	}
-	if err != nil {
-		return fmt.Errorf("fetch committed offsets: %w", err)
 	}
 	ends, err := adm.ListEndOffsets(ctx, cfg.Topics()...)
 	if err != nil {
 		return fmt.Errorf("list end offsets: %w", err)
-	}
-	applied := map[string]sink.Offset{}
-	for _, o := range ledger {
-		applied[o.TP.String()] = o
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TOPIC\tPARTITION\tLEDGER NEXT\tKAFKA COMMITTED\tEND\tLAG\tGENERATION")
@@ -217,12 +205,11 @@ func offsets(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 // rows come out unchanged or stale, never duplicated. Either step alone is
 // harmless, so their order does not matter for safety.
 func replay(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	adm, closeAdm, err := admin(cfg)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	adm := kadm.NewClient(cl)
+	defer closeAdm()
 	groups, err := adm.DescribeGroups(ctx, cfg.Group)
 	if err != nil {
 		return fmt.Errorf("describe group %s: %w", cfg.Group, err)
@@ -254,6 +241,36 @@ func replay(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 	return nil
 }
 
+// admin returns a Kafka admin client on the configured brokers.
+func admin(cfg *config.Config) (*kadm.Client, func(), error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	if err != nil {
+		return nil, nil, fmt.Errorf("kafka client: %w", err)
+	}
+	return kadm.NewClient(cl), cl.Close, nil
+}
+
+// positions reads the group's two positions per partition: the ledger's
+// applied offsets (by "topic/partition") and Kafka's committed offsets.
+func positions(ctx context.Context, cfg *config.Config, pool *pgxpool.Pool, adm *kadm.Client) (map[string]sink.Offset, kadm.OffsetResponses, error) {
+	ledger, err := sink.New(pool, cfg, sink.Options{}).Offsets(ctx, cfg.Group)
+	if err != nil {
+		return nil, nil, err
+	}
+	applied := map[string]sink.Offset{}
+	for _, o := range ledger {
+		applied[o.TP.String()] = o
+	}
+	committed, err := adm.FetchOffsets(ctx, cfg.Group)
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		err = nil // a group that never committed
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("fetch committed offsets: %w", err)
+	}
+	return applied, committed, nil
+}
+
 // verify checks the invariant the commit order guarantees: for every
 // partition, Kafka's committed offset is at most the ledger's applied offset
 // plus one. A committed offset past it would mean records marked consumed
@@ -264,25 +281,14 @@ func verify(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 		return err
 	}
 	defer pool.Close()
-	ledger, err := sink.New(pool, cfg, sink.Options{}).Offsets(ctx, cfg.Group)
+	adm, closeAdm, err := admin(cfg)
 	if err != nil {
 		return err
 	}
-	applied := map[string]int64{}
-	for _, o := range ledger {
-		applied[o.TP.String()] = o.Applied
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	defer closeAdm()
+	applied, committed, err := positions(ctx, cfg, pool, adm)
 	if err != nil {
 		return err
-	}
-	defer cl.Close()
-	committed, err := kadm.NewClient(cl).FetchOffsets(ctx, cfg.Group)
-	if errors.Is(err, kerr.GroupIDNotFound) {
-		err = nil
-	}
-	if err != nil {
-		return fmt.Errorf("fetch committed offsets: %w", err)
 	}
 	topics := map[string]bool{}
 	for _, t := range cfg.Topics() {
@@ -295,9 +301,9 @@ func verify(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 			return
 		}
 		checked++
-		a, ok := applied[fmt.Sprintf("%s/%d", o.Topic, o.Partition)]
-		if !ok {
-			a = -1
+		a := int64(-1)
+		if l, ok := applied[fmt.Sprintf("%s/%d", o.Topic, o.Partition)]; ok {
+			a = l.Applied
 		}
 		if o.At > a+1 {
 			bad = append(bad, fmt.Sprintf("%s/%d: Kafka committed %d, ledger applied only up to %d", o.Topic, o.Partition, o.At, a))
