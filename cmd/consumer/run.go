@@ -165,21 +165,13 @@ func migrate(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout i
 // offsets prints, per partition, the ledger's applied offset, Kafka's
 // committed offset and the end of the log.
 func offsets(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
-	pool, err := connect(ctx, cfg)
+	g, err := openGroup(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	adm, closeAdm, err := admin(cfg)
-	if err != nil {
-		return err
-	}
-	defer closeAdm()
-	applied, committed, err := positions(ctx, cfg, pool, adm)
-	if err != nil {
-		return err
-	}
-	ends, err := adm.ListEndOffsets(ctx, cfg.Topics()...)
+	defer g.close()
+	applied, committed := g.applied, g.committed
+	ends, err := g.adm.ListEndOffsets(ctx, cfg.Topics()...)
 	if err != nil {
 		return fmt.Errorf("list end offsets: %w", err)
 	}
@@ -250,25 +242,45 @@ func admin(cfg *config.Config) (*kadm.Client, func(), error) {
 	return kadm.NewClient(cl), cl.Close, nil
 }
 
-// positions reads the group's two positions per partition: the ledger's
-// applied offsets (by "topic/partition") and Kafka's committed offsets.
-func positions(ctx context.Context, cfg *config.Config, pool *pgxpool.Pool, adm *kadm.Client) (map[string]sink.Offset, kadm.OffsetResponses, error) {
+// group is what offsets and verify read: the database, the brokers, and
+// the group's two positions per partition, the ledger's applied offsets (by
+// "topic/partition") and Kafka's committed offsets.
+type group struct {
+	pool      *pgxpool.Pool
+	adm       *kadm.Client
+	applied   map[string]sink.Offset
+	committed kadm.OffsetResponses
+	close     func()
+}
+
+func openGroup(ctx context.Context, cfg *config.Config) (*group, error) {
+	pool, err := connect(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	adm, closeAdm, err := admin(cfg)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	g := &group{pool: pool, adm: adm, applied: map[string]sink.Offset{}, close: func() { closeAdm(); pool.Close() }}
 	ledger, err := sink.New(pool, cfg, sink.Options{}).Offsets(ctx, cfg.Group)
 	if err != nil {
-		return nil, nil, err
+		g.close()
+		return nil, err
 	}
-	applied := map[string]sink.Offset{}
 	for _, o := range ledger {
-		applied[o.TP.String()] = o
+		g.applied[o.TP.String()] = o
 	}
-	committed, err := adm.FetchOffsets(ctx, cfg.Group)
+	g.committed, err = adm.FetchOffsets(ctx, cfg.Group)
 	if errors.Is(err, kerr.GroupIDNotFound) {
 		err = nil // a group that never committed
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("fetch committed offsets: %w", err)
+		g.close()
+		return nil, fmt.Errorf("fetch committed offsets: %w", err)
 	}
-	return applied, committed, nil
+	return g, nil
 }
 
 // verify checks the invariant the commit order guarantees: for every
@@ -276,20 +288,12 @@ func positions(ctx context.Context, cfg *config.Config, pool *pgxpool.Pool, adm 
 // plus one. A committed offset past it would mean records marked consumed
 // that were never applied. It also reports dead letters per pipeline.
 func verify(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
-	pool, err := connect(ctx, cfg)
+	g, err := openGroup(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	adm, closeAdm, err := admin(cfg)
-	if err != nil {
-		return err
-	}
-	defer closeAdm()
-	applied, committed, err := positions(ctx, cfg, pool, adm)
-	if err != nil {
-		return err
-	}
+	defer g.close()
+	applied, committed := g.applied, g.committed
 	topics := map[string]bool{}
 	for _, t := range cfg.Topics() {
 		topics[t] = true
@@ -309,7 +313,7 @@ func verify(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
 			bad = append(bad, fmt.Sprintf("%s/%d: Kafka committed %d, ledger applied only up to %d", o.Topic, o.Partition, o.At, a))
 		}
 	})
-	rows, err := pool.Query(ctx, "SELECT pipeline, count(*) FROM idemsink.dead_letters GROUP BY 1 ORDER BY 1")
+	rows, err := g.pool.Query(ctx, "SELECT pipeline, count(*) FROM idemsink.dead_letters GROUP BY 1 ORDER BY 1")
 	if err != nil {
 		return fmt.Errorf("count dead letters: %w", err)
 	}

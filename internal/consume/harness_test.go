@@ -118,15 +118,7 @@ func (mb *member) sum() sink.Result {
 	for {
 		select {
 		case r := <-mb.results:
-			s.Records += r.Records
-			s.Inserted += r.Inserted
-			s.Updated += r.Updated
-			s.Unchanged += r.Unchanged
-			s.Stale += r.Stale
-			s.Superseded += r.Superseded
-			s.Skipped += r.Skipped
-			s.DeadLettered += r.DeadLettered
-			s.Staged += r.Staged
+			s.Add(r)
 		default:
 			return s
 		}
@@ -136,12 +128,15 @@ func (mb *member) sum() sink.Result {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	deadline := time.After(d)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline:
 			t.Fatalf("timed out after %s waiting for %s", d, what)
+		case <-tick.C:
 		}
-		time.Sleep(10 * time.Millisecond) // polling interval of a condition wait
 	}
 }
 

@@ -140,8 +140,8 @@ func Run(ctx context.Context, w io.Writer, log *slog.Logger) (err error) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "Run\tInput\tNew\tUpdated\tUnchanged\tStale\tIn-batch dup\tSkipped\tDead\tWritten\tTotal\t")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", r.name, r.input, r.inserted, r.updated, r.unchanged,
-			r.stale, r.superseded, r.skipped, r.dead, r.written, r.total)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", r.name, r.input, r.Inserted, r.Updated, r.Unchanged,
+			r.Stale, r.Superseded, r.Skipped, r.DeadLettered, r.written, r.total)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -160,8 +160,9 @@ func Run(ctx context.Context, w io.Writer, log *slog.Logger) (err error) {
 }
 
 type row struct {
-	name, input                                                                    string
-	inserted, updated, unchanged, stale, superseded, skipped, dead, written, total int
+	name, input    string
+	sink.Result    // totals over the run's batches
+	written, total int
 }
 
 type demo struct {
@@ -195,15 +196,7 @@ CREATE TABLE demo_snapshot AS SELECT record_id, xmin::text AS x FROM `+table); e
 	}
 	c := consume.New(consume.Options{
 		Config: d.cfg, Sink: d.sink, Logger: d.log, NoKafkaCommit: noKafkaCommit,
-		OnBatch: func(_ *batch.Batch, res sink.Result) {
-			r.inserted += res.Inserted
-			r.updated += res.Updated
-			r.unchanged += res.Unchanged
-			r.stale += res.Stale
-			r.superseded += res.Superseded
-			r.skipped += res.Skipped
-			r.dead += res.DeadLettered
-		},
+		OnBatch: func(_ *batch.Batch, res sink.Result) { r.Add(res) },
 	})
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -216,7 +209,7 @@ CREATE TABLE demo_snapshot AS SELECT record_id, xmin::text AS x FROM `+table); e
 	if err != nil {
 		return r, err
 	}
-	r.skipped += int(c.SkippedOnResume())
+	r.Skipped += int(c.SkippedOnResume())
 	err = d.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM `+table+`),
   (SELECT count(*) FROM `+table+` t LEFT JOIN demo_snapshot s USING (record_id) WHERE s.record_id IS NULL OR s.x <> t.xmin::text)`).Scan(&r.total, &r.written)
 	return r, err

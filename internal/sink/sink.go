@@ -163,6 +163,23 @@ type Result struct {
 	Ledger map[batch.TP]int64
 }
 
+// Add adds o's counts and phase times to r, for totals over many batches.
+func (r *Result) Add(o Result) {
+	r.Records += o.Records
+	r.Superseded += o.Superseded
+	r.Skipped += o.Skipped
+	r.Staged += o.Staged
+	r.Inserted += o.Inserted
+	r.Updated += o.Updated
+	r.Unchanged += o.Unchanged
+	r.Stale += o.Stale
+	r.Deleted += o.Deleted
+	r.DeadLettered += o.DeadLettered
+	r.Stage += o.Stage
+	r.Upsert += o.Upsert
+	r.Verify += o.Verify
+}
+
 // Apply writes the batch and its ledger entries in one transaction. Only
 // after it returns nil may the consumer commit offsets to Kafka.
 func (s *Sink) Apply(ctx context.Context, b *batch.Batch, c Commit) (Result, error) {
