@@ -28,6 +28,14 @@ type Metrics struct {
 	Buffered prometheus.Gauge
 	// AppliedOffset is the ledger's applied offset by topic and partition.
 	AppliedOffset *prometheus.GaugeVec
+	// Lag is, by topic and partition, the log end (the high watermark the
+	// fetch responses carry) minus the ledger's applied offset: records
+	// not yet applied. No admin call is made for it.
+	Lag *prometheus.GaugeVec
+	// PendingBatchAge is the age in seconds of the oldest batch that was
+	// flushed but is not yet applied, by pipeline (0 when none). A batch
+	// retried on errors that are not outages shows here as stuck.
+	PendingBatchAge *prometheus.GaugeVec
 }
 
 // New creates the collectors and registers them on reg; reg may be nil.
@@ -61,10 +69,16 @@ func New(reg prometheus.Registerer) *Metrics {
 		AppliedOffset: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "idemsink_applied_offset", Help: "End of the contiguous applied prefix, by topic and partition.",
 		}, []string{"topic", "partition"}),
+		Lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "idemsink_consumer_lag_records", Help: "Log end minus the ledger's applied offset, by topic and partition.",
+		}, []string{"topic", "partition"}),
+		PendingBatchAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "idemsink_pending_batch_age_seconds", Help: "Age of the oldest flushed batch not yet applied, by pipeline.",
+		}, []string{"pipeline"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Records, m.Batches, m.BatchSeconds, m.VerifyFailures, m.DBRetries,
-			m.KafkaCommitErrors, m.Ready, m.Buffered, m.AppliedOffset)
+			m.KafkaCommitErrors, m.Ready, m.Buffered, m.AppliedOffset, m.Lag, m.PendingBatchAge)
 	}
 	return m
 }
