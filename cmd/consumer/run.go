@@ -132,6 +132,8 @@ func connect(ctx context.Context, cfg *config.Config) (*pgxpool.Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("database_url: %w", err)
 	}
+	// One connection per apply lane, one for claims, one spare.
+	pcfg.MaxConns = max(pcfg.MaxConns, int32(cfg.ApplyConnections)+2)
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)

@@ -52,6 +52,12 @@ type Config struct {
 	// to RetryBackoffMax.
 	RetryBackoff    time.Duration `yaml:"retry_backoff"`
 	RetryBackoffMax time.Duration `yaml:"retry_backoff_max"`
+	// ApplyConnections is how many batches are applied at once, each on its
+	// own PostgreSQL connection, while the next records are decoded.
+	ApplyConnections int `yaml:"apply_connections"`
+	// ApplyTimeout bounds one attempt at applying a batch; an attempt cut
+	// short is an outage, retried with backoff.
+	ApplyTimeout time.Duration `yaml:"apply_timeout"`
 	// StartOffset is where a group without committed offsets starts:
 	// "earliest" (default) or "latest".
 	StartOffset string     `yaml:"start_offset"`
@@ -128,6 +134,8 @@ const (
 	DefaultRebalanceTimeout   = 60 * time.Second
 	DefaultRetryBackoff       = 200 * time.Millisecond
 	DefaultRetryBackoffMax    = 10 * time.Second
+	DefaultApplyConnections   = 2
+	DefaultApplyTimeout       = 30 * time.Second
 )
 
 // ColumnTypes are the PostgreSQL types a column may have.
@@ -199,6 +207,12 @@ func (c *Config) SetDefaults() {
 	}
 	if c.RetryBackoffMax == 0 {
 		c.RetryBackoffMax = DefaultRetryBackoffMax
+	}
+	if c.ApplyConnections == 0 {
+		c.ApplyConnections = DefaultApplyConnections
+	}
+	if c.ApplyTimeout == 0 {
+		c.ApplyTimeout = DefaultApplyTimeout
 	}
 	if c.StartOffset == "" {
 		c.StartOffset = "earliest"
@@ -279,6 +293,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RetryBackoffMax < c.RetryBackoff {
 		bad("retry_backoff_max: %s is below retry_backoff %s", c.RetryBackoffMax, c.RetryBackoff)
+	}
+	if c.ApplyConnections < 1 || c.ApplyConnections > 64 {
+		bad("apply_connections: %d is not between 1 and 64", c.ApplyConnections)
+	}
+	if c.ApplyTimeout < time.Second {
+		bad("apply_timeout: %s is below 1s", c.ApplyTimeout)
 	}
 	if len(c.Pipelines) == 0 {
 		bad("pipelines: at least one pipeline is required")

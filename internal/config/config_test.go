@@ -37,6 +37,8 @@ func TestLoadFull(t *testing.T) {
 		RebalanceTimeout:   90 * time.Second,
 		RetryBackoff:       DefaultRetryBackoff,
 		RetryBackoffMax:    DefaultRetryBackoffMax,
+		ApplyConnections:   3,
+		ApplyTimeout:       45 * time.Second,
 		StartOffset:        "latest",
 		Pipelines: []Pipeline{
 			{
@@ -132,6 +134,8 @@ func TestParseDefaults(t *testing.T) {
 		{"rebalance_timeout", c.RebalanceTimeout, 60 * time.Second},
 		{"retry_backoff", c.RetryBackoff, 200 * time.Millisecond},
 		{"retry_backoff_max", c.RetryBackoffMax, 10 * time.Second},
+		{"apply_connections", c.ApplyConnections, 2},
+		{"apply_timeout", c.ApplyTimeout, 30 * time.Second},
 		{"start_offset", c.StartOffset, "earliest"},
 		{"sasl", c.SASL, (*SASL)(nil)},
 		{"schema", c.Pipelines[0].Schema, "public"},

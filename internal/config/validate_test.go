@@ -72,6 +72,12 @@ func TestBadConfigs(t *testing.T) {
 			[]string{`start_offset: "newest" is not earliest or latest`}},
 		{"retry backoff max below backoff", func(c *Config) { c.RetryBackoff, c.RetryBackoffMax = 5*time.Second, time.Second },
 			[]string{"retry_backoff_max: 1s is below retry_backoff 5s"}},
+		{"apply connections negative", func(c *Config) { c.ApplyConnections = -1 },
+			[]string{"apply_connections: -1 is not between 1 and 64"}},
+		{"apply connections too many", func(c *Config) { c.ApplyConnections = 65 },
+			[]string{"apply_connections: 65 is not between 1 and 64"}},
+		{"apply timeout too short", func(c *Config) { c.ApplyTimeout = time.Millisecond },
+			[]string{"apply_timeout: 1ms is below 1s"}},
 		{"no pipelines", func(c *Config) { c.Pipelines = nil },
 			[]string{"pipelines: at least one pipeline is required"}},
 

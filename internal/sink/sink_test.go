@@ -3,6 +3,7 @@ package sink_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -175,8 +176,12 @@ func TestFencedByNewerGeneration(t *testing.T) {
 	}
 	b := f.batchOf("items", 0, `{"id":1,"qty":1,"day":"2026-03-01"}`)
 	_, err := f.s.Apply(ctx, b, commitFor(b, 5))
-	if !errors.Is(err, sink.ErrFenced) {
-		t.Fatalf("apply from generation 5: %v, want ErrFenced", err)
+	var fenced *sink.FencedError
+	if !errors.As(err, &fenced) || !errors.Is(err, sink.ErrFenced) {
+		t.Fatalf("apply from generation 5: %v, want a FencedError", err)
+	}
+	if tp := (batch.TP{Topic: "items-topic"}); fenced.Ledger[tp] != -1 || fenced.Ledgered != 7 || fenced.TP != tp {
+		t.Errorf("fenced error %+v: want the ledger's generation 7 and applied offset -1 for %s", fenced, tp)
 	}
 	if n := f.count("SELECT count(*) FROM items"); n != 0 {
 		t.Errorf("fenced writer wrote %d rows", n)
@@ -313,20 +318,54 @@ func TestEnsureTablesChecksColumns(t *testing.T) {
 	}
 }
 
-// Outages are transient; data errors and fencing are not.
-func TestTransient(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
+// Every failure falls in the class that says how it is retried: outages
+// with backoff, conflicts at once, data errors isolated, fences abandoned,
+// anything else retried but shown as stuck.
+func TestClassify(t *testing.T) {
+	t.Parallel()
 	pool := pgtest.Pool(t)
-	_, err := pool.Exec(ctx, "SELECT 1")
-	if !sink.Transient(err) {
-		t.Errorf("canceled query %v: want transient", err)
+	raise := func(code string) error {
+		_, err := pool.Exec(context.Background(), "DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '"+code+"'; END $$")
+		return err
 	}
-	_, err = pool.Exec(context.Background(), "SELECT 1/0")
-	if sink.Transient(err) {
-		t.Errorf("division by zero %v: want not transient", err)
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, canceledErr := pool.Exec(canceled, "SELECT 1")
+	_, divErr := pool.Exec(context.Background(), "SELECT 1/0")
+	_, readOnly := pool.Exec(context.Background(), "BEGIN READ ONLY; CREATE TABLE ro (x int); COMMIT")
+	_, missing := pool.Exec(context.Background(), "SELECT * FROM no_such_table")
+	for _, c := range []struct {
+		name string
+		err  error
+		want sink.Class
+	}{
+		{"nil", nil, 0},
+		{"canceled attempt", canceledErr, sink.Outage},
+		{"deadline", fmt.Errorf("apply: %w", context.DeadlineExceeded), sink.Outage},
+		{"admin shutdown", raise("57P01"), sink.Outage},
+		{"cannot connect now", raise("57P03"), sink.Outage},
+		{"connection failure", raise("08006"), sink.Outage},
+		{"disk full", raise("53100"), sink.Outage},
+		{"statement timeout", raise("57014"), sink.Outage},
+		{"read-only", readOnly, sink.Outage},
+		{"serialization failure", raise("40001"), sink.Conflict},
+		{"deadlock", raise("40P01"), sink.Conflict},
+		{"division by zero", divErr, sink.Data},
+		{"check violation", raise("23514"), sink.Data},
+		{"permission denied", raise("42501"), sink.Stuck},
+		{"undefined table", missing, sink.Stuck},
+		{"verification", &sink.VerifyError{Missing: 1}, sink.Stuck},
+		{"fenced", &sink.FencedError{}, sink.Fenced},
+		{"fenced sentinel", sink.ErrFenced, sink.Fenced},
+	} {
+		if got := sink.Classify(c.err); got != c.want {
+			t.Errorf("%s (%v): class %v, want %v", c.name, c.err, got, c.want)
+		}
+		if want := c.want == sink.Outage || c.want == sink.Conflict || c.want == sink.Stuck; sink.Transient(c.err) != want {
+			t.Errorf("%s: Transient %v, want %v", c.name, !want, want)
+		}
 	}
-	if sink.Transient(sink.ErrFenced) {
-		t.Error("ErrFenced: want not transient")
+	if got := sink.SQLState(raise("42501")); got != "42501" {
+		t.Errorf("SQLState: %q", got)
 	}
 }

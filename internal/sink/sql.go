@@ -65,6 +65,11 @@ func buildStatements(p *config.Pipeline) *statements {
 		s.stage, strings.Join(stageDefs, ", "))
 
 	colList := strings.Join(cols, ", ")
+	// position is the version tuple of contract 3, written once: (version,
+	// offset, partition, topic), the same total order as batch.Row.Newer.
+	position := func(alias string) string {
+		return fmt.Sprintf("(%[1]s._version, %[1]s._src_offset, %[1]s._src_partition, %[1]s._src_topic)", alias)
+	}
 	// The version guard orders by (version, offset, partition, topic), the
 	// same total order as batch.Row.Newer. The change test includes _version:
 	// a higher version with equal content still moves the fence forward,
@@ -73,9 +78,9 @@ func buildStatements(p *config.Pipeline) *statements {
     _version = EXCLUDED._version, _src_topic = EXCLUDED._src_topic,
     _src_partition = EXCLUDED._src_partition, _src_offset = EXCLUDED._src_offset,
     _batch_id = EXCLUDED._batch_id, _applied_at = EXCLUDED._applied_at
-  WHERE (EXCLUDED._version, EXCLUDED._src_offset, EXCLUDED._src_partition, EXCLUDED._src_topic) > (t._version, t._src_offset, t._src_partition, t._src_topic)
+  WHERE %s > %s
     AND (t._version, %s) IS DISTINCT FROM (EXCLUDED._version, %s)
-  RETURNING (xmax = 0) AS inserted`, strings.Join(sets, ", "), strings.Join(tContent, ", "), strings.Join(eContent, ", "))
+  RETURNING (xmax = 0) AS inserted`, strings.Join(sets, ", "), position("EXCLUDED"), position("t"), strings.Join(tContent, ", "), strings.Join(eContent, ", "))
 	insert := fmt.Sprintf(`INSERT INTO %s AS t (record_id, %s, _version, _src_topic, _src_partition, _src_offset, _batch_id, _applied_at)`, s.target, colList)
 
 	// Rows the target already holds at the same or a newer position, or
@@ -87,12 +92,12 @@ func buildStatements(p *config.Pipeline) *statements {
   %s
   SELECT record_id, %s, _version, _src_topic, _src_partition, _src_offset, $1::uuid, now() FROM %s s
   WHERE NOT EXISTS (SELECT FROM %s t WHERE t.record_id = s.record_id
-    AND NOT ((s._version, s._src_offset, s._src_partition, s._src_topic) > (t._version, t._src_offset, t._src_partition, t._src_topic)
+    AND NOT (%s > %s
       AND (t._version, %s) IS DISTINCT FROM (s._version, %s)))
   %s
 )
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up`, insert, colList, s.stage,
-		s.target, strings.Join(tContent, ", "), strings.Join(sContent, ", "), conflict)
+		s.target, position("s"), position("t"), strings.Join(tContent, ", "), strings.Join(sContent, ", "), conflict)
 
 	params := []string{"$1::uuid"}
 	for i, c := range p.Columns {
@@ -110,9 +115,9 @@ SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FR
 	contentS := "(s._version, " + strings.Join(sContent, ", ") + ")"
 	s.verify = fmt.Sprintf(`SELECT count(*),
   count(*) FILTER (WHERE t.record_id IS NULL),
-  count(*) FILTER (WHERE (t._version, t._src_offset, t._src_partition, t._src_topic) < (s._version, s._src_offset, s._src_partition, s._src_topic) AND %s IS DISTINCT FROM %s),
-  count(*) FILTER (WHERE (t._version, t._src_offset, t._src_partition, t._src_topic) > (s._version, s._src_offset, s._src_partition, s._src_topic) AND %s IS DISTINCT FROM %s)
-FROM %s s LEFT JOIN %s t ON t.record_id = s.record_id`, contentT, contentS, contentT, contentS, s.stage, s.target)
+  count(*) FILTER (WHERE %[1]s < %[2]s AND %[3]s IS DISTINCT FROM %[4]s),
+  count(*) FILTER (WHERE %[1]s > %[2]s AND %[3]s IS DISTINCT FROM %[4]s)
+FROM %[5]s s LEFT JOIN %[6]s t ON t.record_id = s.record_id`, position("t"), position("s"), contentT, contentS, s.stage, s.target)
 	return s
 }
 

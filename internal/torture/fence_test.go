@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/idemsink/idemsink/internal/batch"
+	"github.com/idemsink/idemsink/internal/consume"
 	"github.com/idemsink/idemsink/internal/gen"
 	"github.com/idemsink/idemsink/internal/kafkatest"
 	"github.com/idemsink/idemsink/internal/sink"
@@ -61,7 +62,7 @@ func TestFencedRecordsAreNotSkipped(t *testing.T) {
 	if err := e.prod.produce(ctx, 10, fresh); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 30*time.Second, func() bool { return logs.count("batch fenced") >= 1 }, func() string {
+	waitUntil(t, 30*time.Second, func() bool { return logs.count(consume.EventFenced) >= 1 }, func() string {
 		return fmt.Sprintf("the batch to be fenced (warnings: %v)", logs.warns)
 	})
 

@@ -686,10 +686,10 @@ func (b *binary) get(t *testing.T) string {
 			return
 		}
 		b.path = filepath.Join(b.dir, "consumer")
-		cmd := exec.Command(goTool, "build", "-o", b.path, "./cmd/consumer")
+		cmd := exec.Command(goTool, "build", "-tags", "faultinject", "-o", b.path, "./cmd/consumer")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("go build ./cmd/consumer: %w\n%s", err, out)
+			b.err = fmt.Errorf("go build -tags faultinject ./cmd/consumer: %w\n%s", err, out)
 		}
 	})
 	if b.err != nil {
@@ -823,8 +823,8 @@ func (e *env) startChild(bin, name, cfgPath, metricsAddr, faults string) *child 
 	return c
 }
 
-// waitLog waits until the child has logged msg at least n times.
-func (c *child) waitLog(t *testing.T, d time.Duration, msg string, n int) {
+// waitEvent waits until the child has logged event at least n times.
+func (c *child) waitEvent(t *testing.T, d time.Duration, msg string, n int) {
 	t.Helper()
 	waitFor(t, d, fmt.Sprintf("%s to log %q", c.name, msg), func() bool {
 		if c.exited() {
@@ -921,9 +921,24 @@ type output struct {
 	counts  map[string]int
 }
 
-// watched are log messages of the daemon the scenarios count.
-var watched = []string{"idemsink starting", "batch fenced", "partitions lost", "partitions revoked", "partitions assigned", "apply failed; retrying",
-	"kafka offset commit failed", "dead-lettering record", "resuming from the ledger", "claim ledger rows failed"}
+// watched are the events of the daemon the scenarios count: the values of
+// the "event" attribute of its log records (consume.Event*), so that a
+// reworded log message cannot break a scenario.
+var watched = []string{consume.EventFenced, consume.EventLost, consume.EventRevoked, consume.EventAssigned, consume.EventRetry,
+	consume.EventStuck, consume.EventCommitFailed, consume.EventDeadLetter, consume.EventResumed, consume.EventClaimRetry, consume.EventAbandoned}
+
+// eventOf returns the event attribute of a text or JSON log line, or "".
+func eventOf(line string) string {
+	for _, prefix := range []string{" event=", `"event":"`} {
+		if _, rest, ok := strings.Cut(line, prefix); ok {
+			if i := strings.IndexAny(rest, " \"\n"); i >= 0 {
+				rest = rest[:i]
+			}
+			return rest
+		}
+	}
+	return ""
+}
 
 func newOutput() *output { return &output{counts: map[string]int{}} }
 
@@ -944,10 +959,8 @@ func (o *output) Write(p []byte) (int, error) {
 		if point, ok := strings.CutPrefix(line, "fault: crashing at "); ok {
 			o.faults = append(o.faults, strings.TrimSpace(point))
 		}
-		for _, w := range watched {
-			if strings.Contains(line, w) {
-				o.counts[w]++
-			}
+		if ev := eventOf(line); ev != "" {
+			o.counts[ev]++
 		}
 	}
 	return len(p), nil
@@ -1040,7 +1053,7 @@ func (mb *member) stop(d time.Duration) error {
 	}
 }
 
-// counter is a slog handler that counts the daemon's watched messages and
+// counter is a slog handler that counts the daemon's events and
 // keeps its warnings, for the failure report.
 type counter struct {
 	mu     sync.Mutex
@@ -1057,11 +1070,12 @@ func (c *counter) WithGroup(string) slog.Handler                { return c }
 func (c *counter) Handle(_ context.Context, r slog.Record) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, w := range watched {
-		if strings.Contains(r.Message, w) {
-			c.counts[w]++
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "event" {
+			c.counts[a.Value.String()]++
 		}
-	}
+		return true
+	})
 	if r.Level >= slog.LevelWarn && len(c.warns) < 200 {
 		var b strings.Builder
 		b.WriteString(r.Message)

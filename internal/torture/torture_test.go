@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/idemsink/idemsink/internal/consume"
 	"github.com/idemsink/idemsink/internal/fault"
 	"github.com/idemsink/idemsink/internal/gen"
 	"github.com/idemsink/idemsink/internal/kafkatest"
@@ -158,7 +159,7 @@ func crashLoop(t *testing.T, bin *binary) {
 	// shuts down on SIGTERM.
 	evict()
 	final := e.startChild(path, "final", cfgPath, "", "")
-	final.waitLog(t, time.Minute, "partitions assigned", 1)
+	final.waitEvent(t, time.Minute, consume.EventAssigned, 1)
 	e.settle(2 * time.Minute)
 	final.signal(syscall.SIGTERM)
 	if !final.wait(30*time.Second) || final.state.ExitCode() != 0 {
@@ -169,7 +170,7 @@ func crashLoop(t *testing.T, bin *binary) {
 	}
 	e.verify(fmt.Sprintf("cycles=%d causes=%s lives=%d evicted=%d fenced=%d resumed=%d", cycles,
 		fmtCounts(causes, append(slices.Clone(fault.Points), "SIGKILL", "SIGTERM")), lives+1, evicted,
-		seen["batch fenced"], seen["resuming from the ledger"]))
+		seen[consume.EventFenced], seen[consume.EventResumed]))
 }
 
 // rebalanceStorm runs three in-process members of one group, joining and
@@ -223,7 +224,7 @@ storm:
 		}
 	}
 	e.verify(fmt.Sprintf("joins=%d leaves=%d assigned=%d revoked=%d partitions_lost=%d fenced=%d", joins, leaves,
-		logs.count("partitions assigned"), logs.count("partitions revoked"), logs.count("partitions lost"), logs.count("batch fenced")))
+		logs.count(consume.EventAssigned), logs.count(consume.EventRevoked), logs.count(consume.EventLost), logs.count(consume.EventFenced)))
 }
 
 // brokerFaults runs two in-process members on a three-broker kfake while
@@ -330,7 +331,7 @@ faulty:
 	names := []string{"commit-failed", "commit-ambiguous", "fetch-error", "coordinator-move", "leader-move",
 		"join-error", "sync-error", "heartbeat-error", "offset-fetch-error"}
 	e.verify(fmt.Sprintf("faults=%d %s commit_errors=%d partitions_lost=%d fenced=%d", total, fmtCounts(hits, names),
-		logs.count("kafka offset commit failed"), logs.count("partitions lost"), logs.count("batch fenced")))
+		logs.count(consume.EventCommitFailed), logs.count(consume.EventLost), logs.count(consume.EventFenced)))
 	for _, kind := range []string{"commit-failed", "commit-ambiguous", "fetch-error", "join-error", "heartbeat-error"} {
 		if hits[kind] == 0 {
 			t.Errorf("no %s fault was ever hit: the scenario did not test it", kind)
@@ -501,10 +502,10 @@ func zombie(t *testing.T, bin *binary) {
 	a.signal(syscall.SIGCONT)
 	stopped := time.Since(frozen)
 	waitFor(t, time.Minute, "the zombie to find out", func() bool {
-		return a.out.count("batch fenced")+a.out.count("partitions lost") > 0
+		return a.out.count(consume.EventFenced)+a.out.count(consume.EventLost) > 0
 	})
 	// The group settles with both members before anything else is produced.
-	waitFor(t, time.Minute, "the zombie to rejoin", func() bool { return a.out.count("partitions assigned") >= 2 })
+	waitFor(t, time.Minute, "the zombie to rejoin", func() bool { return a.out.count(consume.EventAssigned) >= 2 })
 	after, _, _, err := e.ledger(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -524,7 +525,7 @@ func zombie(t *testing.T, bin *binary) {
 		}
 	}
 	refused := "lost"
-	if a.out.count("batch fenced") > 0 {
+	if a.out.count(consume.EventFenced) > 0 {
 		refused = "fenced"
 	}
 
@@ -541,7 +542,7 @@ func zombie(t *testing.T, bin *binary) {
 		t.Errorf("the zombie did not shut down cleanly (%s):\n%s", a.state, a.out.tail(40))
 	}
 	e.verify(fmt.Sprintf("frozen=%s late_batch=%s zombie_fenced=%d zombie_lost=%d", stopped.Round(100*time.Millisecond), refused,
-		a.out.count("batch fenced"), a.out.count("partitions lost")))
+		a.out.count(consume.EventFenced), a.out.count(consume.EventLost)))
 	if t.Failed() {
 		t.Logf("zombie log:\n%s", a.out.tail(60))
 	}

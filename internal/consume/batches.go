@@ -1,0 +1,312 @@
+package consume
+
+import (
+	"context"
+	"hash/fnv"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/idemsink/idemsink/internal/batch"
+	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/sink"
+)
+
+// A lane is a fixed share of the partitions (by hash) with at most one
+// batch in the database at a time. Lanes are what lets batches apply in
+// parallel without ever waiting on each other's ledger rows: a batch only
+// holds records of its lane's partitions, so two batches in flight never
+// lock the same ledger row, and the batches of one partition apply one
+// after the other, in the order they were flushed.
+type batchKey struct {
+	pipeline string
+	date     batch.Date
+	lane     int
+}
+
+// job is a flushed batch on its way to the database.
+type job struct {
+	b       *batch.Batch
+	lane    int
+	flushed time.Time
+	// inflight is set while a connection applies the batch; the batch
+	// must not change meanwhile. canceled marks an attempt cut short on
+	// purpose (a hand-over or shutdown), which is no sign of an outage.
+	inflight bool
+	canceled bool
+	cancel   context.CancelFunc
+	commit   sink.Commit
+	// attempts, retryAt, err and class describe the failures so far.
+	attempts int
+	retryAt  time.Time
+	err      error
+	class    sink.Class
+}
+
+// batches is the set of open batches (taking records) and flushed ones
+// (queued per lane, the head possibly in flight), with the records and
+// bytes they hold: the backlog that backpressure caps.
+type batches struct {
+	lanes   int
+	open    map[batchKey]*batch.Batch
+	queues  [][]*job
+	records int
+	bytes   int
+}
+
+func newBatches(lanes int) *batches {
+	return &batches{lanes: lanes, open: map[batchKey]*batch.Batch{}, queues: make([][]*job, lanes)}
+}
+
+// laneOf is stable for a partition whatever the order of assignment.
+func (s *batches) laneOf(tp batch.TP) int {
+	h := fnv.New32a()
+	h.Write([]byte(tp.Topic))
+	return int((h.Sum32() + uint32(tp.Partition)) % uint32(s.lanes))
+}
+
+// add puts one record into the open batch of its pipeline, date and lane,
+// through put, and flushes the batch as soon as it is full: a batch never
+// holds more than max_records.
+func (s *batches) add(p *config.Pipeline, d batch.Date, tp batch.TP, now time.Time, put func(*batch.Batch)) {
+	k := batchKey{p.Name, d, s.laneOf(tp)}
+	b := s.open[k]
+	if b == nil {
+		b = batch.New(p, d, now)
+		s.open[k] = b
+	}
+	records, bytes := b.Records, b.Bytes
+	put(b)
+	s.records += b.Records - records
+	s.bytes += b.Bytes - bytes
+	if b.Full() {
+		s.flush(k, now)
+	}
+}
+
+// flush moves an open batch to the tail of its lane's queue.
+func (s *batches) flush(k batchKey, now time.Time) {
+	b := s.open[k]
+	delete(s.open, k)
+	s.queues[k.lane] = append(s.queues[k.lane], &job{b: b, lane: k.lane, flushed: now})
+}
+
+// flushDue flushes the open batches that lingered long enough; with all
+// set, every open batch.
+func (s *batches) flushDue(now time.Time, all bool) {
+	for _, k := range s.sortedOpen() {
+		if all || s.open[k].Due(now) {
+			s.flush(k, now)
+		}
+	}
+}
+
+// flushOldest flushes the oldest open batch, to make room under the caps;
+// it reports whether there was one.
+func (s *batches) flushOldest(now time.Time) bool {
+	keys := s.sortedOpen()
+	if len(keys) == 0 {
+		return false
+	}
+	s.flush(keys[0], now)
+	return true
+}
+
+// sortedOpen returns the keys of the open batches, oldest first.
+func (s *batches) sortedOpen() []batchKey {
+	keys := make([]batchKey, 0, len(s.open))
+	for k := range s.open {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b batchKey) int {
+		if n := s.open[a].Opened.Compare(s.open[b].Opened); n != 0 {
+			return n
+		}
+		if n := strings.Compare(a.pipeline, b.pipeline); n != 0 {
+			return n
+		}
+		if n := strings.Compare(a.date.String(), b.date.String()); n != 0 {
+			return n
+		}
+		return a.lane - b.lane
+	})
+	return keys
+}
+
+// ready returns the heads of the lanes that can be sent to the database
+// at now: not in flight, and past their retry time.
+func (s *batches) ready(now time.Time) []*job {
+	var out []*job
+	for _, q := range s.queues {
+		if len(q) > 0 && !q[0].inflight && !now.Before(q[0].retryAt) {
+			out = append(out, q[0])
+		}
+	}
+	return out
+}
+
+// done removes an applied (or abandoned) job, the head of its lane.
+func (s *batches) done(j *job) {
+	q := s.queues[j.lane]
+	if i := slices.Index(q, j); i >= 0 {
+		s.queues[j.lane] = slices.Delete(q, i, i+1)
+		s.records -= j.b.Records
+		s.bytes -= j.b.Bytes
+	}
+}
+
+// first returns the lowest offset of tp held by any batch but except.
+func (s *batches) first(tp batch.TP, except *batch.Batch) (int64, bool) {
+	lowest, found := int64(0), false
+	note := func(b *batch.Batch) {
+		if b == except {
+			return
+		}
+		if f, ok := b.First(tp); ok && (!found || f < lowest) {
+			lowest, found = f, true
+		}
+	}
+	for _, b := range s.open {
+		note(b)
+	}
+	for _, q := range s.queues {
+		for _, j := range q {
+			note(j.b)
+		}
+	}
+	return lowest, found
+}
+
+// drop removes the records of the gone partitions from every batch not in
+// flight; batches left empty go away. A batch in flight is dropped from
+// when its attempt returns.
+func (s *batches) drop(gone func(batch.TP) bool) {
+	for k, b := range s.open {
+		if !holds(b, gone) {
+			continue
+		}
+		s.records -= b.Records
+		s.bytes -= b.Bytes
+		if !b.Drop(gone) {
+			delete(s.open, k)
+			continue
+		}
+		s.records += b.Records
+		s.bytes += b.Bytes
+	}
+	for _, q := range s.queues {
+		for _, j := range slices.Clone(q) {
+			if !j.inflight {
+				s.shrink(j, gone)
+			}
+		}
+	}
+}
+
+// shrink drops the gone partitions' records from a job that is not in
+// flight; it reports whether anything is left, and removes the job if not.
+func (s *batches) shrink(j *job, gone func(batch.TP) bool) bool {
+	if !holds(j.b, gone) {
+		return true
+	}
+	s.records -= j.b.Records
+	s.bytes -= j.b.Bytes
+	if j.b.Drop(gone) {
+		s.records += j.b.Records
+		s.bytes += j.b.Bytes
+		return true
+	}
+	s.queues[j.lane] = slices.DeleteFunc(s.queues[j.lane], func(o *job) bool { return o == j })
+	return false
+}
+
+// holding reports whether any batch, open or flushed, holds records of the
+// gone partitions.
+func (s *batches) holding(gone func(batch.TP) bool) bool {
+	for _, b := range s.open {
+		if holds(b, gone) {
+			return true
+		}
+	}
+	for _, q := range s.queues {
+		for _, j := range q {
+			if holds(j.b, gone) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// flushHolding flushes the open batches that hold the gone partitions.
+func (s *batches) flushHolding(gone func(batch.TP) bool, now time.Time) {
+	for _, k := range s.sortedOpen() {
+		if holds(s.open[k], gone) {
+			s.flush(k, now)
+		}
+	}
+}
+
+// inflight returns the jobs being applied.
+func (s *batches) inflight() []*job {
+	var out []*job
+	for _, q := range s.queues {
+		if len(q) > 0 && q[0].inflight {
+			out = append(out, q[0])
+		}
+	}
+	return out
+}
+
+// deadline is the earliest time something is due: an open batch's linger
+// or a failed batch's retry.
+func (s *batches) deadline(limit time.Time) time.Time {
+	for _, b := range s.open {
+		if d := b.Deadline(); d.Before(limit) {
+			limit = d
+		}
+	}
+	for _, q := range s.queues {
+		if len(q) > 0 && !q[0].inflight && q[0].retryAt.Before(limit) {
+			limit = q[0].retryAt
+		}
+	}
+	return limit
+}
+
+// pending returns, per pipeline, the flush time of the oldest flushed
+// batch not yet applied, and whether any queued batch is failing.
+func (s *batches) pending() (oldest map[string]time.Time, failing bool) {
+	oldest = map[string]time.Time{}
+	for _, q := range s.queues {
+		for _, j := range q {
+			name := j.b.Pipeline.Name
+			if t, ok := oldest[name]; !ok || j.flushed.Before(t) {
+				oldest[name] = j.flushed
+			}
+			failing = failing || j.err != nil
+		}
+	}
+	return oldest, failing
+}
+
+func (s *batches) empty() bool {
+	if len(s.open) > 0 {
+		return false
+	}
+	for _, q := range s.queues {
+		if len(q) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func holds(b *batch.Batch, gone func(batch.TP) bool) bool {
+	for _, r := range b.Ranges() {
+		if gone(batch.TP{Topic: r.Topic, Partition: r.Partition}) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,100 @@
+package consume
+
+import "time"
+
+// partition is what the consumer knows of one owned partition. It is pure
+// state: no Kafka, no database, no clock of its own. Offsets are Kafka
+// offsets; -1 means none.
+type partition struct {
+	seen      int64 // highest offset taken from Kafka (into a batch, or skipped)
+	applied   int64 // the ledger's applied offset: end of the contiguous applied prefix
+	committed int64 // the next offset committed to Kafka
+	end       int64 // the log end (high watermark) the last fetch reported
+	// fenced is set when the partition's records were dropped after a
+	// fence while it stays assigned: fetching must go back to the
+	// ledger's position (at resyncAt), and records fetched before that
+	// are ignored.
+	fenced   bool
+	resyncAt time.Time
+	fences   int // fences in a row; the wait before a resync doubles with them
+}
+
+func newPartition() *partition { return &partition{seen: -1, applied: -1, committed: -1, end: -1} }
+
+// take reports whether a fetched record at off is to be applied. A record
+// at or below the ledger's applied offset is a redelivery; one fetched
+// before a fence's resync is read again later.
+func (p *partition) take(off int64) bool {
+	if p.fenced {
+		return false
+	}
+	p.seen = max(p.seen, off)
+	return off > p.applied
+}
+
+// resume sets the start of a newly assigned partition from the ledger's
+// applied offset and Kafka's committed offset (-1: none): the further of
+// the two wins. It returns the offset to fetch from if the ledger is ahead
+// (and how many records that skips), or -1 to keep Kafka's.
+func (p *partition) resume(ledger, kafka int64) (from, skipped int64) {
+	p.applied = ledger
+	if kafka >= 0 {
+		p.committed = kafka
+	}
+	p.seen = max(p.seen, ledger)
+	if ledger >= 0 && ledger+1 > kafka {
+		return ledger + 1, ledger + 1 - max(kafka, 0)
+	}
+	return -1, 0
+}
+
+// advance records that the ledger's applied offset reached a.
+func (p *partition) advance(a int64) {
+	p.applied = max(p.applied, a)
+	p.fences = 0
+}
+
+// toCommit returns the next offset to commit to Kafka, if the ledger is
+// ahead of Kafka's commit: the commit never passes the ledger.
+func (p *partition) toCommit() (int64, bool) {
+	if p.applied >= 0 && p.applied+1 > p.committed {
+		return p.applied + 1, true
+	}
+	return 0, false
+}
+
+// commitDone records a successful Kafka commit of next.
+func (p *partition) commitDone(next int64) { p.committed = max(p.committed, next) }
+
+// fence drops the partition back to the ledger's applied offset (if the
+// fenced transaction read it) and schedules a resync from there after a
+// wait that doubles with each fence in a row, from backoff up to maxWait:
+// a writer fenced by a newer generation is about to learn from the group
+// that it lost the partition, and must not spin on the database meanwhile.
+func (p *partition) fence(ledger int64, known bool, now time.Time, backoff, maxWait time.Duration) {
+	if known {
+		p.applied = ledger
+	}
+	p.seen, p.fenced = p.applied, true
+	p.fences++
+	p.resyncAt = now.Add(min(backoff<<min(p.fences-1, 20), maxWait))
+}
+
+// resync returns the offset to fetch from again if a fenced partition's
+// wait is over at now, and clears the fence.
+func (p *partition) resync(now time.Time) (int64, bool) {
+	if !p.fenced || now.Before(p.resyncAt) {
+		return 0, false
+	}
+	p.fenced = false
+	return p.applied + 1, true
+}
+
+// lag is the number of records in the log not yet applied, or -1 if no
+// fetch has reported the log end yet.
+func (p *partition) lag() int64 {
+	if p.end < 0 {
+		return -1
+	}
+	return max(0, p.end-(p.applied+1))
+}

@@ -1,0 +1,275 @@
+package consume
+
+// The commit protocol, in the order of the README's "How it works":
+//
+//  1. dispatch: a flushed batch goes to a free connection with the ledger
+//     offsets it may write (watermarks): per partition, the end of the
+//     contiguous prefix that is applied once the batch commits. A lane has
+//     one batch in flight, so the batches of a partition commit in order.
+//  2. apply: the sink's transaction fences, stages, upserts, verifies and
+//     advances the ledger to the watermarks, all or nothing (sink.Apply).
+//  3. settle, on success: the partition state advances to the ledger's
+//     offsets, then Kafka gets the next offset after them, only for
+//     partitions still owned: a Kafka commit never passes the ledger.
+//  4. settle, on a fence: a newer generation owns a partition. The batch
+//     and every record held of its partitions are dropped, and fetching
+//     restarts at the ledger's offset (resync), after a wait.
+//  5. settle, on another failure: the batch stays at the head of its lane
+//     and its partitions pause; it is sent again on a later turn of the
+//     loop (at once after a conflict, after a backoff otherwise), so that
+//     no retry ever waits inside the rebalance window.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/idemsink/idemsink/internal/batch"
+	"github.com/idemsink/idemsink/internal/sink"
+)
+
+// outcome is what a connection reports of one attempt.
+type outcome struct {
+	j   *job
+	res sink.Result
+	err error
+}
+
+// dispatch sends the ready heads of the lanes to the connections.
+func (c *Consumer) dispatch() {
+	if c.closing {
+		return
+	}
+	for _, j := range c.set.ready(c.now()) {
+		j.commit = sink.Commit{Group: c.cfg.Group, Applied: c.watermarks(j.b)}
+		j.commit.Member, j.commit.Generation = c.cl.GroupMetadata()
+		ctx, cancel := context.WithTimeout(c.base, c.cfg.ApplyTimeout)
+		j.inflight, j.cancel = true, cancel
+		c.jobs <- attempt{j: j, ctx: ctx} // never blocks: one job per lane, one slot per lane
+	}
+}
+
+// watermarks computes, for each partition of b, the end of the contiguous
+// applied prefix once b is applied: just below the first offset any other
+// batch holds from it, or the highest offset seen if none does.
+func (c *Consumer) watermarks(b *batch.Batch) map[batch.TP]int64 {
+	out := map[batch.TP]int64{}
+	for _, r := range b.Ranges() {
+		tp := batch.TP{Topic: r.Topic, Partition: r.Partition}
+		ps := c.parts[tp]
+		if ps == nil {
+			continue
+		}
+		w := ps.seen
+		if first, ok := c.set.first(tp, b); ok {
+			w = min(w, first-1)
+		}
+		out[tp] = w
+	}
+	return out
+}
+
+// settle takes the outcome of one attempt through steps 3 to 5.
+func (c *Consumer) settle(o outcome) {
+	j := o.j
+	j.inflight = false
+	j.cancel()
+	var fenced *sink.FencedError
+	switch {
+	case o.err == nil:
+		c.set.done(j)
+		c.applied(j, o.res)
+	case errors.As(o.err, &fenced):
+		c.set.done(j)
+		c.fenced(j, fenced)
+	default:
+		c.failed(j, o.err)
+	}
+}
+
+func (c *Consumer) applied(j *job, res sink.Result) {
+	c.setDB(true)
+	c.log.Info("batch applied", "event", EventApplied, "pipeline", j.b.Pipeline.Name, "date", j.b.Date.String(),
+		"batch_id", fmt.Sprintf("%x", res.BatchID), "records", res.Records, "inserted", res.Inserted, "updated", res.Updated,
+		"unchanged", res.Unchanged, "stale", res.Stale, "superseded", res.Superseded, "skipped", res.Skipped,
+		"dead_lettered", res.DeadLettered)
+	tps := make([]batch.TP, 0, len(j.commit.Applied))
+	for tp, a := range j.commit.Applied {
+		if ps := c.parts[tp]; ps != nil {
+			ps.advance(a)
+			tps = append(tps, tp)
+		}
+		c.m.AppliedOffset.WithLabelValues(tp.Topic, fmt.Sprint(tp.Partition)).Set(float64(a))
+	}
+	if j.attempts > 0 {
+		c.resume(tps)
+	}
+	c.fault(FaultAfterPGCommit)
+	c.commitKafka(tps)
+	if c.onBatch != nil {
+		c.onBatch(j.b, res)
+	}
+}
+
+// fenced forgets everything held from the partitions of a fenced batch, so
+// that no watermark can pass records that were never applied: the other
+// batches lose those partitions' records, the positions fall back to the
+// ledger's, and fetching restarts there (see resync).
+func (c *Consumer) fenced(j *job, err *sink.FencedError) {
+	c.log.Warn("batch fenced; dropping it and reading its partitions again from the ledger", "event", EventFenced,
+		"pipeline", j.b.Pipeline.Name, "date", j.b.Date.String(), "err", err)
+	gone := map[batch.TP]bool{}
+	for _, r := range j.b.Ranges() {
+		gone[batch.TP{Topic: r.Topic, Partition: r.Partition}] = true
+	}
+	c.set.drop(func(tp batch.TP) bool { return gone[tp] })
+	pause := map[string][]int32{}
+	for tp := range gone {
+		ps := c.parts[tp]
+		if ps == nil {
+			continue
+		}
+		a, known := err.Ledger[tp]
+		ps.fence(a, known, c.now(), c.bo.base, c.bo.limit)
+		pause[tp.Topic] = append(pause[tp.Topic], tp.Partition)
+	}
+	c.cl.PauseFetchPartitions(pause)
+}
+
+// failed keeps the batch at the head of its lane for a later attempt and
+// pauses its partitions; what the error is decides when and how loudly.
+func (c *Consumer) failed(j *job, err error) {
+	// Partitions lost or revoked while the attempt ran leave the batch now.
+	if !c.set.shrink(j, func(tp batch.TP) bool { return c.parts[tp] == nil }) {
+		return
+	}
+	if j.canceled {
+		j.canceled = false
+		return // cut short by a hand-over or shutdown, which decides what comes next
+	}
+	j.attempts++
+	j.err, j.class = err, sink.Classify(err)
+	wait := c.bo.after(j.attempts)
+	log := c.log.With("pipeline", j.b.Pipeline.Name, "date", j.b.Date.String(), "attempt", j.attempts, "err", err)
+	switch j.class {
+	case sink.Conflict:
+		wait = 0
+		log.Info("apply conflicted; retrying at once", "event", EventRetry)
+	case sink.Outage:
+		c.setDB(false)
+		log.Warn("apply failed; retrying", "event", EventRetry, "backoff", wait)
+	default:
+		// Not an outage: nothing will change by itself. Retried, but an
+		// operator has to act; the pending-batch age gauge shows it.
+		c.setDB(false)
+		log.Error("batch stuck; retrying", "event", EventStuck, "class", j.class.String(), "sqlstate", sink.SQLState(err), "backoff", wait)
+	}
+	c.m.DBRetries.Inc()
+	j.retryAt = c.now().Add(wait)
+	if wait > 0 {
+		c.pause(j.b)
+	}
+}
+
+// commitKafka commits the next offset after the ledger's applied offset of
+// each partition, only for partitions this member still owns and only
+// forward. A failed commit loses nothing: the ledger holds the position
+// and wins on reassignment.
+func (c *Consumer) commitKafka(tps []batch.TP) {
+	if c.opts.NoKafkaCommit {
+		return
+	}
+	offsets := map[string]map[int32]kgo.EpochOffset{}
+	for _, tp := range tps {
+		ps := c.parts[tp]
+		if ps == nil {
+			continue
+		}
+		next, ok := ps.toCommit()
+		if !ok {
+			continue
+		}
+		if offsets[tp.Topic] == nil {
+			offsets[tp.Topic] = map[int32]kgo.EpochOffset{}
+		}
+		offsets[tp.Topic][tp.Partition] = kgo.EpochOffset{Epoch: -1, Offset: next}
+	}
+	if len(offsets) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.base, 10*time.Second)
+	defer cancel()
+	var commitErr error
+	c.cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsgOffsetCommitRequest, resp *kmsgOffsetCommitResponse, err error) {
+		if err != nil {
+			commitErr = err
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				tp := batch.TP{Topic: t.Topic, Partition: p.Partition}
+				if kerrErr := errorForCode(p.ErrorCode); kerrErr != nil {
+					commitErr = fmt.Errorf("%s: %w", tp, kerrErr)
+					continue
+				}
+				if ps := c.parts[tp]; ps != nil {
+					ps.commitDone(offsets[t.Topic][p.Partition].Offset)
+				}
+			}
+		}
+	})
+	if commitErr != nil {
+		c.m.KafkaCommitErrors.Inc()
+		c.log.Warn("kafka offset commit failed; the ledger keeps the position", "event", EventCommitFailed, "err", commitErr)
+	}
+}
+
+// resync moves the fetch position of fenced partitions back to the
+// ledger's once their wait is over. It runs on the polling goroutine
+// before rebalances are allowed, as SetOffsets requires.
+func (c *Consumer) resync() {
+	offsets := map[string]map[int32]kgo.EpochOffset{}
+	var tps []batch.TP
+	for tp, ps := range c.parts {
+		from, ok := ps.resync(c.now())
+		if !ok {
+			continue
+		}
+		tps = append(tps, tp)
+		if offsets[tp.Topic] == nil {
+			offsets[tp.Topic] = map[int32]kgo.EpochOffset{}
+		}
+		offsets[tp.Topic][tp.Partition] = kgo.EpochOffset{Epoch: -1, Offset: from}
+		c.log.Info("reading partition again from the ledger", "event", EventResync, "topic", tp.Topic, "partition", tp.Partition, "offset", from)
+	}
+	if len(offsets) > 0 {
+		c.cl.SetOffsets(offsets)
+		c.resume(tps)
+	}
+}
+
+// pause stops fetching the partitions of a failing batch: nothing more of
+// them is worth holding until it applies.
+func (c *Consumer) pause(b *batch.Batch) {
+	pause := map[string][]int32{}
+	for _, r := range b.Ranges() {
+		pause[r.Topic] = append(pause[r.Topic], r.Partition)
+	}
+	c.cl.PauseFetchPartitions(pause)
+}
+
+// resume fetches the owned, unfenced partitions among tps again.
+func (c *Consumer) resume(tps []batch.TP) {
+	resume := map[string][]int32{}
+	for _, tp := range tps {
+		if ps := c.parts[tp]; ps != nil && !ps.fenced {
+			resume[tp.Topic] = append(resume[tp.Topic], tp.Partition)
+		}
+	}
+	if len(resume) > 0 {
+		c.cl.ResumeFetchPartitions(resume)
+	}
+}

@@ -1,0 +1,256 @@
+package consume
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kprom"
+
+	"github.com/idemsink/idemsink/internal/batch"
+	"github.com/idemsink/idemsink/internal/sink"
+)
+
+func (c *Consumer) clientOpts() []kgo.Opt {
+	cfg := c.cfg
+	start := kgo.NewOffset().AtStart()
+	if cfg.StartOffset == "latest" {
+		start = kgo.NewOffset().AtEnd()
+	}
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.Topics()...),
+		kgo.ConsumeResetOffset(start),
+		kgo.DisableAutoCommit(),
+		kgo.Balancers(kgo.CooperativeStickyBalancer()),
+		kgo.SessionTimeout(cfg.SessionTimeout),
+		kgo.RebalanceTimeout(cfg.RebalanceTimeout),
+		// Rebalances wait until the records of a poll are in batches, so
+		// that a revocation always sees a consistent state. Nothing
+		// between a poll and AllowRebalance waits on the database.
+		kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsCallbackBlocked(c.blocked),
+		kgo.OnPartitionsAssigned(c.assigned),
+		kgo.OnPartitionsRevoked(c.revoked),
+		kgo.OnPartitionsLost(c.lost),
+		kgo.AdjustFetchOffsetsFn(c.adjustOffsets),
+		// Bound what the client buffers ahead of us: two fetches of at
+		// most 4 MiB (512 KiB per partition). With the cap on open
+		// batches, memory is set by the limits, not by the backlog;
+		// larger fetches measured no faster (BENCHMARKS.md).
+		kgo.FetchMaxBytes(int32(min(int64(cfg.MaxBufferedBytes)/4, 4<<20))),
+		kgo.FetchMaxPartitionBytes(int32(min(int64(cfg.MaxBufferedBytes)/4, 512<<10))),
+		kgo.MaxConcurrentFetches(2),
+		kgo.WithLogger(kgoLogger{c.log}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+	}
+	if cfg.SASL != nil {
+		opts = append(opts, saslOpt(cfg.SASL))
+	}
+	if cfg.TLS {
+		opts = append(opts, kgo.DialTLS())
+	}
+	if c.opts.Registerer != nil {
+		opts = append(opts, kgo.WithHooks(kprom.NewMetrics("idemsink_kafka", kprom.Registerer(c.opts.Registerer))))
+	}
+	return append(opts, c.opts.ExtraOpts...)
+}
+
+// blocked hears that a rebalance waits for the poll loop: the loop skips
+// what can wait (catching Kafka's commits up) and lets it through.
+func (c *Consumer) blocked(context.Context, *kgo.Client) {
+	c.hurry.Store(true)
+	c.wakeUp()
+}
+
+// assigned starts tracking new partitions. Their start offsets are set by
+// adjustOffsets, which runs next.
+func (c *Consumer) assigned(_ context.Context, _ *kgo.Client, tps map[string][]int32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for topic, parts := range tps {
+		for _, p := range parts {
+			c.parts[batch.TP{Topic: topic, Partition: p}] = newPartition()
+		}
+	}
+	// A partition paused after a fence or a failure and then lost stays
+	// paused in the client; coming back, it must be fetched again.
+	c.cl.ResumeFetchPartitions(tps)
+	c.log.Info("partitions assigned", "event", EventAssigned, "partitions", fmtTPs(tps))
+}
+
+// adjustOffsets claims the assigned partitions in the ledger for this
+// generation (fencing older writers) and starts each one from the further
+// of Kafka's committed offset and the ledger's applied offset. The claim is
+// retried until it succeeds or the session ends: the partitions cannot be
+// read safely before it, and the group's rebalance does not wait for it.
+func (c *Consumer) adjustOffsets(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	c.mu.Lock() // see Run: c.cl is set
+	member, gen := c.cl.GroupMetadata()
+	c.mu.Unlock()
+	var tps []batch.TP
+	for topic, parts := range offsets {
+		for p := range parts {
+			tps = append(tps, batch.TP{Topic: topic, Partition: p})
+		}
+	}
+	var ledger map[batch.TP]sink.Offset
+	err := retry(ctx, c.cfg.ApplyTimeout, c.bo, func(ctx context.Context) error {
+		var err error
+		ledger, err = c.sink.Claim(ctx, c.cfg.Group, gen, member, tps)
+		return err
+	}, func(_ int, err error, wait time.Duration) {
+		c.setDB(false)
+		c.m.DBRetries.Inc()
+		c.log.Warn("claim ledger rows failed; retrying", "event", EventClaimRetry, "err", err, "backoff", wait)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim ledger rows: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, tp := range tps {
+		ps := c.parts[tp]
+		if ps == nil {
+			ps = newPartition()
+			c.parts[tp] = ps
+		}
+		kafka := offsets[tp.Topic][tp.Partition].EpochOffset().Offset
+		from, skipped := ps.resume(ledger[tp].Applied, kafka)
+		if from < 0 {
+			continue
+		}
+		// Kafka's commit is behind (a crash between the two commits, or a
+		// failed Kafka commit): the ledger wins.
+		offsets[tp.Topic][tp.Partition] = kgo.NewOffset().At(from).WithEpoch(-1)
+		c.resumeSkips.Add(skipped)
+		c.m.Records.WithLabelValues(c.decoders[tp.Topic].Pipeline().Name, "skipped").Add(float64(skipped))
+		c.log.Info("resuming from the ledger", "event", EventResumed, "topic", tp.Topic, "partition", tp.Partition,
+			"kafka_committed", kafka, "ledger_next", from)
+	}
+	c.setDB(true)
+	return offsets, nil
+}
+
+// revoked applies and commits what is held of the revoked partitions
+// before they change hands, within ¾ of the rebalance timeout. A failure
+// is not retried here (a conflict excepted): during an outage the batches
+// are abandoned at once to the next owner, so that the rebalance, and the
+// group, never wait on the database.
+func (c *Consumer) revoked(_ context.Context, _ *kgo.Client, tps map[string][]int32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(tps) == 0 {
+		return
+	}
+	c.fault(FaultDuringRebalance)
+	gone := toSet(tps)
+	in := func(tp batch.TP) bool { return gone[tp] }
+	if !c.handOver(in, c.now().Add(c.cfg.RebalanceTimeout*3/4), false) {
+		c.log.Warn("revocation: abandoning batches to the next owner", "event", EventAbandoned, "partitions", fmtTPs(tps))
+	}
+	c.set.drop(in)
+	c.forget(gone)
+	c.log.Info("partitions revoked", "event", EventRevoked, "partitions", fmtTPs(tps))
+}
+
+// lost drops the lost partitions' records: another member owns them now,
+// and neither the ledger (fenced) nor Kafka would take our commit. A batch
+// in flight loses them when its attempt returns.
+func (c *Consumer) lost(_ context.Context, _ *kgo.Client, tps map[string][]int32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	gone := toSet(tps)
+	c.set.drop(func(tp batch.TP) bool { return gone[tp] })
+	c.forget(gone)
+	c.log.Warn("partitions lost", "event", EventLost, "partitions", fmtTPs(tps))
+}
+
+// handOver applies every batch holding records of the gone partitions
+// before deadline, with c.mu held: it flushes them, sends them to the
+// connections and settles the outcomes (those of other batches too). With
+// retry, failed batches are retried after their backoff until the
+// deadline; without, only conflicts are. It reports whether everything
+// was applied; if not, no batch holding the partitions is left in flight.
+func (c *Consumer) handOver(gone func(batch.TP) bool, deadline time.Time, retry bool) bool {
+	c.set.flushHolding(gone, c.now())
+	for c.set.holding(gone) {
+		if !retry && !c.dbOK.Load() {
+			break // an outage: do not wait for it
+		}
+		c.dispatch()
+		wait := deadline
+		if len(c.set.inflight()) == 0 {
+			next := c.set.deadline(deadline)
+			if !retry || !next.Before(deadline) {
+				break
+			}
+			wait = next
+		}
+		t := time.NewTimer(max(0, wait.Sub(c.now())))
+		select {
+		case o := <-c.done:
+			t.Stop()
+			c.settle(o)
+			if o.err != nil && !retry && sink.Classify(o.err) != sink.Conflict && holds(o.j.b, gone) {
+				c.stopInFlight(gone)
+				return false
+			}
+		case <-t.C:
+			if !c.now().Before(deadline) {
+				c.stopInFlight(gone)
+				return false
+			}
+		}
+	}
+	if c.set.holding(gone) {
+		c.stopInFlight(gone)
+		return false
+	}
+	return true
+}
+
+// stopInFlight cancels the attempts holding the gone partitions and waits
+// for them to return; a cancel ends an attempt at once.
+func (c *Consumer) stopInFlight(gone func(batch.TP) bool) {
+	for _, j := range c.set.inflight() {
+		if holds(j.b, gone) {
+			j.canceled = true
+			j.cancel()
+		}
+	}
+	for slices.ContainsFunc(c.set.inflight(), func(j *job) bool { return holds(j.b, gone) }) {
+		c.settle(<-c.done)
+	}
+}
+
+func (c *Consumer) forget(gone map[batch.TP]bool) {
+	for tp := range gone {
+		delete(c.parts, tp)
+		c.m.Lag.DeleteLabelValues(tp.Topic, fmt.Sprint(tp.Partition))
+	}
+}
+
+func toSet(tps map[string][]int32) map[batch.TP]bool {
+	out := map[batch.TP]bool{}
+	for t, ps := range tps {
+		for _, p := range ps {
+			out[batch.TP{Topic: t, Partition: p}] = true
+		}
+	}
+	return out
+}
+
+func fmtTPs(tps map[string][]int32) string {
+	var parts []string
+	for t, ps := range tps {
+		slices.Sort(ps)
+		parts = append(parts, fmt.Sprintf("%s%v", t, ps))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, " ")
+}
