@@ -31,6 +31,9 @@ import (
 const (
 	FaultAfterPGCommit   = "after-pg-commit"
 	FaultDuringRebalance = "during-rebalance"
+	// FaultBetweenLanes is hit after a batch's PostgreSQL commit while
+	// another lane's transaction is still open.
+	FaultBetweenLanes = "between-lanes"
 )
 
 // Events are the values of the "event" attribute of the consumer's log

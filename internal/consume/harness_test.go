@@ -76,9 +76,15 @@ type member struct {
 // start runs a consumer for cfg until stop or the end of the test.
 func (e *env) start(cfg *config.Config, opts consume.Options) *member {
 	e.t.Helper()
+	return e.startWith(cfg, opts, e.pool)
+}
+
+// startWith runs a consumer whose sink writes through pool.
+func (e *env) startWith(cfg *config.Config, opts consume.Options, pool *pgxpool.Pool) *member {
+	e.t.Helper()
 	mb := &member{m: metrics.New(nil), done: make(chan error, 1), results: make(chan sink.Result, 10000)}
 	opts.Config, opts.Metrics = cfg, mb.m
-	opts.Sink = sink.New(e.pool, cfg, sink.Options{Metrics: mb.m, Fault: opts.Fault})
+	opts.Sink = sink.New(pool, cfg, sink.Options{Metrics: mb.m, Fault: opts.Fault, Logger: opts.Logger})
 	onBatch := opts.OnBatch
 	opts.OnBatch = func(b *batch.Batch, r sink.Result) {
 		if onBatch != nil {

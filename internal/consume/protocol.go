@@ -108,6 +108,9 @@ func (c *Consumer) applied(j *job, res sink.Result) {
 		c.resume(tps)
 	}
 	c.fault(FaultAfterPGCommit)
+	if len(c.set.inflight()) > 0 {
+		c.fault(FaultBetweenLanes)
+	}
 	c.commitKafka(tps)
 	if c.onBatch != nil {
 		c.onBatch(j.b, res)

@@ -17,7 +17,7 @@ import (
 const Env = "IDEMSINK_FAULT"
 
 // Points are the fault points the daemon has.
-var Points = []string{"after-stage", "after-upsert", "after-pg-commit", "during-rebalance"}
+var Points = []string{"after-stage", "after-upsert", "after-pg-commit", "during-rebalance", "between-lanes"}
 
 // Injector decides at each point whether to crash.
 type Injector struct {

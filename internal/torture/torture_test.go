@@ -40,13 +40,14 @@ func TestTorture(t *testing.T) {
 // crashLoop runs two daemons as child processes and kills them, with
 // SIGKILL from the test at random moments and by their own fault points
 // (after staging, after the upsert, after the PostgreSQL commit, during a
-// rebalance), restarting each at once, while the log is produced.
+// rebalance, after one lane's commit while another lane's transaction is
+// open), restarting each at once, while the log is produced.
 func crashLoop(t *testing.T, bin *binary) {
 	path := bin.get(t)
 	k := kafkatest.New(t)
 	e := newEnv(t, "crash-loop", k, 6)
 	cfgPath, _ := e.childConfig(defaultKnobs)
-	const faults = "after-stage=0.03,after-upsert=0.03,after-pg-commit=0.03,during-rebalance=0.3"
+	const faults = "after-stage=0.03,after-upsert=0.03,after-pg-commit=0.03,during-rebalance=0.3,between-lanes=0.03"
 	minCycles := pick(20, 100)
 	prodDone := make(chan error, 1)
 	wait := e.prod.run(pick(3000, 20000), pick(30, 50), 250*time.Millisecond)

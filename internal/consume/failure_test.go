@@ -1,0 +1,278 @@
+package consume_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/idemsink/idemsink/internal/consume"
+	"github.com/idemsink/idemsink/internal/kafkatest"
+)
+
+// events is a slog handler that keeps the consumer's events with their
+// attributes, for tests that check what an operator would see.
+type events struct {
+	mu  sync.Mutex
+	got []map[string]string
+}
+
+func (h *events) Enabled(context.Context, slog.Level) bool { return true }
+func (h *events) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *events) WithGroup(string) slog.Handler            { return h }
+
+func (h *events) Handle(_ context.Context, r slog.Record) error {
+	attrs := map[string]string{"level": r.Level.String()}
+	r.Attrs(func(a slog.Attr) bool { attrs[a.Key] = a.Value.String(); return true })
+	if attrs["event"] == "" {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.got = append(h.got, attrs)
+	return nil
+}
+
+// find returns the first event named ev, or nil.
+func (h *events) find(ev string) map[string]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, a := range h.got {
+		if a["event"] == ev {
+			return a
+		}
+	}
+	return nil
+}
+
+// proxy forwards TCP connections to a PostgreSQL server until cut: then it
+// drops every connection and refuses new ones, as an outage of the
+// network or the server would, for the one member that goes through it.
+type proxy struct {
+	ln     net.Listener
+	target string
+	up     atomic.Bool
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target}
+	p.up.Store(true)
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if !p.up.Load() {
+				c.Close()
+				continue
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, s)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(s, c); s.Close() }()
+			go func() { _, _ = io.Copy(c, s); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *proxy) cut() {
+	p.up.Store(false)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *proxy) restore() { p.up.Store(true) }
+
+// poolVia returns a pool on the test database through addr.
+func (e *env) poolVia(addr string) *pgxpool.Pool {
+	e.t.Helper()
+	cfg := e.pool.Config().Copy()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cfg.ConnConfig.Host = host
+	fmt.Sscan(port, &cfg.ConnConfig.Port)
+	cfg.MaxConns = 6
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(pool.Close)
+	return pool
+}
+
+func (e *env) serverAddr() string {
+	c := e.pool.Config().ConnConfig
+	return net.JoinHostPort(c.Host, fmt.Sprint(c.Port))
+}
+
+// A permission error is not an outage and not bad input: the batch is
+// retried, shows as stuck (the pending-batch age grows, an error-level
+// event carries the SQLSTATE, the consumer is not ready), nothing is
+// dead-lettered, and it applies once the grant is back.
+func TestPermissionErrorIsStuck(t *testing.T) {
+	t.Parallel()
+	k := kafkatest.New(t)
+	topic := k.Topic("t", 1)
+	e := newEnv(t, k, simplePipeline("p", topic, "items", false))
+	ctx := context.Background()
+	log := &events{}
+	mb := e.start(e.cfg, consume.Options{Logger: slog.New(log)})
+	k.Produce(record(topic, 0, rec{ID: 1, Status: "placed", Qty: 1, TS: "2026-03-01T10:00:00Z"}))
+	e.waitApplied(e.cfg.Group, topic)
+	waitFor(t, 10*time.Second, "readiness", mb.c.Ready)
+
+	// The test's role owns the table and is no superuser: it can revoke
+	// its own privilege, and grant it back.
+	if _, err := e.pool.Exec(ctx, "REVOKE INSERT ON items FROM CURRENT_USER"); err != nil {
+		t.Fatal(err)
+	}
+	k.Produce(record(topic, 0, rec{ID: 2, Status: "placed", Qty: 2, TS: "2026-03-01T11:00:00Z"}))
+	age := mb.m.PendingBatchAge.WithLabelValues("p")
+	waitFor(t, 30*time.Second, "the batch to show as stuck", func() bool {
+		return testutil.ToFloat64(age) >= 1 && log.find(consume.EventStuck) != nil
+	})
+	ev := log.find(consume.EventStuck)
+	if ev["sqlstate"] != "42501" || ev["level"] != "ERROR" || ev["class"] != "stuck" {
+		t.Errorf("stuck event %v: want level ERROR, class stuck, SQLSTATE 42501", ev)
+	}
+	if mb.c.Ready() {
+		t.Error("ready while a batch is stuck")
+	}
+	if n := e.count("SELECT applied_offset FROM idemsink.offsets"); n != 0 {
+		t.Errorf("ledger applied offset %d while the batch is stuck, want 0", n)
+	}
+	if c := k.Committed(e.cfg.Group, topic); c[0] > 1 {
+		t.Errorf("Kafka committed %d while the batch is stuck, want at most 1", c[0])
+	}
+
+	if _, err := e.pool.Exec(ctx, "GRANT INSERT ON items TO CURRENT_USER"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitApplied(e.cfg.Group, topic)
+	waitFor(t, 10*time.Second, "readiness after the grant", mb.c.Ready)
+	if n := e.count("SELECT count(*) FROM items"); n != 2 {
+		t.Errorf("%d rows, want 2", n)
+	}
+	if n := e.count("SELECT count(*) FROM idemsink.dead_letters"); n != 0 {
+		t.Errorf("%d dead letters: a permission error is not bad input", n)
+	}
+	waitFor(t, 10*time.Second, "the pending-batch age back to 0", func() bool { return testutil.ToFloat64(age) == 0 })
+}
+
+// A database outage during a rebalance holds neither the group nor the
+// other member hostage: the member in the outage abandons its revoked
+// batches at once, the newcomer gets its partitions within seconds (the
+// rebalance timeout is a minute) and applies them, and once the database
+// is back everything is applied, nothing lost or dead-lettered.
+func TestOutageDuringRebalance(t *testing.T) {
+	t.Parallel()
+	k := kafkatest.New(t)
+	topic := k.Topic("t", 4)
+	e := newEnv(t, k, simplePipeline("p", topic, "items", false))
+	cfg := *e.cfg
+	cfg.RebalanceTimeout = time.Minute
+	px := newProxy(t, e.serverAddr())
+	a := e.startWith(&cfg, consume.Options{}, e.poolVia(px.ln.Addr().String()))
+	produce := func(from, n int) { produceSpread(k, topic, 4, from, n) }
+	produce(0, 40)
+	e.waitApplied(e.cfg.Group, topic)
+
+	px.cut()
+	produce(40, 40)
+	waitFor(t, 30*time.Second, "the member in the outage to retry", func() bool {
+		return testutil.ToFloat64(a.m.DBRetries) > 0 && !a.c.Ready()
+	})
+	b := e.start(&cfg, consume.Options{})
+	waitFor(t, 20*time.Second, "the newcomer to own partitions", func() bool { return len(b.c.Applied()) > 0 })
+	owned := b.c.Applied()
+	waitFor(t, 30*time.Second, "the newcomer to apply its partitions", func() bool {
+		ends := k.Ends(topic)
+		for tp, a := range b.c.Applied() {
+			if a != ends[tp.Partition]-1 {
+				return false
+			}
+		}
+		return true
+	})
+	if len(a.c.Applied()) == 0 || len(owned) == 4 {
+		t.Logf("assignment after the rebalance: a %v, b %v", a.c.Applied(), owned)
+	}
+
+	px.restore()
+	e.waitApplied(e.cfg.Group, topic)
+	if n := e.count("SELECT count(*) FROM items"); n != 80 {
+		t.Errorf("%d rows, want 80", n)
+	}
+	if n := e.count("SELECT count(*) FROM idemsink.dead_letters"); n != 0 {
+		t.Errorf("%d dead letters: an outage is not bad input", n)
+	}
+	waitFor(t, 10*time.Second, "readiness after the outage", a.c.Ready)
+	committed := k.Committed(e.cfg.Group, topic)
+	for p, end := range k.Ends(topic) {
+		if committed[p] > end {
+			t.Errorf("partition %d: Kafka committed %d past the end %d", p, committed[p], end)
+		}
+	}
+}
+
+// Lag per partition comes from the fetches' high watermark minus the
+// ledger's applied offset: it grows while records cannot be applied and
+// falls back to 0 once they are.
+func TestLagGauge(t *testing.T) {
+	t.Parallel()
+	k := kafkatest.New(t)
+	topic := k.Topic("t", 2)
+	e := newEnv(t, k, simplePipeline("p", topic, "items", false))
+	px := newProxy(t, e.serverAddr())
+	mb := e.startWith(e.cfg, consume.Options{}, e.poolVia(px.ln.Addr().String()))
+	produce := func(from, n int) { produceSpread(k, topic, 2, from, n) }
+	produce(0, 2)
+	e.waitApplied(e.cfg.Group, topic)
+	px.cut()
+	produce(2, 10)
+	waitFor(t, 30*time.Second, "a lag of 5 on both partitions", func() bool {
+		return testutil.CollectAndCount(mb.m.Lag) == 2 &&
+			testutil.ToFloat64(mb.m.Lag.WithLabelValues(topic, "0")) == 5 && testutil.ToFloat64(mb.m.Lag.WithLabelValues(topic, "1")) == 5
+	})
+	px.restore()
+	e.waitApplied(e.cfg.Group, topic)
+	waitFor(t, 30*time.Second, "the lag back to 0", func() bool {
+		return testutil.ToFloat64(mb.m.Lag.WithLabelValues(topic, "0")) == 0 && testutil.ToFloat64(mb.m.Lag.WithLabelValues(topic, "1")) == 0
+	})
+}
+
+// produceSpread produces records with ids from..from+n-1, round robin over
+// the topic's partitions.
+func produceSpread(k *kafkatest.Cluster, topic string, partitions, from, n int) {
+	for i := from; i < from+n; i++ {
+		k.Produce(record(topic, int32(i%partitions), rec{ID: int64(i), Status: "s", Qty: i, TS: "2026-03-01T10:00:00Z"}))
+	}
+}
