@@ -37,6 +37,13 @@ test-kafka: ## Run the integration and torture suites against a real Apache Kafk
 test-containers: ## Run the integration suite through testcontainers (podman, local images).
 	scripts/test-containers
 
+.PHONY: test-alerts
+test-alerts: ## Check and unit-test the alert rules (promtool); rules and dashboard query registered metrics.
+	scripts/deps deploy
+	promtool check rules deploy/prometheus/alerts.yaml
+	cd deploy/prometheus && promtool test rules alerts_test.yaml
+	$(GO) test -count=1 -run 'TestRulesQueryRegisteredMetrics|TestDashboardQueriesRegisteredMetrics|TestEveryAlertHasPromtoolTests|TestCheck' ./internal/metrics/
+
 .PHONY: torture
 torture: deps ## Run the long torture suite (100 crash cycles).
 	TORTURE_LONG=1 $(GO) test -count=1 -v -timeout 60m ./internal/torture/
