@@ -44,6 +44,11 @@ test-alerts: ## Check and unit-test the alert rules (promtool); rules and dashbo
 	cd deploy/prometheus && promtool test rules alerts_test.yaml
 	$(GO) test -count=1 -run 'TestRulesQueryRegisteredMetrics|TestDashboardQueriesRegisteredMetrics|TestEveryAlertHasPromtoolTests|TestCheck' ./internal/metrics/
 
+.PHONY: test-systemd
+test-systemd: build ## Check deploy/systemd/idemsink.service offline (systemd-analyze verify and security).
+	scripts/deps deploy
+	scripts/test-systemd bin/consumer
+
 .PHONY: torture
 torture: deps ## Run the long torture suite (100 crash cycles).
 	TORTURE_LONG=1 $(GO) test -count=1 -v -timeout 60m ./internal/torture/
