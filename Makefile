@@ -66,6 +66,10 @@ test-systemd: build ## Check deploy/systemd/idemsink.service offline (systemd-an
 	scripts/deps deploy
 	scripts/test-systemd bin/consumer
 
+.PHONY: stack-test
+stack-test: ## Run deploy/compose.yaml on podman (local images): 2 replicas, one killed mid-stream; table and Prometheus checked.
+	scripts/stack-test
+
 .PHONY: torture
 torture: deps ## Run the long torture suite (100 crash cycles).
 	TORTURE_LONG=1 $(GO) test -count=1 -v -timeout 60m ./internal/torture/
