@@ -19,7 +19,7 @@ build: ## Build the daemon into bin/consumer.
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/consumer ./cmd/consumer
 
 .PHONY: image
-image: ## Build the runtime image (FROM scratch: static binary built here, host CA roots) as $(IMAGE):$(VERSION) and :latest.
+image: ## Build the runtime image (FROM scratch: static binary built here, host CA roots), tagged with git describe and latest.
 	scripts/containers setup
 	@test -s $(CA_ROOTS) || { echo "image: no CA roots at $(CA_ROOTS) (apt-get install ca-certificates)" >&2; exit 1; }
 	rm -rf bin/image && mkdir -p bin/image
