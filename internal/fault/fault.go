@@ -1,16 +1,12 @@
 // Package fault crashes the process at named points, so that the torture
 // tests can kill the real binary exactly between two steps of the commit
-// protocol. It does nothing unless IDEMSINK_FAULT is set.
+// protocol.
+//
+// The injector is a test hook and stays out of release builds: it is
+// compiled in only with the build tag faultinject (go build -tags
+// faultinject, as the torture suite does). Without the tag, Parse ignores
+// IDEMSINK_FAULT and Hit does nothing, whatever the environment says.
 package fault
-
-import (
-	"fmt"
-	"math/rand/v2"
-	"os"
-	"strconv"
-	"strings"
-	"syscall"
-)
 
 // Env is the variable that enables fault points, as a comma-separated list
 // of point=probability, e.g. "after-upsert=0.05,after-pg-commit=0.05".
@@ -18,53 +14,3 @@ const Env = "IDEMSINK_FAULT"
 
 // Points are the fault points the daemon has.
 var Points = []string{"after-stage", "after-upsert", "after-pg-commit", "during-rebalance", "between-lanes"}
-
-// Injector decides at each point whether to crash.
-type Injector struct {
-	prob map[string]float64
-	kill func()
-}
-
-// Parse reads a specification; an empty one gives an injector that never fires.
-func Parse(spec string) (*Injector, error) {
-	in := &Injector{prob: map[string]float64{}, kill: func() {
-		// SIGKILL, not os.Exit: no deferred function, no flush, no
-		// goodbye to the group, exactly like a crash.
-		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		select {}
-	}}
-	for item := range strings.SplitSeq(spec, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			continue
-		}
-		name, p, ok := strings.Cut(item, "=")
-		if !ok {
-			p = "1"
-		}
-		known := false
-		for _, k := range Points {
-			known = known || k == name
-		}
-		if !known {
-			return nil, fmt.Errorf("%s: unknown fault point %q (known: %s)", Env, name, strings.Join(Points, ", "))
-		}
-		f, err := strconv.ParseFloat(p, 64)
-		if err != nil || f < 0 || f > 1 {
-			return nil, fmt.Errorf("%s: probability %q of %s is not in [0,1]", Env, p, name)
-		}
-		in.prob[name] = f
-	}
-	return in, nil
-}
-
-// Hit crashes the process with the point's probability.
-func (in *Injector) Hit(point string) {
-	if in == nil {
-		return
-	}
-	if p := in.prob[point]; p > 0 && rand.Float64() < p {
-		fmt.Fprintf(os.Stderr, "fault: crashing at %s\n", point)
-		in.kill()
-	}
-}

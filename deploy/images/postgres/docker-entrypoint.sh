@@ -49,9 +49,13 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 
   # Temporary server: unix socket only (listen_addresses=''), same extra
   # args as the real one (e.g. -c fsync=off).
+  # (printf '%q ' with no arguments would print '' : an empty argument
+  # that postgres rejects, so only with arguments.)
   shift
+  extra=""
+  if [ "$#" -gt 0 ]; then extra="$(printf '%q ' "$@")"; fi
   PGUSER="$POSTGRES_USER" pg_ctl -D "$PGDATA" -w \
-    -o "$(printf '%q ' "$@") -c listen_addresses='' -p 5432" start
+    -o "$extra -c listen_addresses='' -p 5432" start
 
   psql_=(psql -v ON_ERROR_STOP=1 --no-password --no-psqlrc -U "$POSTGRES_USER")
   if [ "$POSTGRES_DB" != postgres ]; then
