@@ -121,6 +121,14 @@ func TestResetRefusesLiveMember(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "1 live member(s): "+member+"@") || !strings.Contains(err.Error(), "wrote the ledger") {
 		t.Fatalf("reset with a live member: %v; want it refused, naming %s", err, member)
 	}
+	// A member that has not written the ledger for longer than the session
+	// timeout may be a crashed one that the broker still keeps.
+	f.exec("UPDATE idemsink.offsets SET updated_at = now() - interval '1 hour'")
+	_, err = f.run("offsets", "reset", "--to-earliest", "--execute")
+	if err == nil || !strings.Contains(err.Error(), member+"@") ||
+		!strings.Contains(err.Error(), "no ledger write for over session_timeout (6s): it may be a crashed member") {
+		t.Fatalf("reset with a quiet member: %v; want it refused, naming %s as maybe crashed", err, member)
+	}
 	// The dry run still shows the plan, with the refusal to come.
 	out, err := f.run("offsets", "reset", "--to-earliest")
 	if err != nil || !strings.Contains(out, "total: 6 record(s) to read again") || !strings.Contains(out, "note: --execute would refuse now") {
