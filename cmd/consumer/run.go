@@ -223,6 +223,8 @@ func serve(ctx context.Context, e *env) error {
 	var g oklog.Group
 	cctx, cancel := context.WithCancel(ctx)
 	g.Add(func() error { return c.Run(cctx) }, func(error) { cancel() })
+	dctx, dcancel := context.WithCancel(ctx)
+	g.Add(func() error { return logDrain(dctx, cfg, log, c.Applied, drainEvery) }, func(error) { dcancel() })
 	if cfg.MetricsAddr != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
