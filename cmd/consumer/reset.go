@@ -91,7 +91,11 @@ func resetFlags(fs *flag.FlagSet) func(context.Context, *env) error {
 	return func(ctx context.Context, e *env) error {
 		fs.Visit(func(f *flag.Flag) {
 			if slices.Contains(resetModes, f.Name) {
-				t.modeFlag = append(t.modeFlag, "--"+f.Name)
+				if v := f.Value.String(); v != "true" {
+					t.modeFlag = append(t.modeFlag, "--"+f.Name+" "+v)
+				} else {
+					t.modeFlag = append(t.modeFlag, "--"+f.Name)
+				}
 				t.mode = f.Name
 			}
 		})

@@ -307,7 +307,7 @@ func (c *cluster) reconcile(ctx context.Context, e *env, p *config.Pipeline, r d
 		case "older":
 			f.Detail = fmt.Sprintf("the table holds an older version than the log's newest (%s at offset %d)", pos.TP, pos.Offset)
 		default:
-			f.Detail = fmt.Sprintf("the table's content differs from the log's newest record (%s at offset %d)", pos.TP, pos.Offset)
+			f.Detail = fmt.Sprintf("the table's content differs from the log's newest record (%s at offset %d); a replay keeps a row at the same version: delete the row, then replay", pos.TP, pos.Offset)
 		}
 		rec.Findings = append(rec.Findings, f)
 		return nil

@@ -22,7 +22,8 @@ func Opts(cfg *config.Config, log *slog.Logger) []kgo.Opt {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	opts := []kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.WithLogger(logger{log})}
+	// The client id names idemsink in the broker's logs and in the group's member ids.
+	opts := []kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.ClientID("idemsink"), kgo.WithLogger(logger{log})}
 	if cfg.SASL != nil {
 		opts = append(opts, sasl(cfg.SASL))
 	}
