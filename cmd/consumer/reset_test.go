@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"strings"
 	"testing"
@@ -121,6 +122,26 @@ func TestResetRefusesLiveMember(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "1 live member(s): "+member+"@") || !strings.Contains(err.Error(), "wrote the ledger") {
 		t.Fatalf("reset with a live member: %v; want it refused, naming %s", err, member)
 	}
+	// A member that joins between the check and the commit: Kafka refuses
+	// the outside commit, and the ledger rolls back with it.
+	e := &env{cfg: f.cfg, log: slog.New(slog.DiscardHandler)}
+	c, err := openCluster(context.Background(), e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	ledger := f.ledger()
+	err = c.apply(context.Background(), []move{{Topic: f.topic, Partition: 0, New: 0}, {Topic: f.topic, Partition: 1, New: 0}})
+	if err == nil || !strings.Contains(err.Error(), "commit the new offsets to Kafka (the ledger is left as it was)") {
+		t.Errorf("apply under a live member: %v, want Kafka to refuse", err)
+	}
+	if l := f.ledger(); !maps.Equal(l, ledger) {
+		t.Errorf("a refused commit moved the ledger to %v (was %v)", l, ledger)
+	}
+	if c := f.k.Committed(f.group, f.topic); c[0] != 3 {
+		t.Errorf("a refused commit moved Kafka to %v", c)
+	}
+
 	// A member that has not written the ledger for longer than the session
 	// timeout may be a crashed one that the broker still keeps.
 	f.exec("UPDATE idemsink.offsets SET updated_at = now() - interval '1 hour'")
