@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/plugin/kprom"
 
 	"github.com/idemsink/idemsink/internal/batch"
+	"github.com/idemsink/idemsink/internal/kafka"
 	"github.com/idemsink/idemsink/internal/sink"
 )
 
@@ -20,8 +21,7 @@ func (c *Consumer) clientOpts() []kgo.Opt {
 	if cfg.StartOffset == "latest" {
 		start = kgo.NewOffset().AtEnd()
 	}
-	opts := []kgo.Opt{
-		kgo.SeedBrokers(cfg.Brokers...),
+	opts := append(kafka.Opts(cfg, c.log),
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topics()...),
 		kgo.ConsumeResetOffset(start),
@@ -45,15 +45,8 @@ func (c *Consumer) clientOpts() []kgo.Opt {
 		kgo.FetchMaxBytes(int32(min(int64(cfg.MaxBufferedBytes)/4, 4<<20))),
 		kgo.FetchMaxPartitionBytes(int32(min(int64(cfg.MaxBufferedBytes)/4, 512<<10))),
 		kgo.MaxConcurrentFetches(2),
-		kgo.WithLogger(kgoLogger{c.log}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-	}
-	if cfg.SASL != nil {
-		opts = append(opts, saslOpt(cfg.SASL))
-	}
-	if cfg.TLS {
-		opts = append(opts, kgo.DialTLS())
-	}
+	)
 	if c.opts.Registerer != nil {
 		opts = append(opts, kgo.WithHooks(kprom.NewMetrics("idemsink_kafka", kprom.Registerer(c.opts.Registerer))))
 	}

@@ -24,7 +24,6 @@ import (
 	"github.com/idemsink/idemsink/internal/gen"
 	"github.com/idemsink/idemsink/internal/pglocal"
 	"github.com/idemsink/idemsink/internal/sink"
-	"github.com/idemsink/idemsink/migrations"
 )
 
 const (
@@ -61,7 +60,7 @@ func Run(ctx context.Context, w io.Writer, log *slog.Logger) (err error) {
 		return fmt.Errorf("connect: %w", err)
 	}
 	defer pool.Close()
-	if err := migrate(ctx, pool); err != nil {
+	if _, err := sink.Migrate(ctx, pool); err != nil {
 		return err
 	}
 	sk := sink.New(pool, cfg, sink.Options{Logger: log})
@@ -101,8 +100,8 @@ func Run(ctx context.Context, w io.Writer, log *slog.Logger) (err error) {
 	rows = append(rows, r)
 
 	// A backfill: Kafka offsets and ledger reset, every record re-applied.
-	if _, err := pool.Exec(ctx, "DELETE FROM idemsink.offsets WHERE group_id = $1", group); err != nil {
-		return fmt.Errorf("reset ledger: %w", err)
+	if _, err := sk.ResetLedger(ctx, group, cfg.Topics()); err != nil {
+		return err
 	}
 	r, err = d.consume(ctx, "3rd (replay)", "the same 500, ledger reset", false)
 	if err != nil {
@@ -277,11 +276,4 @@ func (d *demo) check(ctx context.Context, want map[gen.Key]gen.Line) error {
 		return fmt.Errorf("check: %d rows, want %d", got, len(want))
 	}
 	return nil
-}
-
-func migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	return pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
-		_, err := migrations.Migrate(ctx, c.Conn(), -1)
-		return err
-	})
 }

@@ -190,19 +190,6 @@ func (s *Sink) Claim(ctx context.Context, group string, generation int32, member
 	return out, nil
 }
 
-// Offsets returns the group's ledger entries.
-func (s *Sink) Offsets(ctx context.Context, group string) ([]Offset, error) {
-	rows, err := s.pool.Query(ctx, readOffsets, group)
-	if err != nil {
-		return nil, fmt.Errorf("read ledger offsets: %w", err)
-	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Offset, error) {
-		var o Offset
-		err := r.Scan(&o.TP.Topic, &o.TP.Partition, &o.Applied, &o.Generation, &o.Member, &o.UpdatedAt)
-		return o, err
-	})
-}
-
 // Ping checks that the database answers.
 func (s *Sink) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
@@ -234,37 +221,3 @@ func (r *rowSource) Values() ([]any, error) {
 }
 
 func (r *rowSource) Err() error { return nil }
-
-// CaughtUp reports whether the group's ledger has applied every partition
-// up to the given end offsets (the next offset to be written, as Kafka's
-// high watermark).
-func (s *Sink) CaughtUp(ctx context.Context, group string, ends map[batch.TP]int64) (bool, error) {
-	offs, err := s.Offsets(ctx, group)
-	if err != nil {
-		return false, err
-	}
-	applied := map[batch.TP]int64{}
-	for _, o := range offs {
-		applied[o.TP] = o.Applied
-	}
-	for tp, end := range ends {
-		if end <= 0 {
-			continue
-		}
-		if a, ok := applied[tp]; !ok || a < end-1 {
-			return false, nil
-		}
-	}
-	return true, nil
-}
-
-// ResetLedger forgets the group's applied offsets for the topics, so that
-// a replay from reset Kafka offsets applies every record again. It returns
-// the number of partitions forgotten.
-func (s *Sink) ResetLedger(ctx context.Context, group string, topics []string) (int, error) {
-	tag, err := s.pool.Exec(ctx, "DELETE FROM idemsink.offsets WHERE group_id = $1 AND topic = ANY($2)", group, topics)
-	if err != nil {
-		return 0, fmt.Errorf("reset ledger: %w", err)
-	}
-	return int(tag.RowsAffected()), nil
-}
