@@ -340,7 +340,7 @@ func (c *Consumer) add(r *kgo.Record) {
 	var b *batch.Batch
 	if err != nil {
 		b = c.batchFor(dec.Pipeline(), batch.Date{})
-		dl := batch.DeadLetter{Pos: pos, Key: r.Key, Value: r.Value, Reason: err.Error()}
+		dl := batch.DeadLetterFor(pos, r.Key, r.Value, err)
 		if len(r.Headers) > 0 {
 			dl.Headers = map[string]string{}
 			for _, h := range r.Headers {

@@ -78,58 +78,6 @@ func New(pool *pgxpool.Pool, cfg *config.Config, opts Options) *Sink {
 	return s
 }
 
-// EnsureTables creates any missing target table, under an advisory lock so
-// that concurrent starts do not race, and checks that existing tables have
-// every configured column.
-func (s *Sink) EnsureTables(ctx context.Context, cfg *config.Config) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, lockDDL); err != nil {
-			return fmt.Errorf("lock for DDL: %w", err)
-		}
-		for i := range cfg.Pipelines {
-			p := &cfg.Pipelines[i]
-			st := s.tables[p.Name]
-			if _, err := tx.Exec(ctx, st.createTable); err != nil {
-				return fmt.Errorf("create table %s: %w", st.target, err)
-			}
-			rows, err := tx.Query(ctx, `SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
-WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, st.target)
-			if err != nil {
-				return fmt.Errorf("read columns of %s: %w", st.target, err)
-			}
-			have := map[string]string{}
-			for rows.Next() {
-				var name, typ string
-				if err := rows.Scan(&name, &typ); err != nil {
-					return err
-				}
-				have[name] = typ
-			}
-			if err := rows.Err(); err != nil {
-				return fmt.Errorf("read columns of %s: %w", st.target, err)
-			}
-			for _, c := range p.Columns {
-				typ, ok := have[c.Name]
-				if !ok {
-					return fmt.Errorf("table %s has no column %q that pipeline %s writes; add it or drop the table", st.target, c.Name, p.Name)
-				}
-				if want := canonicalType(c.Type); typ != want {
-					return fmt.Errorf("table %s column %q is %s, but pipeline %s says %s", st.target, c.Name, typ, p.Name, c.Type)
-				}
-			}
-		}
-		return nil
-	})
-}
-
-// canonicalType is the name format_type gives a configured type.
-func canonicalType(t string) string {
-	if t == "timestamptz" {
-		return "timestamp with time zone"
-	}
-	return t
-}
-
 // Commit is what the consumer knows about a batch's place in the group.
 type Commit struct {
 	Group      string
@@ -407,8 +355,7 @@ func (s *Sink) upsertRows(ctx context.Context, tx pgx.Tx, st *statements, rows [
 			if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT row"); err != nil {
 				return nil, nil, fmt.Errorf("rollback to savepoint: %w", err)
 			}
-			dead = append(dead, batch.DeadLetter{Pos: r.Pos, Key: r.Key, Value: r.Value,
-				Reason: fmt.Sprintf("refused by PostgreSQL: %s (SQLSTATE %s)", pgErr.Message, pgErr.Code)})
+			dead = append(dead, refused(s.log, r, pgErr))
 		default:
 			return nil, nil, fmt.Errorf("upsert row %s: %w", r.Pos.TP, err)
 		}

@@ -253,7 +253,7 @@ func TestRefusedRowIsDeadLettered(t *testing.T) {
 		got = append(got, strconv.FormatInt(off, 10)+" "+value+" "+reason)
 	}
 	if len(got) != 2 || !strings.Contains(got[0], `1 {"id":2,"qty":0`) || !strings.Contains(got[0], "23514") ||
-		!strings.HasPrefix(got[1], "2 not json decode JSON") {
+		!strings.HasPrefix(got[1], "2 not json malformed-json: ") || !strings.HasPrefix(got[0], "1 {\"id\":2,\"qty\":0,\"day\":\"2026-03-01\"} refused-by-postgres: ") {
 		t.Errorf("dead letters %q", got)
 	}
 	if n := f.count("SELECT applied_offset FROM idemsink.offsets"); n != 3 {
