@@ -39,6 +39,7 @@ commands:
   offsets  show the ledger's applied offsets beside Kafka's committed ones
   replay   reset the group to the start of its topics, in Kafka and in the ledger (a backfill)
   verify   check that Kafka's committed offsets never pass the ledger's applied ones
+  dlq      list dead letters, or replay them through the current configuration
   demo     run the whole pipeline on an in-process Kafka and a throwaway PostgreSQL
   version  print the version
 
@@ -61,6 +62,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	switch cmd {
 	case "run", "migrate", "offsets", "replay", "verify", "demo":
+	case "dlq":
+		return runDLQ(ctx, args, getenv, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "idemsink", buildVersion())
 		return nil
@@ -72,6 +75,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("unknown command %q", cmd)
 	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -h: the usage is the answer, not an error
+		}
 		return err
 	}
 	log, err := newLogger(stderr, *logLevel, *logFormat)

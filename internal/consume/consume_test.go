@@ -458,7 +458,7 @@ func TestBadRecordsDeadLettered(t *testing.T) {
 	if n := e.count("SELECT count(*) FROM items"); n != 2 {
 		t.Errorf("%d rows, want 2", n)
 	}
-	rows, err := e.pool.Query(context.Background(), `SELECT "offset", reason, coalesce(headers->>'source', '') FROM idemsink.dead_letters ORDER BY 1`)
+	rows, err := e.pool.Query(context.Background(), `SELECT kafka_offset, reason, coalesce(headers->>'source', '') FROM idemsink.dead_letters ORDER BY 1`)
 	if err != nil {
 		t.Fatal(err)
 	}

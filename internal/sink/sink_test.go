@@ -239,7 +239,7 @@ func TestRefusedRowIsDeadLettered(t *testing.T) {
 	if r.Inserted != 2 || r.DeadLettered != 2 {
 		t.Errorf("%+v; want 2 inserted, 2 dead-lettered", r)
 	}
-	rows, err := f.pool.Query(ctx, `SELECT "offset", convert_from(value, 'UTF8'), reason FROM idemsink.dead_letters ORDER BY 1`)
+	rows, err := f.pool.Query(ctx, `SELECT kafka_offset, convert_from(value, 'UTF8'), reason FROM idemsink.dead_letters ORDER BY 1`)
 	if err != nil {
 		t.Fatal(err)
 	}
