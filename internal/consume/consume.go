@@ -210,6 +210,11 @@ func (c *Consumer) clientOpts() []kgo.Opt {
 		kgo.WithLogger(kgoLogger{c.log}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 	}
+	if cfg.InstanceID != "" {
+		// Static membership: a restart within the session timeout takes
+		// its partitions back at once (README "Static group membership").
+		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
+	}
 	if cfg.SASL != nil {
 		opts = append(opts, saslOpt(cfg.SASL))
 	}
