@@ -35,6 +35,7 @@ commands:
   offsets reset  move the group's offsets in Kafka and the ledger (a dry run unless --execute)
   replay         re-apply a range of target dates beside the live group, which is not touched
   verify         check Kafka's commits against the ledger; with --date, reconcile tables and topics
+  dlq            list dead letters, or replay them through the current configuration
   demo           run the whole pipeline on an in-process Kafka and a throwaway PostgreSQL
   version        print the version
 
@@ -100,6 +101,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
+	case "dlq":
+		return runDLQ(ctx, args, getenv, stdout, stderr)
 	}
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		if _, ok := commands[name+" "+args[0]]; ok {

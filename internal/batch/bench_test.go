@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/gen"
 )
 
@@ -82,7 +83,7 @@ func BenchmarkConvert(b *testing.B) {
 		b.Run(fmt.Sprintf("%s/%v", c.typ, c.raw), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := convert(c.typ, c.raw); err != nil {
+				if _, err := convert(config.ColumnType{Base: c.typ}, c.raw); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -82,21 +82,21 @@ func TestTargetDateBad(t *testing.T) {
 		value string
 		want  string
 	}{
-		{`{"id":1}`, `date field "ts": missing or null`},
-		{`{"id":1,"ts":null}`, `date field "ts": missing or null`},
-		{`{"id":1,"ts":"2026-03-29 01:30:00"}`, `date field "ts": "2026-03-29 01:30:00" is not an RFC 3339 timestamp`},
-		{`{"id":1,"ts":"2026-03-29T01:30:00"}`, `date field "ts": "2026-03-29T01:30:00" is not an RFC 3339 timestamp`},
-		{`{"id":1,"ts":"2026-02-30T00:00:00Z"}`, `date field "ts": "2026-02-30T00:00:00Z" is not an RFC 3339 timestamp`},
-		{`{"id":1,"ts":"yesterday"}`, `date field "ts": "yesterday" is not an RFC 3339 timestamp`},
-		{`{"id":1,"ts":""}`, `date field "ts": "" is not an RFC 3339 timestamp`},
-		{`{"id":1,"ts":"2026-02-30"}`, `date field "ts": parsing time "2026-02-30": day out of range`},
-		{`{"id":1,"ts":"2026-13-01"}`, `date field "ts": parsing time "2026-13-01": month out of range`},
-		{`{"id":1,"ts":"29.03.2026"}`, `date field "ts": parsing time "29.03.2026"`},
-		{`{"id":1,"ts":1.5}`, `date field "ts": 1.5 is not integer epoch milliseconds`},
-		{`{"id":1,"ts":1e30}`, `date field "ts": 1e30 is not integer epoch milliseconds`},
-		{`{"id":1,"ts":true}`, `date field "ts": a boolean is not a timestamp`},
-		{`{"id":1,"ts":{"at":1}}`, `date field "ts": an object is not a timestamp`},
-		{`{"id":1,"ts":[1]}`, `date field "ts": an array is not a timestamp`},
+		{`{"id":1}`, `missing-field: date field "ts": missing or null`},
+		{`{"id":1,"ts":null}`, `missing-field: date field "ts": missing or null`},
+		{`{"id":1,"ts":"2026-03-29 01:30:00"}`, `wrong-type: date field "ts": "2026-03-29 01:30:00" is not an RFC 3339 timestamp`},
+		{`{"id":1,"ts":"2026-03-29T01:30:00"}`, `wrong-type: date field "ts": "2026-03-29T01:30:00" is not an RFC 3339 timestamp`},
+		{`{"id":1,"ts":"2026-02-30T00:00:00Z"}`, `wrong-type: date field "ts": "2026-02-30T00:00:00Z" is not an RFC 3339 timestamp`},
+		{`{"id":1,"ts":"yesterday"}`, `wrong-type: date field "ts": "yesterday" is not an RFC 3339 timestamp`},
+		{`{"id":1,"ts":""}`, `wrong-type: date field "ts": "" is not an RFC 3339 timestamp`},
+		{`{"id":1,"ts":"2026-02-30"}`, `wrong-type: date field "ts": "2026-02-30" is not a date: day out of range`},
+		{`{"id":1,"ts":"2026-13-01"}`, `wrong-type: date field "ts": "2026-13-01" is not a date: month out of range`},
+		{`{"id":1,"ts":"29.03.2026"}`, `wrong-type: date field "ts": "29.03.2026" is not a date (YYYY-MM-DD) or an RFC 3339 timestamp`},
+		{`{"id":1,"ts":1.5}`, `wrong-type: date field "ts": "1.5" is not integer epoch milliseconds`},
+		{`{"id":1,"ts":1e30}`, `wrong-type: date field "ts": "1e30" is not integer epoch milliseconds`},
+		{`{"id":1,"ts":true}`, `wrong-type: date field "ts": a boolean is not a timestamp`},
+		{`{"id":1,"ts":{"at":1}}`, `wrong-type: date field "ts": an object is not a timestamp`},
+		{`{"id":1,"ts":[1]}`, `wrong-type: date field "ts": an array is not a timestamp`},
 	} {
 		t.Run(tc.value, func(t *testing.T) {
 			d := NewDecoder(pipeline(t, config.Pipeline{

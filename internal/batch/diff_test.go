@@ -3,8 +3,6 @@ package batch
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
-	"io"
 	"math"
 	"math/big"
 	"reflect"
@@ -15,60 +13,61 @@ import (
 // decodeOld is Decode as it was before the scanner: encoding/json into a
 // map. FuzzDiff holds the two to the same results.
 func (d *Decoder) decodeOld(key, value []byte, pos Position) (Row, Date, error) {
+	if err := d.checkSize(key, value); err != nil {
+		return Row{}, Date{}, err
+	}
 	if value == nil {
-		return Row{}, Date{}, bad("tombstone (null value): deletes are not supported")
+		return Row{}, Date{}, bad(ClassTombstone, "the value is null; deletes are not supported")
+	}
+	// The checks before the scanner are shared; what differs is finding
+	// the members.
+	if err := checkJSON(value); err != nil {
+		return Row{}, Date{}, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(value))
 	dec.UseNumber()
 	var obj map[string]any
 	if err := dec.Decode(&obj); err != nil {
-		return Row{}, Date{}, bad("decode JSON: %v", err)
-	}
-	if obj == nil {
-		return Row{}, Date{}, bad("decode JSON: value is not an object")
-	}
-	// More would miss a stray "}" or "]": it reports the end of a list.
-	if _, err := dec.Token(); err != io.EOF {
-		return Row{}, Date{}, bad("decode JSON: trailing data after the object")
+		return Row{}, Date{}, bad(ClassMalformed, "decode JSON: %v", err)
 	}
 	r := Row{Values: make([]any, len(d.cols)), Pos: pos, Size: len(key) + len(value), Key: key, Value: value}
 	for i, c := range d.cols {
 		raw, ok := lookupOld(obj, c.path)
 		if !ok || raw == nil {
 			if !c.nullable {
-				return Row{}, Date{}, bad("field %q (column %s): missing or null", strings.Join(c.path, "."), c.name)
+				return Row{}, Date{}, bad(ClassMissing, "field %q (column %s): missing or null", strings.Join(c.path, "."), c.name)
 			}
 			continue
 		}
-		v, err := convert(c.typ, raw)
+		v, err := convert(c.ct, raw)
 		if err != nil {
-			return Row{}, Date{}, bad("field %q (column %s %s): %v", strings.Join(c.path, "."), c.name, c.typ, err)
+			return Row{}, Date{}, bad(classOf(err), "field %q (column %s %s): %v", strings.Join(c.path, "."), c.name, c.ct, err)
 		}
 		r.Values[i] = v
 	}
 	raw, ok := lookupOld(obj, d.dateFld)
 	if !ok || raw == nil {
-		return Row{}, Date{}, bad("date field %q: missing or null", d.p.Date.Field)
+		return Row{}, Date{}, bad(ClassMissing, "date field %q: missing or null", d.p.Date.Field)
 	}
 	date, err := targetDate(raw, d.loc)
 	if err != nil {
-		return Row{}, Date{}, bad("date field %q: %v", d.p.Date.Field, err)
+		return Row{}, Date{}, bad(classOf(err), "date field %q: %v", d.p.Date.Field, err)
 	}
 	if d.verFld != nil {
 		raw, ok := lookupOld(obj, d.verFld)
 		if !ok || raw == nil {
-			return Row{}, Date{}, bad("version field %q: missing or null", d.p.Version.Field)
+			return Row{}, Date{}, bad(ClassMissing, "version field %q: missing or null", d.p.Version.Field)
 		}
 		if d.verTS {
 			t, err := toTime(raw)
 			if err != nil {
-				return Row{}, Date{}, bad("version field %q: %v", d.p.Version.Field, err)
+				return Row{}, Date{}, bad(classOf(err), "version field %q: %v", d.p.Version.Field, err)
 			}
 			r.Version = t.UnixMicro()
 		} else {
 			v, err := toInt(raw, math.MinInt64, math.MaxInt64)
 			if err != nil {
-				return Row{}, Date{}, bad("version field %q: %v", d.p.Version.Field, err)
+				return Row{}, Date{}, bad(classOf(err), "version field %q: %v", d.p.Version.Field, err)
 			}
 			r.Version = v
 		}
@@ -142,11 +141,11 @@ func toNumericExactAny(raw any) (Numeric, error) {
 	case string:
 		s = v
 	default:
-		return "", fmt.Errorf("%s is not a number", describe(raw))
+		return "", wrongType("%s is not a number", describe(raw))
 	}
 	r, ok := parseDecimal(s)
 	if !ok {
-		return "", fmt.Errorf("%q is not a decimal number", s)
+		return "", wrongType("%s is not a decimal number", quoteValue(s))
 	}
 	// A decimal's denominator has only the prime factors 2 and 5; find the
 	// exact number of fractional digits.
@@ -162,11 +161,11 @@ func toNumericExactAny(raw any) (Numeric, error) {
 		case new(big.Int).Mod(den, five).Sign() == 0:
 			den.Div(den, five)
 		default:
-			return "", fmt.Errorf("%q is not a finite decimal", s)
+			return "", wrongType("%s is not a finite decimal", quoteValue(s))
 		}
 		digits++
 		if digits > 1000 {
-			return "", fmt.Errorf("%q has too many digits", s)
+			return "", outOfRange("%s has more than 1000 digits after the point", quoteValue(s))
 		}
 	}
 	out := r.FloatString(digits)

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/idemsink/idemsink/internal/config"
 )
@@ -46,7 +48,7 @@ func fuzzDecoders(t testing.TB) []*Decoder {
 		Date:    config.Date{Field: "at", TimeZone: "America/New_York"},
 		Version: &config.Version{Field: "meta.v", Type: "timestamptz"},
 	})
-	return []*Decoder{NewDecoder(simple), NewDecoder(keyed)}
+	return []*Decoder{NewDecoder(simple), NewDecoder(keyed), NewDecoder(typed(t))}
 }
 
 // fuzzSeeds is the committed seed corpus: records that decode (with the
@@ -65,6 +67,19 @@ var fuzzSeeds = []struct{ decodes, value string }{
 	{"simple", `{"id":1,"amount":1e-999,"ts":"2026-03-29","rev":0}`},
 	{"", `{"id":1,"amount":1e-1001,"ts":"2026-03-29","rev":0}`},
 	{"", `not json`},
+	// Strict text and column modifiers (the typed pipeline).
+	{"typed", `{"sku":"A\ud83d\ude00","ts":"2026-01-01","price":"9999999999.99","big":100,"tiny":0.00001,"status":"Zürich-ß","cc":"DE ","at":"2026-01-01T00:00:00.123Z","doc":{"k":["\u00e9"]}}`},
+	{"typed", `{"sku":"\\ud800","ts":"2026-01-01","price":-0,"city":"\ufffd"}`},
+	{"", "{\"sku\":\"A\xffB\",\"ts\":\"2026-01-01\"}"},
+	{"", "{\"sku\":\"A\",\"ts\":\"2026-01-01\",\"x\xfe\":1}"},
+	{"", `{"sku":"A\ud800B","ts":"2026-01-01"}`},
+	{"", `{"sku":"A\udc00","ts":"2026-01-01"}`},
+	{"", `{"sku":"A","ts":"2026-01-01","doc":{"a":["\ud83d\u0041"]}}`},
+	{"", `{"sku":"A","ts":"2026-01-01","price":123456789012345.5}`},
+	{"", `{"sku":"A","ts":"2026-01-01","price":1.005}`},
+	{"", `{"sku":"A","ts":"2026-01-01","status":"delivered"}`},
+	{"", `{"sku":"A","ts":"2026-01-01","at":"2026-01-01T00:00:00.0001Z"}`},
+	{"", `{"sku":"A","ts":"2026-01-01","doc":{"a":"\u0000"}}`},
 }
 
 // TestFuzzSeeds keeps the corpus honest: the seeds meant to decode do, so
@@ -124,4 +139,49 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzCheckJSON holds the strict text check to what encoding/json does with
+// the same bytes: what it accepts decodes without any U+FFFD the input did
+// not spell out, and what it refuses as invalid text is valid JSON that
+// encoding/json would have changed.
+func FuzzCheckJSON(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add([]byte(s.value))
+	}
+	f.Add([]byte(`{"a":"\\ud800","b":"\ud800\udc00"}`))
+	f.Add([]byte(`{"\ud800":1}`))
+	f.Add([]byte("{\"a\":[\"\xed\xa0\x80\"]}"))
+	f.Fuzz(func(t *testing.T, v []byte) {
+		err := checkJSON(v)
+		spelled := bytes.Contains(v, []byte("\uFFFD")) || bytes.Contains(bytes.ToLower(v), []byte(`\ufffd`))
+		var obj any
+		dec := json.NewDecoder(bytes.NewReader(v))
+		dec.UseNumber()
+		jerr := dec.Decode(&obj)
+		if jerr == nil && dec.More() {
+			jerr = errors.New("trailing data")
+		}
+		changed := !spelled && containsFFFD(obj)
+		if err == nil {
+			if jerr != nil || !utf8.Valid(v) || changed {
+				t.Fatalf("accepted %q: json %v, valid UTF-8 %v, U+FFFD appeared %v", v, jerr, utf8.Valid(v), changed)
+			}
+			if _, ok := obj.(map[string]any); !ok {
+				t.Fatalf("accepted %q, which is not an object", v)
+			}
+			return
+		}
+		var br *BadRecord
+		if !errors.As(err, &br) || ClassOf(br.Reason) != br.Class || !utf8.ValidString(br.Reason) {
+			t.Fatalf("%q: error %v is not a classed bad record with a valid reason", v, err)
+		}
+		if br.Class == ClassText && (jerr != nil || (utf8.Valid(v) && !spelled && !changed)) {
+			t.Fatalf("%q refused as invalid text, but encoding/json reads it unchanged (%v)", v, jerr)
+		}
+	})
+}
+
+func containsFFFD(v any) bool {
+	return anyString(v, func(s string) bool { return strings.ContainsRune(s, utf8.RuneError) })
 }

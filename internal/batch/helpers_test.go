@@ -72,7 +72,7 @@ func keyID(t testing.TB, types []string, values string) ID {
 	}
 	vals := make([]any, len(raws))
 	for i, raw := range raws {
-		v, err := convert(types[i], raw)
+		v, err := convert(config.ColumnType{Base: types[i]}, raw)
 		if err != nil {
 			t.Fatalf("convert %s %s: %v", types[i], values, err)
 		}

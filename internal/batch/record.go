@@ -104,12 +104,21 @@ func (r *Row) Newer(o *Row) bool {
 
 // BadRecord is why a record cannot be applied; it is dead-lettered.
 type BadRecord struct {
+	// Class is one of Classes: what kind of bad input this is.
+	Class string
+	// Reason starts with the class and says what was expected and where.
 	Reason string
 }
 
 func (e *BadRecord) Error() string { return e.Reason }
 
-func bad(format string, args ...any) error { return &BadRecord{Reason: fmt.Sprintf(format, args...)} }
+// bad builds a BadRecord. The reason is stored in a text column, so it is
+// made valid UTF-8 without NUL whatever the record held.
+func bad(class, format string, args ...any) error {
+	r := class + ": " + fmt.Sprintf(format, args...)
+	r = strings.ReplaceAll(strings.ToValidUTF8(r, "\ufffd"), "\x00", `\x00`)
+	return &BadRecord{Class: class, Reason: r}
+}
 
 // Decoder decodes the records of one pipeline.
 type Decoder struct {
@@ -126,7 +135,8 @@ type Decoder struct {
 
 type column struct {
 	name     string
-	typ      string
+	typ      string // the base type: text for varchar(n), numeric for numeric(p,s)
+	ct       config.ColumnType
 	path     []string
 	nullable bool
 }
@@ -135,7 +145,8 @@ type column struct {
 func NewDecoder(p *config.Pipeline) *Decoder {
 	d := &Decoder{p: p, loc: p.Location(), dateFld: strings.Split(p.Date.Field, ".")}
 	for _, c := range p.Columns {
-		d.cols = append(d.cols, column{name: c.Name, typ: c.Type, path: strings.Split(c.Field, "."), nullable: c.Nullable})
+		ct := c.Typ()
+		d.cols = append(d.cols, column{name: c.Name, typ: ct.Base, ct: ct, path: strings.Split(c.Field, "."), nullable: c.Nullable})
 	}
 	for _, k := range p.Key {
 		for i, c := range d.cols {
@@ -172,8 +183,11 @@ func (d *Decoder) Pipeline() *config.Pipeline { return d.p }
 // Decode turns a Kafka value into a row and its target date. A *BadRecord
 // error means the record is bad input and must be dead-lettered.
 func (d *Decoder) Decode(key, value []byte, pos Position) (Row, Date, error) {
+	if err := d.checkSize(key, value); err != nil {
+		return Row{}, Date{}, err
+	}
 	if value == nil {
-		return Row{}, Date{}, bad("tombstone (null value): deletes are not supported")
+		return Row{}, Date{}, bad(ClassTombstone, "the value is null; deletes are not supported")
 	}
 	obj, err := d.scan(value)
 	if err != nil {
@@ -184,39 +198,39 @@ func (d *Decoder) Decode(key, value []byte, pos Position) (Row, Date, error) {
 		raw, ok := obj.lookup(c.path)
 		if !ok || raw == nil {
 			if !c.nullable {
-				return Row{}, Date{}, bad("field %q (column %s): missing or null", strings.Join(c.path, "."), c.name)
+				return Row{}, Date{}, bad(ClassMissing, "field %q (column %s): missing or null", strings.Join(c.path, "."), c.name)
 			}
 			continue
 		}
-		v, err := convert(c.typ, raw)
+		v, err := convert(c.ct, raw)
 		if err != nil {
-			return Row{}, Date{}, bad("field %q (column %s %s): %v", strings.Join(c.path, "."), c.name, c.typ, err)
+			return Row{}, Date{}, bad(classOf(err), "field %q (column %s %s): %v", strings.Join(c.path, "."), c.name, c.ct, err)
 		}
 		r.Values[i] = v
 	}
 	raw, ok := obj.lookup(d.dateFld)
 	if !ok || raw == nil {
-		return Row{}, Date{}, bad("date field %q: missing or null", d.p.Date.Field)
+		return Row{}, Date{}, bad(ClassMissing, "date field %q: missing or null", d.p.Date.Field)
 	}
 	date, err := targetDate(raw, d.loc)
 	if err != nil {
-		return Row{}, Date{}, bad("date field %q: %v", d.p.Date.Field, err)
+		return Row{}, Date{}, bad(classOf(err), "date field %q: %v", d.p.Date.Field, err)
 	}
 	if d.verFld != nil {
 		raw, ok := obj.lookup(d.verFld)
 		if !ok || raw == nil {
-			return Row{}, Date{}, bad("version field %q: missing or null", d.p.Version.Field)
+			return Row{}, Date{}, bad(ClassMissing, "version field %q: missing or null", d.p.Version.Field)
 		}
 		if d.verTS {
 			t, err := toTime(raw)
 			if err != nil {
-				return Row{}, Date{}, bad("version field %q: %v", d.p.Version.Field, err)
+				return Row{}, Date{}, bad(classOf(err), "version field %q: %v", d.p.Version.Field, err)
 			}
 			r.Version = t.UnixMicro()
 		} else {
 			v, err := toInt(raw, math.MinInt64, math.MaxInt64)
 			if err != nil {
-				return Row{}, Date{}, bad("version field %q: %v", d.p.Version.Field, err)
+				return Row{}, Date{}, bad(classOf(err), "version field %q: %v", d.p.Version.Field, err)
 			}
 			r.Version = v
 		}
@@ -234,7 +248,15 @@ func (d *Decoder) Decode(key, value []byte, pos Position) (Row, Date, error) {
 // taken as it is, since it names a day, not an instant.
 func targetDate(raw any, loc *time.Location) (Date, error) {
 	if s, ok := raw.(string); ok && len(s) == len(time.DateOnly) {
-		return ParseDate(s)
+		d, err := ParseDate(s)
+		if err != nil {
+			if strings.HasSuffix(err.Error(), "out of range") {
+				_, what, _ := strings.Cut(err.Error(), ": ")
+				return Date{}, wrongType("%s is not a date: %s", quoteValue(s), what)
+			}
+			return Date{}, wrongType("%s is not a date (YYYY-MM-DD) or an RFC 3339 timestamp", quoteValue(s))
+		}
+		return d, nil
 	}
 	t, err := toTime(raw)
 	if err != nil {
@@ -249,17 +271,18 @@ func toTime(raw any) (time.Time, error) {
 	case string:
 		t, err := time.Parse(time.RFC3339Nano, v)
 		if err != nil {
-			return time.Time{}, fmt.Errorf("%q is not an RFC 3339 timestamp", v)
+			return time.Time{}, wrongType("%s is not an RFC 3339 timestamp", quoteValue(v))
 		}
-		return t, nil
+		return t, checkTimestamp(t)
 	case json.Number:
 		ms, err := v.Int64()
 		if err != nil {
-			return time.Time{}, fmt.Errorf("%s is not integer epoch milliseconds", v)
+			return time.Time{}, wrongType("%s is not integer epoch milliseconds", quoteValue(string(v)))
 		}
-		return time.UnixMilli(ms).UTC(), nil
+		t := time.UnixMilli(ms).UTC()
+		return t, checkTimestamp(t)
 	}
-	return time.Time{}, fmt.Errorf("%s is not a timestamp", describe(raw))
+	return time.Time{}, wrongType("%s is not a timestamp", describe(raw))
 }
 
 func describe(raw any) string {
@@ -275,7 +298,7 @@ func describe(raw any) string {
 	case json.Number:
 		return "a number"
 	}
-	return fmt.Sprintf("%T", raw)
+	return "null"
 }
 
 // toInt accepts a JSON number with no fractional part (1 and 1.0 are the
@@ -289,21 +312,24 @@ func toInt(raw any, lo, hi int64) (int64, error) {
 	case string:
 		s = v
 	default:
-		return 0, fmt.Errorf("%s is not an integer", describe(raw))
+		return 0, wrongType("%s is not an integer", describe(raw))
 	}
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
 		if n < lo || n > hi {
-			return 0, fmt.Errorf("%d is out of range", n)
+			return 0, outOfRange("%d is out of range (%d to %d)", n, lo, hi)
 		}
 		return n, nil
 	}
 	r, ok := parseDecimal(s)
-	if !ok || !r.IsInt() || !r.Num().IsInt64() {
-		return 0, fmt.Errorf("%q is not an integer in range", s)
+	switch {
+	case !ok || !r.IsInt():
+		return 0, wrongType("%s is not an integer", quoteValue(s))
+	case !r.Num().IsInt64():
+		return 0, outOfRange("%s is out of range (%d to %d)", quoteValue(s), lo, hi)
 	}
 	n := r.Num().Int64()
 	if n < lo || n > hi {
-		return 0, fmt.Errorf("%d is out of range", n)
+		return 0, outOfRange("%d is out of range (%d to %d)", n, lo, hi)
 	}
 	return n, nil
 }
@@ -321,18 +347,16 @@ func parseDecimal(s string) (*big.Rat, bool) {
 	return new(big.Rat).SetString(s)
 }
 
-// convert turns a decoded JSON value into the Go value pgx encodes for typ.
-func convert(typ string, raw any) (any, error) {
-	switch typ {
-	case "text":
+// convert turns a decoded JSON value into the Go value pgx encodes for the
+// column type, checking it against the type's modifiers.
+func convert(ct config.ColumnType, raw any) (any, error) {
+	switch ct.Base {
+	case "text", "varchar", "char":
 		s, ok := raw.(string)
 		if !ok {
-			return nil, fmt.Errorf("%s is not a string", describe(raw))
+			return nil, wrongType("%s is not a string", describe(raw))
 		}
-		if strings.IndexByte(s, 0) >= 0 {
-			return nil, fmt.Errorf("text contains a NUL character, which PostgreSQL cannot store")
-		}
-		return s, nil
+		return fitText(ct, s)
 	case "bigint":
 		return toInt(raw, math.MinInt64, math.MaxInt64)
 	case "integer":
@@ -342,27 +366,35 @@ func convert(typ string, raw any) (any, error) {
 		n, err := toInt(raw, math.MinInt16, math.MaxInt16)
 		return int16(n), err
 	case "numeric":
-		return toNumeric(raw)
+		n, err := toNumeric(raw)
+		if err != nil {
+			return nil, err
+		}
+		return n, fitNumeric(ct, n)
 	case "double precision":
 		n, ok := raw.(json.Number)
 		if !ok {
-			return nil, fmt.Errorf("%s is not a number", describe(raw))
+			return nil, wrongType("%s is not a number", describe(raw))
 		}
-		return n.Float64()
+		f, err := n.Float64()
+		if err != nil {
+			return nil, outOfRange("%s is out of range for double precision", quoteValue(string(n)))
+		}
+		return f, nil
 	case "boolean":
 		b, ok := raw.(bool)
 		if !ok {
-			return nil, fmt.Errorf("%s is not a boolean", describe(raw))
+			return nil, wrongType("%s is not a boolean", describe(raw))
 		}
 		return b, nil
 	case "date":
 		s, ok := raw.(string)
 		if !ok {
-			return nil, fmt.Errorf("%s is not a date string", describe(raw))
+			return nil, wrongType("%s is not a date string", describe(raw))
 		}
 		d, err := ParseDate(s)
 		if err != nil {
-			return nil, fmt.Errorf("%q is not YYYY-MM-DD", s)
+			return nil, wrongType("%s is not YYYY-MM-DD", quoteValue(s))
 		}
 		return d.Time(), nil
 	case "timestamptz":
@@ -373,11 +405,12 @@ func convert(typ string, raw any) (any, error) {
 		// PostgreSQL keeps microseconds; truncating here makes the staged
 		// value equal the stored one, so change detection compares like
 		// with like.
-		return t.UTC().Truncate(time.Microsecond), nil
+		t = t.UTC().Truncate(time.Microsecond)
+		return t, fitTimestamp(ct, t)
 	case "uuid":
 		s, ok := raw.(string)
 		if !ok {
-			return nil, fmt.Errorf("%s is not a UUID string", describe(raw))
+			return nil, wrongType("%s is not a UUID string", describe(raw))
 		}
 		u, err := parseUUID(s)
 		if err != nil {
@@ -385,14 +418,41 @@ func convert(typ string, raw any) (any, error) {
 		}
 		return u, nil
 	case "jsonb":
+		if anyString(raw, hasNUL) {
+			return nil, badText("a string holds a NUL character (\\u0000), which jsonb cannot store")
+		}
 		b, err := json.Marshal(raw)
 		if err != nil {
-			return nil, err
+			return nil, wrongType("cannot be encoded as JSON")
 		}
 		return json.RawMessage(b), nil
 	}
-	return nil, fmt.Errorf("unsupported type %s", typ)
+	return nil, wrongType("unsupported type %s", ct)
 }
+
+// anyString reports whether f holds for a string anywhere in the decoded
+// JSON value v, member names included.
+func anyString(v any, f func(string) bool) bool {
+	switch x := v.(type) {
+	case string:
+		return f(x)
+	case []any:
+		for _, e := range x {
+			if anyString(e, f) {
+				return true
+			}
+		}
+	case map[string]any:
+		for k, e := range x {
+			if f(k) || anyString(e, f) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
 
 // Numeric is an exact decimal in canonical form: the shortest decimal string
 // of its value (1.50 and 1.5 are both "1.5"), as staged and as hashed.
@@ -406,14 +466,14 @@ func toNumeric(raw any) (Numeric, error) {
 	case string:
 		s = v
 	default:
-		return "", fmt.Errorf("%s is not a number", describe(raw))
+		return "", wrongType("%s is not a number", describe(raw))
 	}
 	if n, ok := plainDecimal(s); ok {
 		return n, nil
 	}
 	r, ok := parseDecimal(s)
 	if !ok {
-		return "", fmt.Errorf("%q is not a decimal number", s)
+		return "", wrongType("%s is not a decimal number", quoteValue(s))
 	}
 	// A decimal's denominator has only the prime factors 2 and 5; find the
 	// exact number of fractional digits.
@@ -429,11 +489,11 @@ func toNumeric(raw any) (Numeric, error) {
 		case new(big.Int).Mod(den, five).Sign() == 0:
 			den.Div(den, five)
 		default:
-			return "", fmt.Errorf("%q is not a finite decimal", s)
+			return "", wrongType("%s is not a finite decimal", quoteValue(s))
 		}
 		digits++
 		if digits > 1000 {
-			return "", fmt.Errorf("%q has too many digits", s)
+			return "", outOfRange("%s has more than 1000 digits after the point", quoteValue(s))
 		}
 	}
 	out := r.FloatString(digits)
@@ -450,12 +510,12 @@ func parseUUID(s string) ([16]byte, error) {
 	var u [16]byte
 	h := strings.ReplaceAll(s, "-", "")
 	if len(h) != 32 || (len(s) != 32 && len(s) != 36) {
-		return u, fmt.Errorf("%q is not a UUID", s)
+		return u, wrongType("%s is not a UUID", quoteValue(s))
 	}
 	for i := range 16 {
 		b, err := strconv.ParseUint(h[2*i:2*i+2], 16, 8)
 		if err != nil {
-			return u, fmt.Errorf("%q is not a UUID", s)
+			return u, wrongType("%s is not a UUID", quoteValue(s))
 		}
 		u[i] = byte(b)
 	}

@@ -3,7 +3,6 @@ package batch
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"unicode/utf8"
 )
 
@@ -15,14 +14,13 @@ type object struct {
 	buf  [16][]byte
 }
 
-// scan checks value is one JSON object and nothing else, and finds the
-// members the decoder reads. Anything but a well-formed object goes
-// through encoding/json, so that the dead-letter reason is its message.
+// scan checks value is one JSON object with valid text and nothing after
+// it (checkJSON), and finds the members the decoder reads.
 func (d *Decoder) scan(value []byte) (*object, error) {
-	i := skipSpace(value, 0)
-	if i >= len(value) || value[i] != '{' || !json.Valid(value) {
-		return nil, slowError(value)
+	if err := checkJSON(value); err != nil {
+		return nil, err
 	}
+	i := skipSpace(value, 0)
 	o := &object{d: d}
 	if len(d.tops) <= len(o.buf) {
 		o.raws = o.buf[:len(d.tops)]
@@ -42,24 +40,6 @@ func (d *Decoder) scan(value []byte) (*object, error) {
 		}
 	})
 	return o, nil
-}
-
-// slowError decodes value as Decode always did, to report why it is not
-// an object.
-func slowError(value []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(value))
-	dec.UseNumber()
-	var obj map[string]any
-	if err := dec.Decode(&obj); err != nil {
-		return bad("decode JSON: %v", err)
-	}
-	if obj == nil {
-		return bad("decode JSON: value is not an object")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return bad("decode JSON: trailing data after the object")
-	}
-	return bad("decode JSON: invalid")
 }
 
 // lookup returns the value at path as encoding/json would decode it with

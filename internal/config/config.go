@@ -24,6 +24,9 @@ const (
 	EnvDatabaseURL  = "IDEMSINK_DATABASE_URL"
 	EnvSASLPassword = "IDEMSINK_SASL_PASSWORD"
 	EnvBrokers      = "IDEMSINK_BROKERS"
+	// EnvInstanceID overrides instance_id, so that one file serves every
+	// replica: set it from the pod name.
+	EnvInstanceID = "IDEMSINK_INSTANCE_ID"
 )
 
 // Config is the whole daemon configuration.
@@ -62,6 +65,13 @@ type Config struct {
 	// "earliest" (default) or "latest".
 	StartOffset string     `yaml:"start_offset"`
 	Pipelines   []Pipeline `yaml:"pipelines"`
+
+	// InstanceID makes this member a static member of the group (Kafka's
+	// group.instance.id): restarted within session_timeout, it gets its
+	// partitions back without a rebalance and without waiting for its
+	// dead self to time out. It must be unique per running process, and
+	// stable across restarts of that process (a pod name, not a random id).
+	InstanceID string `yaml:"instance_id"`
 }
 
 // SASL configures SASL authentication to the brokers.
@@ -84,6 +94,10 @@ type Pipeline struct {
 	Date    Date     `yaml:"date"`
 	Version *Version `yaml:"version"`
 	Batch   Batch    `yaml:"batch"`
+
+	// MaxRecordBytes bounds a record's key plus value; a larger record is
+	// dead-lettered with its size and first bytes, and is not decoded.
+	MaxRecordBytes ByteSize `yaml:"max_record_bytes"`
 }
 
 // Column is one target column and the JSON field it comes from.
@@ -136,6 +150,7 @@ const (
 	DefaultRetryBackoffMax    = 10 * time.Second
 	DefaultApplyConnections   = 2
 	DefaultApplyTimeout       = 30 * time.Second
+	DefaultMaxRecordBytes     = 1 << 20
 )
 
 // ColumnTypes are the PostgreSQL types a column may have.
@@ -176,6 +191,9 @@ func Parse(b []byte, getenv func(string) string) (*Config, error) {
 		}
 		if v := getenv(EnvSASLPassword); v != "" && c.SASL != nil {
 			c.SASL.Password = v
+		}
+		if v := getenv(EnvInstanceID); v != "" {
+			c.InstanceID = v
 		}
 	}
 	c.SetDefaults()
@@ -241,6 +259,12 @@ func (c *Config) SetDefaults() {
 			if p.Columns[j].Field == "" {
 				p.Columns[j].Field = p.Columns[j].Name
 			}
+			if t, err := ParseType(p.Columns[j].Type); err == nil {
+				p.Columns[j].Type = t.String() // one spelling, valid SQL
+			}
+		}
+		if p.MaxRecordBytes == 0 {
+			p.MaxRecordBytes = DefaultMaxRecordBytes
 		}
 	}
 }
@@ -249,6 +273,9 @@ func (c *Config) SetDefaults() {
 // upper case that would need quoting to round-trip) is refused rather than
 // escaped, so that names in configuration, SQL and psql all agree.
 var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// instanceRE is what Kafka accepts in group.instance.id.
+var instanceRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 
 // ValidIdent reports whether s is an acceptable table, schema or column name.
 func ValidIdent(s string) bool { return identRE.MatchString(s) }
@@ -303,6 +330,9 @@ func (c *Config) Validate() error {
 	if len(c.Pipelines) == 0 {
 		bad("pipelines: at least one pipeline is required")
 	}
+	if c.InstanceID != "" && !instanceRE.MatchString(c.InstanceID) {
+		bad("instance_id: %q must match %s", c.InstanceID, instanceRE)
+	}
 	names := map[string]bool{}
 	tables := map[string]bool{}
 	topics := map[string]string{}
@@ -349,8 +379,8 @@ func (c *Config) Validate() error {
 				bad("%s.name: %q is used twice", cat, col.Name)
 			}
 			cols[col.Name] = col
-			if !slices.Contains(ColumnTypes, col.Type) {
-				bad("%s.type: %q is not one of %s", cat, col.Type, strings.Join(ColumnTypes, ", "))
+			if _, err := ParseType(col.Type); err != nil {
+				bad("%s.type: %v", cat, err)
 			}
 			if col.Field == "" || strings.HasPrefix(col.Field, ".") || strings.HasSuffix(col.Field, ".") || strings.Contains(col.Field, "..") {
 				bad("%s.field: %q is not a field name or dotted path", cat, col.Field)
@@ -369,7 +399,7 @@ func (c *Config) Validate() error {
 				bad("%s.key[%d]: %q is listed twice", at, j, k)
 			case col.Nullable:
 				bad("%s.key[%d]: key column %q cannot be nullable", at, j, k)
-			case col.Type == "jsonb" || col.Type == "double precision":
+			case col.Typ().Base == "jsonb" || col.Typ().Base == "double precision":
 				bad("%s.key[%d]: key column %q has type %s, which has no canonical form", at, j, k, col.Type)
 			}
 			seen[k] = true
@@ -403,6 +433,11 @@ func (c *Config) Validate() error {
 		}
 		if c.MaxBufferedRecords > 0 && p.Batch.MaxRecords > c.MaxBufferedRecords {
 			bad("%s.batch.max_records: %d exceeds max_buffered_records %d", at, p.Batch.MaxRecords, c.MaxBufferedRecords)
+		}
+		if p.MaxRecordBytes < 0 {
+			bad("%s.max_record_bytes: must be positive", at)
+		} else if c.MaxBufferedBytes > 0 && p.MaxRecordBytes > c.MaxBufferedBytes {
+			bad("%s.max_record_bytes: %d exceeds max_buffered_bytes %d", at, p.MaxRecordBytes, c.MaxBufferedBytes)
 		}
 	}
 	if len(errs) > 0 {

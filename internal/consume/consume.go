@@ -407,7 +407,7 @@ func (c *Consumer) add(r *kgo.Record) {
 		c.set.add(dec.Pipeline(), date, tp, c.now(), func(b *batch.Batch) { b.Add(row) })
 		return
 	}
-	dl := batch.DeadLetter{Pos: pos, Key: r.Key, Value: r.Value, Reason: err.Error()}
+	dl := batch.DeadLetterFor(pos, r.Key, r.Value, err)
 	if len(r.Headers) > 0 {
 		dl.Headers = map[string]string{}
 		for _, h := range r.Headers {

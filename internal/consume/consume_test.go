@@ -458,7 +458,7 @@ func TestBadRecordsDeadLettered(t *testing.T) {
 	if n := e.count("SELECT count(*) FROM items"); n != 2 {
 		t.Errorf("%d rows, want 2", n)
 	}
-	rows, err := e.pool.Query(context.Background(), `SELECT "offset", reason, coalesce(headers->>'source', '') FROM idemsink.dead_letters ORDER BY 1`)
+	rows, err := e.pool.Query(context.Background(), `SELECT kafka_offset, reason, coalesce(headers->>'source', '') FROM idemsink.dead_letters ORDER BY 1`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,10 +472,10 @@ func TestBadRecordsDeadLettered(t *testing.T) {
 		got = append(got, strconv.FormatInt(off, 10)+": "+reason+" "+hdr)
 	}
 	want := []string{
-		`1: field "ts" (column ts timestamptz): "yesterday" is not an RFC 3339 timestamp `,
-		`2: decode JSON: json: cannot unmarshal array into Go value of type map[string]interface {} legacy`,
-		`3: tombstone (null value): deletes are not supported `,
-		`5: field "qty" (column qty integer): 4000000000 is out of range `,
+		`1: wrong-type: field "ts" (column ts timestamptz): "yesterday" is not an RFC 3339 timestamp `,
+		`2: not-an-object: expected a JSON object, got an array legacy`,
+		`3: tombstone: the value is null; deletes are not supported `,
+		`5: out-of-range: field "qty" (column qty integer): 4000000000 is out of range (-2147483648 to 2147483647) `,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("dead letters:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

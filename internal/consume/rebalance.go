@@ -47,6 +47,11 @@ func (c *Consumer) clientOpts() []kgo.Opt {
 		kgo.MaxConcurrentFetches(2),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 	)
+	if cfg.InstanceID != "" {
+		// Static membership: a restart within the session timeout takes
+		// its partitions back at once (README "Static group membership").
+		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
+	}
 	if c.opts.Registerer != nil {
 		opts = append(opts, kgo.WithHooks(kprom.NewMetrics("idemsink_kafka", kprom.Registerer(c.opts.Registerer))))
 	}

@@ -308,8 +308,7 @@ func (t *txn) upsertRows(ctx context.Context) error {
 			if _, err := t.tx.Exec(ctx, "ROLLBACK TO SAVEPOINT row"); err != nil {
 				return fmt.Errorf("rollback to savepoint: %w", err)
 			}
-			t.dead = append(t.dead, batch.DeadLetter{Pos: r.Pos, Key: r.Key, Value: r.Value,
-				Reason: fmt.Sprintf("refused by PostgreSQL: %s (SQLSTATE %s)", pgErr.Message, pgErr.Code)})
+			t.dead = append(t.dead, refused(t.s.log, r, pgErr))
 		default:
 			return fmt.Errorf("upsert row %s: %w", r.Pos.TP, err)
 		}

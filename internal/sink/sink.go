@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/idemsink/idemsink/internal/batch"
@@ -58,58 +57,6 @@ func New(pool *pgxpool.Pool, cfg *config.Config, opts Options) *Sink {
 		s.tables[p.Name] = buildStatements(p)
 	}
 	return s
-}
-
-// EnsureTables creates any missing target table, under an advisory lock so
-// that concurrent starts do not race, and checks that existing tables have
-// every configured column.
-func (s *Sink) EnsureTables(ctx context.Context, cfg *config.Config) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, lockDDL); err != nil {
-			return fmt.Errorf("lock for DDL: %w", err)
-		}
-		for i := range cfg.Pipelines {
-			p := &cfg.Pipelines[i]
-			st := s.tables[p.Name]
-			if _, err := tx.Exec(ctx, st.createTable); err != nil {
-				return fmt.Errorf("create table %s: %w", st.target, err)
-			}
-			rows, err := tx.Query(ctx, `SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
-WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, st.target)
-			if err != nil {
-				return fmt.Errorf("read columns of %s: %w", st.target, err)
-			}
-			have := map[string]string{}
-			for rows.Next() {
-				var name, typ string
-				if err := rows.Scan(&name, &typ); err != nil {
-					return err
-				}
-				have[name] = typ
-			}
-			if err := rows.Err(); err != nil {
-				return fmt.Errorf("read columns of %s: %w", st.target, err)
-			}
-			for _, c := range p.Columns {
-				typ, ok := have[c.Name]
-				if !ok {
-					return fmt.Errorf("table %s has no column %q that pipeline %s writes; add it or drop the table", st.target, c.Name, p.Name)
-				}
-				if want := canonicalType(c.Type); typ != want {
-					return fmt.Errorf("table %s column %q is %s, but pipeline %s says %s", st.target, c.Name, typ, p.Name, c.Type)
-				}
-			}
-		}
-		return nil
-	})
-}
-
-// canonicalType is the name format_type gives a configured type.
-func canonicalType(t string) string {
-	if t == "timestamptz" {
-		return "timestamp with time zone"
-	}
-	return t
 }
 
 // Commit is what the consumer knows about a batch's place in the group.

@@ -244,7 +244,7 @@ func TestRefusedRowIsDeadLettered(t *testing.T) {
 	if r.Inserted != 2 || r.DeadLettered != 2 {
 		t.Errorf("%+v; want 2 inserted, 2 dead-lettered", r)
 	}
-	rows, err := f.pool.Query(ctx, `SELECT "offset", convert_from(value, 'UTF8'), reason FROM idemsink.dead_letters ORDER BY 1`)
+	rows, err := f.pool.Query(ctx, `SELECT kafka_offset, convert_from(value, 'UTF8'), reason FROM idemsink.dead_letters ORDER BY 1`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +258,7 @@ func TestRefusedRowIsDeadLettered(t *testing.T) {
 		got = append(got, strconv.FormatInt(off, 10)+" "+value+" "+reason)
 	}
 	if len(got) != 2 || !strings.Contains(got[0], `1 {"id":2,"qty":0`) || !strings.Contains(got[0], "23514") ||
-		!strings.HasPrefix(got[1], "2 not json decode JSON") {
+		!strings.HasPrefix(got[1], "2 not json malformed-json: ") || !strings.HasPrefix(got[0], "1 {\"id\":2,\"qty\":0,\"day\":\"2026-03-01\"} refused-by-postgres: ") {
 		t.Errorf("dead letters %q", got)
 	}
 	if n := f.count("SELECT applied_offset FROM idemsink.offsets"); n != 3 {

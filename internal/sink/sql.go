@@ -149,10 +149,13 @@ WHERE o.group_id = $1 AND o.topic = x.topic AND o.partition = x.partition`
 	readOffsets = `SELECT topic, partition, applied_offset, generation, member_id, updated_at FROM idemsink.offsets
 WHERE group_id = $1 ORDER BY topic, partition`
 
-	insertDeadLetters = `INSERT INTO idemsink.dead_letters (pipeline, topic, partition, "offset", key, value, headers, reason, batch_id)
+	// A record dead-lettered again (a redelivery, or consumer dlq replay)
+	// keeps its row; its reason is the latest one.
+	insertDeadLetters = `INSERT INTO idemsink.dead_letters AS d (pipeline, topic, partition, kafka_offset, key, value, headers, reason, batch_id)
 SELECT $1, x.topic, x.partition, x.off, x.key, x.value, x.headers, x.reason, $2
 FROM unnest($3::text[], $4::integer[], $5::bigint[], $6::bytea[], $7::bytea[], $8::jsonb[], $9::text[]) AS x(topic, partition, off, key, value, headers, reason)
-ON CONFLICT DO NOTHING`
+ON CONFLICT (pipeline, topic, partition, kafka_offset) DO UPDATE SET reason = EXCLUDED.reason
+  WHERE d.reason IS DISTINCT FROM EXCLUDED.reason`
 
 	recordBatch = `INSERT INTO idemsink.batches (batch_id, run_id, pipeline, target_date, group_id, generation, member_id, ranges,
   records, superseded, skipped, staged, inserted, updated, unchanged, stale, deleted, dead_lettered, stage_ms, upsert_ms, verify_ms)

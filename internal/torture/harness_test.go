@@ -569,7 +569,7 @@ func (e *env) verify(extra string) torture.Report {
 		t.Fatalf("read order_lines: %v", err)
 	}
 	obs.Dead = map[torture.Pos]string{}
-	drows, err := e.pool.Query(ctx, `SELECT partition, "offset", reason FROM idemsink.dead_letters WHERE topic = $1`, e.topic)
+	drows, err := e.pool.Query(ctx, `SELECT partition, kafka_offset, reason FROM idemsink.dead_letters WHERE topic = $1`, e.topic)
 	if err != nil {
 		t.Fatalf("read dead letters: %v", err)
 	}
@@ -638,7 +638,7 @@ func (e *env) forensics(ctx context.Context, rep torture.Report) {
 	dump("offsets", `SELECT partition, applied_offset, generation, member_id, updated_at FROM idemsink.offsets WHERE group_id = $1 ORDER BY 1`, e.group)
 	dump("batches", `SELECT first_applied_at, last_applied_at, applications, generation, member_id, target_date, ranges::text, records, superseded,
   skipped, staged, inserted, updated, unchanged, stale, dead_lettered FROM idemsink.batches ORDER BY first_applied_at`)
-	dump("dead letters", `SELECT partition, "offset", reason FROM idemsink.dead_letters ORDER BY 1, 2`)
+	dump("dead letters", `SELECT partition, kafka_offset, reason FROM idemsink.dead_letters ORDER BY 1, 2`)
 	fmt.Fprintf(f, "== log\n")
 	for _, r := range e.prod.Log() {
 		fmt.Fprintf(f, "%d@%d %s\n", r.Partition, r.Offset, r.Value)
