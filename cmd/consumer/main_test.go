@@ -143,8 +143,9 @@ func TestOffsetsAndLedgerCheck(t *testing.T) {
 	if _, err := f.k.Admin().CommitOffsets(context.Background(), f.group, ahead); err != nil {
 		t.Fatal(err)
 	}
-	_, err = f.run("verify")
-	if err == nil || !strings.Contains(err.Error(), "1 partition(s) committed past the ledger") {
-		t.Errorf("verify with Kafka past the ledger: %v", err)
+	out, err = f.run("verify")
+	if err == nil || err.Error() != "verify: 1 partition(s) committed past the ledger" ||
+		!strings.Contains(out, f.topic+"/3: Kafka committed 4, ledger applied only up to 1") {
+		t.Errorf("verify with Kafka past the ledger: %v\n%s", err, out)
 	}
 }

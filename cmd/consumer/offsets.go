@@ -250,8 +250,9 @@ func (c *cluster) refuseLive(ctx context.Context, what string) error {
 	}
 	var names []string
 	for _, m := range g.Members {
-		note := "wrote the ledger " + time.Since(lastWrite[m.MemberID]).Round(time.Second).String() + " ago"
-		if t, ok := lastWrite[m.MemberID]; !ok || time.Since(t) > c.cfg.SessionTimeout {
+		t, ok := lastWrite[m.MemberID]
+		note := "wrote the ledger " + time.Since(t).Round(time.Second).String() + " ago"
+		if !ok || time.Since(t) > c.cfg.SessionTimeout {
 			note = fmt.Sprintf("no ledger write for over session_timeout (%s): it may be a crashed member the broker keeps until its session times out", c.cfg.SessionTimeout)
 		}
 		names = append(names, fmt.Sprintf("%s (client %s; %s)", memberName(m), m.ClientID, note))
