@@ -615,7 +615,7 @@ func (c *Consumer) catchUpCommits(ctx context.Context) {
 
 // assigned starts tracking new partitions. Their start offsets are set by
 // adjustOffsets, which runs next.
-func (c *Consumer) assigned(_ context.Context, _ *kgo.Client, tps map[string][]int32) {
+func (c *Consumer) assigned(_ context.Context, cl *kgo.Client, tps map[string][]int32) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for topic, parts := range tps {
@@ -624,8 +624,9 @@ func (c *Consumer) assigned(_ context.Context, _ *kgo.Client, tps map[string][]i
 		}
 	}
 	// A partition paused after a fence and then lost stays paused in the
-	// client; coming back, it must be fetched again.
-	c.cl.ResumeFetchPartitions(tps)
+	// client; coming back, it must be fetched again. The callback's client,
+	// not c.cl: the first assignment can come before Run has set c.cl.
+	cl.ResumeFetchPartitions(tps)
 	c.log.Info("partitions assigned", "partitions", fmtTPs(tps))
 }
 
