@@ -31,7 +31,7 @@ func newReader(cfg *config.Config, log *slog.Logger, from map[batch.TP]int64, ex
 		parts[tp.Topic][tp.Partition] = kgo.NewOffset().At(o)
 	}
 	return kafka.NewClient(cfg, log, append([]kgo.Opt{kgo.ConsumePartitions(parts), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.FetchMaxWait(500*time.Millisecond)}, extra...)...)
+		kgo.FetchMaxWait(500 * time.Millisecond)}, extra...)...)
 }
 
 // readRange calls fn for every record of each partition from from[tp] up
