@@ -18,7 +18,9 @@ import (
 // idle is how long a reader waits for records it expects before it
 // concludes that none are coming: the offsets left hold only transaction
 // markers or aborted records, which a read_committed consumer never sees.
-const idle = 10 * time.Second
+// It is generous: a broker that has just started, or a topic just
+// created, can take seconds to answer its first fetch.
+const idle = 30 * time.Second
 
 // newReader returns a client that reads the given partitions from the given
 // offsets directly: no group, no commits, read_committed like the daemon.
