@@ -130,21 +130,19 @@ func (p *position) resume(startOffset string) int64 {
 // the broker describes it.
 func (c *cluster) positions(ctx context.Context, topics []string) ([]position, kadm.DescribedGroup, error) {
 	var g kadm.DescribedGroup
-	starts, err := c.adm.ListStartOffsets(ctx, topics...)
-	if err == nil {
-		err = starts.Error()
-	}
+	starts, err := listOffsets(ctx, "list log start offsets", func() (kadm.ListedOffsets, error) {
+		return c.adm.ListStartOffsets(ctx, topics...)
+	})
 	if err != nil {
-		return nil, g, fmt.Errorf("list log start offsets: %w", err)
+		return nil, g, err
 	}
 	// The end is the last stable offset: what a read_committed consumer,
 	// as the daemon is, can read.
-	ends, err := c.adm.ListCommittedOffsets(ctx, topics...)
-	if err == nil {
-		err = ends.Error()
-	}
+	ends, err := listOffsets(ctx, "list log end offsets", func() (kadm.ListedOffsets, error) {
+		return c.adm.ListCommittedOffsets(ctx, topics...)
+	})
 	if err != nil {
-		return nil, g, fmt.Errorf("list log end offsets: %w", err)
+		return nil, g, err
 	}
 	committed, err := c.adm.FetchOffsets(ctx, c.cfg.Group)
 	if errors.Is(err, kerr.GroupIDNotFound) {
@@ -250,8 +248,9 @@ func (c *cluster) refuseLive(ctx context.Context, what string) error {
 	}
 	var names []string
 	for _, m := range g.Members {
-		note := "wrote the ledger " + time.Since(lastWrite[m.MemberID]).Round(time.Second).String() + " ago"
-		if t, ok := lastWrite[m.MemberID]; !ok || time.Since(t) > c.cfg.SessionTimeout {
+		t, ok := lastWrite[m.MemberID]
+		note := "wrote the ledger " + time.Since(t).Round(time.Second).String() + " ago"
+		if !ok || time.Since(t) > c.cfg.SessionTimeout {
 			note = fmt.Sprintf("no ledger write for over session_timeout (%s): it may be a crashed member the broker keeps until its session times out", c.cfg.SessionTimeout)
 		}
 		names = append(names, fmt.Sprintf("%s (client %s; %s)", memberName(m), m.ClientID, note))
@@ -259,3 +258,30 @@ func (c *cluster) refuseLive(ctx context.Context, what string) error {
 	return fmt.Errorf("group %s is %s with %d live member(s): %s; stop them (or wait out the session timeout) before %s",
 		c.cfg.Group, g.State, len(g.Members), strings.Join(names, ", "), what)
 }
+
+// listOffsets runs list and asks again, for up to listPatience, while a
+// partition answers with a retriable error (a leader moving, a topic just
+// created): an operator's command should not fail on a broker's hiccup.
+func listOffsets(ctx context.Context, what string, list func() (kadm.ListedOffsets, error)) (kadm.ListedOffsets, error) {
+	deadline := time.Now().Add(listPatience)
+	for {
+		offs, err := list()
+		if err == nil {
+			err = offs.Error()
+		}
+		if err == nil {
+			return offs, nil
+		}
+		if !kerr.IsRetriable(err) || time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s: %w", what, err)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// listPatience bounds how long listOffsets asks again.
+const listPatience = 15 * time.Second

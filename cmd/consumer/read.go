@@ -18,11 +18,13 @@ import (
 // idle is how long a reader waits for records it expects before it
 // concludes that none are coming: the offsets left hold only transaction
 // markers or aborted records, which a read_committed consumer never sees.
-const idle = 10 * time.Second
+// It is generous: a broker that has just started, or a topic just
+// created, can take seconds to answer its first fetch.
+const idle = 30 * time.Second
 
 // newReader returns a client that reads the given partitions from the given
 // offsets directly: no group, no commits, read_committed like the daemon.
-func newReader(cfg *config.Config, log *slog.Logger, from map[batch.TP]int64) (*kgo.Client, error) {
+func newReader(cfg *config.Config, log *slog.Logger, from map[batch.TP]int64, extra ...kgo.Opt) (*kgo.Client, error) {
 	parts := map[string]map[int32]kgo.Offset{}
 	for tp, o := range from {
 		if parts[tp.Topic] == nil {
@@ -30,8 +32,8 @@ func newReader(cfg *config.Config, log *slog.Logger, from map[batch.TP]int64) (*
 		}
 		parts[tp.Topic][tp.Partition] = kgo.NewOffset().At(o)
 	}
-	return kafka.NewClient(cfg, log, kgo.ConsumePartitions(parts), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.FetchMaxWait(500*time.Millisecond))
+	return kafka.NewClient(cfg, log, append([]kgo.Opt{kgo.ConsumePartitions(parts), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxWait(500 * time.Millisecond)}, extra...)...)
 }
 
 // readRange calls fn for every record of each partition from from[tp] up
@@ -147,7 +149,9 @@ func searchDate(ctx context.Context, cfg *config.Config, log *slog.Logger, dec *
 	if start >= end {
 		return end, nil
 	}
-	cl, err := newReader(cfg, log, map[batch.TP]int64{tp: start})
+	// Each step needs one record: small fetches (the broker still sends
+	// a whole record batch) keep a step to one round trip of a few KiB.
+	cl, err := newReader(cfg, log, map[batch.TP]int64{tp: start}, kgo.FetchMaxPartitionBytes(16<<10), kgo.FetchMaxBytes(16<<10))
 	if err != nil {
 		return 0, err
 	}
@@ -163,6 +167,7 @@ func searchDate(ctx context.Context, cfg *config.Config, log *slog.Logger, dec *
 		if err != nil {
 			return 0, err
 		}
+		log.Debug("search by date: probe", "topic", tp.Topic, "partition", tp.Partition, "at", mid, "found", ok, "offset", r.offset, "date", r.date.String())
 		if !ok || !before(r.date, day) {
 			hi = mid
 		} else {

@@ -221,11 +221,10 @@ func (c *cluster) plan(ctx context.Context, e *env, t target) ([]move, error) {
 	}
 	var found kadm.ListedOffsets
 	if !t.at.IsZero() {
-		if found, err = c.adm.ListOffsetsAfterMilli(ctx, t.at.UnixMilli(), topics...); err == nil {
-			err = found.Error()
-		}
-		if err != nil {
-			return nil, fmt.Errorf("list offsets at %s: %w", t.at.Format(time.RFC3339), err)
+		if found, err = listOffsets(ctx, "list offsets at "+t.at.Format(time.RFC3339), func() (kadm.ListedOffsets, error) {
+			return c.adm.ListOffsetsAfterMilli(ctx, t.at.UnixMilli(), topics...)
+		}); err != nil {
+			return nil, err
 		}
 	}
 	have := map[batch.TP]bool{}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -39,6 +40,17 @@ func TestResetReplaysFromThere(t *testing.T) {
 	}
 	if c, l := f.k.Committed(f.group, f.topic), f.ledger(); !maps.Equal(c, committed) || !maps.Equal(l, ledger) {
 		t.Fatalf("a dry run moved Kafka to %v (was %v) or the ledger to %v (was %v)", c, committed, l, ledger)
+	}
+
+	out, err = f.run("offsets", "reset", "--to-datetime", day(2).Format(time.RFC3339), "--topic", f.topic+":1", "--json")
+	var plan struct {
+		Executed bool   `json:"executed"`
+		Moves    []move `json:"partitions"`
+		ReRead   int64  `json:"reread"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &plan) != nil || plan.Executed || plan.ReRead != 10 ||
+		len(plan.Moves) != 1 || plan.Moves[0] != (move{Topic: f.topic, Partition: 1, Current: 15, New: 5, ReRead: 10}) {
+		t.Errorf("dry run --json: %v\n%s", err, out)
 	}
 
 	// Execute: Kafka and the ledger both at the first record of day 2.

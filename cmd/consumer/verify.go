@@ -158,8 +158,8 @@ func verify(ctx context.Context, e *env, r dateRange, pipelines []*config.Pipeli
 			continue
 		}
 		rep.Checked++
-		if p.Committed > max(p.LedgerNext, 0) {
-			rep.Ahead = append(rep.Ahead, fmt.Sprintf("%s: Kafka committed %d, ledger applied only up to %d", p.tp(), p.Committed, p.LedgerNext-1))
+		if next := max(p.LedgerNext, 0); p.Committed > next {
+			rep.Ahead = append(rep.Ahead, fmt.Sprintf("%s: Kafka committed %d, ledger applied only up to %d", p.tp(), p.Committed, next-1))
 		}
 	}
 	if rep.DeadLetters, err = c.sink.DeadLetters(ctx); err != nil {

@@ -67,7 +67,7 @@ func (c *Consumer) blocked(context.Context, *kgo.Client) {
 
 // assigned starts tracking new partitions. Their start offsets are set by
 // adjustOffsets, which runs next.
-func (c *Consumer) assigned(_ context.Context, _ *kgo.Client, tps map[string][]int32) {
+func (c *Consumer) assigned(_ context.Context, cl *kgo.Client, tps map[string][]int32) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for topic, parts := range tps {
@@ -76,8 +76,10 @@ func (c *Consumer) assigned(_ context.Context, _ *kgo.Client, tps map[string][]i
 		}
 	}
 	// A partition paused after a fence or a failure and then lost stays
-	// paused in the client; coming back, it must be fetched again.
-	c.cl.ResumeFetchPartitions(tps)
+	// paused in the client; coming back, it must be fetched again. The
+	// callback's client, not c.cl: the first assignment can come before
+	// Run has set c.cl.
+	cl.ResumeFetchPartitions(tps)
 	c.log.Info("partitions assigned", "event", EventAssigned, "partitions", fmtTPs(tps))
 }
 
