@@ -29,8 +29,8 @@ func TestUpDownUp(t *testing.T) {
 		}
 		return n
 	}
-	if n := tables(); n != 3 {
-		t.Fatalf("after up: %d ledger tables, want 3", n)
+	if n := tables(); n != 4 {
+		t.Fatalf("after up: %d ledger tables, want 4", n)
 	}
 	if v, err := migrations.Migrate(ctx, conn, 0); err != nil || v != 0 {
 		t.Fatalf("down: version %d, %v", v, err)
@@ -38,13 +38,13 @@ func TestUpDownUp(t *testing.T) {
 	if n := tables(); n != 0 {
 		t.Fatalf("after down: %d ledger tables, want 0", n)
 	}
-	if v, err := migrations.Migrate(ctx, conn, -1); err != nil || v != 1 {
+	if v, err := migrations.Migrate(ctx, conn, -1); err != nil || v != 3 {
 		t.Fatalf("up again: version %d, %v", v, err)
 	}
-	if n := tables(); n != 3 {
-		t.Fatalf("after up again: %d ledger tables, want 3", n)
+	if n := tables(); n != 4 {
+		t.Fatalf("after up again: %d ledger tables, want 4", n)
 	}
-	if v, err := migrations.Migrate(ctx, conn, -1); err != nil || v != 1 {
+	if v, err := migrations.Migrate(ctx, conn, -1); err != nil || v != 3 {
 		t.Fatalf("up when up to date: version %d, %v", v, err)
 	}
 }
@@ -81,8 +81,8 @@ func TestConcurrentMigrate(t *testing.T) {
 			}
 			defer conn.Close(ctx)
 			v, err := migrations.Migrate(ctx, conn, -1)
-			if err == nil && v != 1 {
-				err = fmt.Errorf("version %d, want 1", v)
+			if err == nil && v != 3 {
+				err = fmt.Errorf("version %d, want 3", v)
 			}
 			errs <- err
 		}()

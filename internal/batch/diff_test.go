@@ -16,7 +16,7 @@ import (
 // map. FuzzDiff holds the two to the same results.
 func (d *Decoder) decodeOld(key, value []byte, pos Position) (Row, Date, error) {
 	if value == nil {
-		return Row{}, Date{}, bad("tombstone (null value): deletes are not supported")
+		return Row{}, Date{}, bad("tombstone (null value): deletes are dead-lettered (pipeline deletes: dead_letter)")
 	}
 	dec := json.NewDecoder(bytes.NewReader(value))
 	dec.UseNumber()

@@ -56,6 +56,9 @@ type Config struct {
 	// "earliest" (default) or "latest".
 	StartOffset string     `yaml:"start_offset"`
 	Pipelines   []Pipeline `yaml:"pipelines"`
+	// SchemaRegistry is where avro, protobuf and json_schema pipelines
+	// (and Debezium Avro) fetch writer schemas by id; see formats.go.
+	SchemaRegistry *SchemaRegistry `yaml:"schema_registry"`
 }
 
 // SASL configures SASL authentication to the brokers.
@@ -78,6 +81,13 @@ type Pipeline struct {
 	Date    Date     `yaml:"date"`
 	Version *Version `yaml:"version"`
 	Batch   Batch    `yaml:"batch"`
+	// Format, KeyFormat, Deletes and Debezium say how values and keys are
+	// encoded and what a delete does; see formats.go.
+	Format    string    `yaml:"format"`
+	KeyFormat string    `yaml:"key_format"`
+	Deletes   string    `yaml:"deletes"`
+	Debezium  *Debezium `yaml:"debezium"`
+	registry  *SchemaRegistry
 }
 
 // Column is one target column and the JSON field it comes from.
@@ -170,6 +180,9 @@ func Parse(b []byte, getenv func(string) string) (*Config, error) {
 			c.SASL.Password = v
 		}
 	}
+	if r := c.SchemaRegistry; r != nil && getenv != nil && getenv(EnvSchemaRegistryPassword) != "" {
+		r.Password = getenv(EnvSchemaRegistryPassword)
+	}
 	c.SetDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -203,6 +216,7 @@ func (c *Config) SetDefaults() {
 	if c.StartOffset == "" {
 		c.StartOffset = "earliest"
 	}
+	c.setFormatDefaults()
 	for i := range c.Pipelines {
 		p := &c.Pipelines[i]
 		if p.Schema == "" {
@@ -385,6 +399,7 @@ func (c *Config) Validate() error {
 			bad("%s.batch.max_records: %d exceeds max_buffered_records %d", at, p.Batch.MaxRecords, c.MaxBufferedRecords)
 		}
 	}
+	c.validateFormats(bad)
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid config: %w", errors.Join(errs...))
 	}

@@ -474,7 +474,7 @@ func TestBadRecordsDeadLettered(t *testing.T) {
 	want := []string{
 		`1: field "ts" (column ts timestamptz): "yesterday" is not an RFC 3339 timestamp `,
 		`2: decode JSON: json: cannot unmarshal array into Go value of type map[string]interface {} legacy`,
-		`3: tombstone (null value): deletes are not supported `,
+		`3: tombstone (null value): deletes are dead-lettered (pipeline deletes: dead_letter) `,
 		`5: field "qty" (column qty integer): 4000000000 is out of range `,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {

@@ -211,7 +211,7 @@ func (s *Sink) Apply(ctx context.Context, b *batch.Batch, c Commit) (Result, err
 	}
 	name := b.Pipeline.Name
 	for result, n := range map[string]int{"inserted": res.Inserted, "updated": res.Updated, "unchanged": res.Unchanged,
-		"stale": res.Stale, "superseded": res.Superseded, "skipped": res.Skipped, "dead_lettered": res.DeadLettered} {
+		"stale": res.Stale, "deleted": res.Deleted, "superseded": res.Superseded, "skipped": res.Skipped, "dead_lettered": res.DeadLettered} {
 		s.m.Records.WithLabelValues(name, result).Add(float64(n))
 	}
 	s.m.BatchSeconds.WithLabelValues(name, "stage").Observe(res.Stage.Seconds())
@@ -289,6 +289,13 @@ func (s *Sink) apply(ctx context.Context, b *batch.Batch, c Commit, rowByRow boo
 		dead = append(dead, d)
 	}
 
+	todo, dels := splitDeletes(todo)
+	var tombstoned int64 // staged rows a delete supersedes: stale
+	if rowByRow && b.Pipeline.Deletes == "apply" {
+		if todo, tombstoned, err = withoutTombstoned(ctx, tx, b.Pipeline.Name, todo); err != nil {
+			return res, err
+		}
+	}
 	if _, err := tx.Exec(ctx, st.createStage); err != nil {
 		return res, fmt.Errorf("create stage: %w", err)
 	}
@@ -307,6 +314,13 @@ func (s *Sink) apply(ctx context.Context, b *batch.Batch, c Commit, rowByRow boo
 		if err != nil {
 			return res, fmt.Errorf("stage %d rows: %w", len(todo), err)
 		}
+	}
+	if !rowByRow && len(todo) > 0 && b.Pipeline.Deletes == "apply" {
+		n, err := dropTombstoned(ctx, tx, st, b.Pipeline.Name)
+		if err != nil {
+			return res, err
+		}
+		copied, tombstoned = copied-n, n
 	}
 	res.Stage = time.Since(t0)
 	s.fault(FaultAfterStage)
@@ -336,7 +350,10 @@ func (s *Sink) apply(ctx context.Context, b *batch.Batch, c Commit, rowByRow boo
 	if staged != copied || missing != 0 || behind != 0 {
 		return res, &VerifyError{Staged: staged, Copied: copied, Missing: missing, Behind: behind}
 	}
-	res.Staged, res.Stale = int(staged), int(stale)
+	res.Staged, res.Stale = int(staged+tombstoned), int(stale+tombstoned)
+	if res.Deleted, err = applyDeletes(ctx, tx, st, b.Pipeline.Name, res.BatchID, dels); err != nil {
+		return res, err
+	}
 	res.Unchanged = res.Staged - res.Inserted - res.Updated - res.Stale
 
 	if len(dead) > 0 {

@@ -1,0 +1,259 @@
+package batch
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/idemsink/idemsink/internal/config"
+)
+
+// What a record asks of its target table.
+type op uint8
+
+const (
+	opUpsert op = iota
+	opDelete
+	opIgnore // changes nothing: a tombstone under deletes: ignore, Debezium's tombstone after a delete
+)
+
+// message is a record with its format taken off: the row as a JSON object,
+// whichever format carried it, so that every format shares one typed
+// column conversion and one record_id encoding.
+type message struct {
+	op  op
+	row []byte // opUpsert: the row
+	// key is, for opDelete, the JSON the key columns are read from: a JSON
+	// object with the columns' fields, or the bare value of a single key
+	// column.
+	key []byte
+	// version, when versioned, is the format's own order (a Debezium
+	// source position) instead of a version field.
+	version   int64
+	versioned bool
+	schemaID  int // 0: not from the registry
+}
+
+// formats holds what a decoder needs beyond JSON: the registry client,
+// made on first use.
+type formats struct {
+	p       *config.Pipeline
+	once    sync.Once
+	reg     *Registry
+	regErr  error
+	regConf *config.SchemaRegistry
+}
+
+func newFormats(p *config.Pipeline) *formats { return &formats{p: p, regConf: p.Registry()} }
+
+func (f *formats) registry() (*Registry, error) {
+	f.once.Do(func() {
+		if f.regConf == nil {
+			f.regErr = errors.New("no schema_registry configured")
+			return
+		}
+		f.reg, f.regErr = NewRegistry(f.regConf)
+	})
+	if f.regErr != nil {
+		return nil, &RegistryUnavailableError{Err: f.regErr}
+	}
+	return f.reg, nil
+}
+
+// Decode turns a Kafka record into a row and its target date. A *BadRecord
+// error means the record is bad input and must be dead-lettered; a
+// *RegistryUnavailableError (see Unavailable) means the Schema Registry is
+// out and the record must be decoded again later, never dead-lettered.
+//
+// A row with Delete set removes its key (the target date is zero: a delete
+// names a key, not a day); a row with Ignore set changes nothing but still
+// counts as taken from Kafka.
+func (d *Decoder) Decode(key, value []byte, pos Position) (Row, Date, error) {
+	m, err := d.unwrap(key, value)
+	if err != nil {
+		return Row{}, Date{}, err
+	}
+	switch m.op {
+	case opIgnore:
+		return Row{Ignore: true, Pos: pos, Size: len(key) + len(value), Key: key, Value: value}, Date{}, nil
+	case opDelete:
+		r, err := d.deleteRow(m, key, value, pos)
+		return r, Date{}, withSchemaID(err, m.schemaID)
+	}
+	r, date, err := d.decodeRow(key, value, m.row, pos)
+	if err != nil {
+		return Row{}, Date{}, withSchemaID(err, m.schemaID)
+	}
+	if m.versioned {
+		r.Version = m.version
+	}
+	return r, date, nil
+}
+
+// withSchemaID names the writer schema in a dead letter's reason: a field
+// missing from one schema version is a different problem from a field
+// missing from one record.
+func withSchemaID(err error, id int) error {
+	var b *BadRecord
+	if id == 0 || !errors.As(err, &b) {
+		return err
+	}
+	return bad("%s (schema id %d)", b.Reason, id)
+}
+
+// unwrap takes the pipeline's format off a record.
+func (d *Decoder) unwrap(key, value []byte) (message, error) {
+	p := d.p
+	if p.Format == "debezium" {
+		if value == nil {
+			// Debezium follows each delete with a tombstone for log
+			// compaction; the delete event did the work.
+			return message{op: opIgnore}, nil
+		}
+		return d.debezium(key, value)
+	}
+	if value == nil {
+		return d.tombstone(key, "tombstone (null value)")
+	}
+	if p.Format == "json" {
+		return message{row: value}, nil
+	}
+	row, id, err := d.registryJSON(p.Format, value)
+	return message{row: row, schemaID: id}, err
+}
+
+// tombstone applies the pipeline's deletes policy to a record that says
+// "delete this key".
+func (d *Decoder) tombstone(key []byte, what string) (message, error) {
+	switch d.p.Deletes {
+	case "ignore":
+		return message{op: opIgnore}, nil
+	case "apply":
+		if len(key) == 0 {
+			return message{}, bad("%s without a key: nothing says which row to delete", what)
+		}
+		k, id, err := d.keyJSON(key)
+		if err != nil {
+			return message{}, err
+		}
+		return message{op: opDelete, key: k, schemaID: id}, nil
+	}
+	return message{}, bad("%s: deletes are dead-lettered (pipeline deletes: dead_letter)", what)
+}
+
+// keyJSON decodes a Kafka key by the pipeline's key format.
+func (d *Decoder) keyJSON(key []byte) ([]byte, int, error) {
+	if d.p.KeyFormat == "json" {
+		return key, 0, nil
+	}
+	k, id, err := d.registryJSON(d.p.KeyFormat, key)
+	if err != nil {
+		return nil, id, fmt.Errorf("key: %w", err)
+	}
+	return k, id, nil
+}
+
+// registryJSON decodes a Confluent wire-format message of the given format
+// to JSON.
+func (d *Decoder) registryJSON(format string, b []byte) ([]byte, int, error) {
+	id, payload, err := frame(b)
+	if err != nil {
+		return nil, 0, err
+	}
+	ws, err := d.writer(id)
+	if err != nil {
+		return nil, id, err
+	}
+	var out []byte
+	switch want := formatType(format); {
+	case ws.typ != want:
+		return nil, id, bad("schema id %d is a %s schema, but the pipeline reads %s", id, ws.typ, format)
+	case want == sr.TypeAvro:
+		out, err = decodeAvro(ws.avro, payload)
+	case want == sr.TypeProtobuf:
+		out, err = decodeProto(ws.pb, payload)
+	default:
+		out, err = payload, nil
+	}
+	if err != nil {
+		return nil, id, bad("%v (schema id %d)", err, id)
+	}
+	return out, id, nil
+}
+
+func (d *Decoder) writer(id int) (*writerSchema, error) {
+	reg, err := d.f.registry()
+	if err != nil {
+		return nil, err
+	}
+	return reg.schema(id)
+}
+
+func formatType(format string) sr.SchemaType {
+	switch format {
+	case "avro":
+		return sr.TypeAvro
+	case "protobuf":
+		return sr.TypeProtobuf
+	}
+	return sr.TypeJSON
+}
+
+// deleteRow keys a delete: the key columns' fields are read from the key
+// JSON as they are from a row, so a delete and the row it removes get the
+// same record_id.
+func (d *Decoder) deleteRow(m message, key, value []byte, pos Position) (Row, error) {
+	r := Row{Delete: true, Pos: pos, Size: len(key) + len(value), Key: key, Value: value, Version: m.version}
+	vals := make([]any, len(d.key))
+	src := bytes.TrimSpace(m.key)
+	if len(src) > 0 && src[0] == '{' {
+		obj, err := d.scan(src)
+		if err != nil {
+			return Row{}, bad("delete key: %v", err)
+		}
+		for j, k := range d.key {
+			c := d.cols[k]
+			raw, ok := obj.lookup(c.path)
+			if !ok || raw == nil {
+				return Row{}, bad("delete key: field %q (column %s): missing or null", c.fieldName(), c.name)
+			}
+			if vals[j], err = convert(c.typ, raw); err != nil {
+				return Row{}, bad("delete key: field %q (column %s %s): %v", c.fieldName(), c.name, c.typ, err)
+			}
+		}
+		if d.verFld != nil && !m.versioned {
+			if r.Version, err = d.version(obj); err != nil {
+				return Row{}, bad("delete key: %v; a pipeline with a version field needs it in a tombstone's key to order the delete", err)
+			}
+		}
+	} else {
+		if len(d.key) != 1 || !json.Valid(src) {
+			return Row{}, bad("delete key %q is not a JSON object with the key fields", truncate(src))
+		}
+		if d.verFld != nil && !m.versioned {
+			return Row{}, bad("delete key %q: a pipeline with a version field needs it in a tombstone's key to order the delete", truncate(src))
+		}
+		c := d.cols[d.key[0]]
+		v, err := convert(c.typ, toAny(src))
+		if err != nil {
+			return Row{}, bad("delete key (column %s %s): %v", c.name, c.typ, err)
+		}
+		vals[0] = v
+	}
+	r.ID = RecordID(d.keyTypes, vals)
+	return r, nil
+}
+
+func truncate(b []byte) string {
+	if len(b) > 64 {
+		return string(b[:64]) + "..."
+	}
+	return string(b)
+}
+
+func (c column) fieldName() string { return strings.Join(c.path, ".") }
