@@ -77,6 +77,19 @@ func avroJSON(s avro.Schema, v any) (any, error) {
 		}
 		return out, nil
 	case *avro.UnionSchema:
+		// A named type in a union decodes wrapped in its full name.
+		if m, ok := v.(map[string]any); ok && len(m) == 1 {
+			for _, t := range s.Types() {
+				if r, ok := t.(*avro.RefSchema); ok {
+					t = r.Schema()
+				}
+				if n, ok := t.(avro.NamedSchema); ok {
+					if inner, ok := m[n.FullName()]; ok {
+						return avroJSON(t, inner)
+					}
+				}
+			}
+		}
 		var branch avro.Schema
 		for _, t := range s.Types() {
 			if t.Type() != avro.Null {

@@ -68,11 +68,9 @@ func (d *Decoder) debezium(key, value []byte) (message, error) {
 		}
 		return m, nil
 	case "d":
-		t, err := d.tombstone(nil, "Debezium delete (op d)")
-		if err != nil || t.op == opIgnore {
-			return t, err
+		if m.op, err = d.deletes("Debezium delete (op d)"); err != nil || m.op == opIgnore {
+			return message{op: m.op}, withSchemaID(err, id)
 		}
-		m.op = opDelete
 		if before, ok := ev["before"].(map[string]any); ok {
 			m.key, err = json.Marshal(before)
 			return m, err

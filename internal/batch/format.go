@@ -130,20 +130,29 @@ func (d *Decoder) unwrap(key, value []byte) (message, error) {
 // tombstone applies the pipeline's deletes policy to a record that says
 // "delete this key".
 func (d *Decoder) tombstone(key []byte, what string) (message, error) {
+	o, err := d.deletes(what)
+	if err != nil || o == opIgnore {
+		return message{op: o}, err
+	}
+	if len(key) == 0 {
+		return message{}, bad("%s without a key: nothing says which row to delete", what)
+	}
+	k, id, err := d.keyJSON(key)
+	if err != nil {
+		return message{}, err
+	}
+	return message{op: opDelete, key: k, schemaID: id}, nil
+}
+
+// deletes is the pipeline's deletes policy for a delete.
+func (d *Decoder) deletes(what string) (op, error) {
 	switch d.p.Deletes {
 	case "ignore":
-		return message{op: opIgnore}, nil
+		return opIgnore, nil
 	case "apply":
-		if len(key) == 0 {
-			return message{}, bad("%s without a key: nothing says which row to delete", what)
-		}
-		k, id, err := d.keyJSON(key)
-		if err != nil {
-			return message{}, err
-		}
-		return message{op: opDelete, key: k, schemaID: id}, nil
+		return opDelete, nil
 	}
-	return message{}, bad("%s: deletes are dead-lettered (pipeline deletes: dead_letter)", what)
+	return 0, bad("%s: deletes are dead-lettered (pipeline deletes: dead_letter)", what)
 }
 
 // keyJSON decodes a Kafka key by the pipeline's key format.
