@@ -338,6 +338,15 @@ func (c *Consumer) add(r *kgo.Record) {
 	pos := batch.Position{TP: tp, Offset: r.Offset}
 	row, date, err := dec.Decode(r.Key, r.Value, pos)
 	var b *batch.Batch
+	if batch.Unavailable(err) {
+		// A Schema Registry outage is an outage, not bad input: hold the
+		// partition and decode it again from the ledger after a backoff.
+		c.log.Warn("schema registry unavailable; reading the partition again after a backoff",
+			"topic", tp.Topic, "partition", tp.Partition, "offset", r.Offset, "err", err)
+		c.m.RegistryRetries.Inc()
+		c.rewind(map[batch.TP]bool{tp: true}, nil)
+		return
+	}
 	if err != nil {
 		b = c.batchFor(dec.Pipeline(), batch.Date{})
 		dl := batch.DeadLetter{Pos: pos, Key: r.Key, Value: r.Value, Reason: err.Error()}
@@ -484,6 +493,12 @@ func (c *Consumer) reset(b *batch.Batch, ledger map[batch.TP]int64) {
 	for _, r := range b.Ranges() {
 		gone[batch.TP{Topic: r.Topic, Partition: r.Partition}] = true
 	}
+	c.rewind(gone, ledger)
+}
+
+// rewind forgets what is held from the partitions and reads them again from
+// the ledger's position after a backoff that doubles while it repeats.
+func (c *Consumer) rewind(gone map[batch.TP]bool, ledger map[batch.TP]int64) {
 	for _, o := range c.sorted() {
 		if holds(o, gone) {
 			c.drop(o, gone)
