@@ -87,6 +87,21 @@ func descriptorText(s string) *descriptorpb.FileDescriptorProto {
 	if proto.Unmarshal(b, &fd) != nil {
 		return nil
 	}
+	// protoc fills in every field's json_name; other serializers (Python's)
+	// leave it out, and the compiler then reads each field as claiming the
+	// custom JSON name "". Fill in protoc's default.
+	var fill func([]*descriptorpb.DescriptorProto)
+	fill = func(msgs []*descriptorpb.DescriptorProto) {
+		for _, m := range msgs {
+			for _, f := range append(m.Field, m.Extension...) {
+				if f.GetJsonName() == "" {
+					f.JsonName = proto.String(jsonName(f.GetName()))
+				}
+			}
+			fill(m.NestedType)
+		}
+	}
+	fill(fd.MessageType)
 	return &fd
 }
 
@@ -119,4 +134,24 @@ func decodeProto(fd protoFile, b []byte) ([]byte, error) {
 		return nil, fmt.Errorf("decode Protobuf %s: %w", md.FullName(), err)
 	}
 	return j, nil
+}
+
+// jsonName is protoc's default JSON name of a field: underscores dropped,
+// each letter after one upper-cased.
+func jsonName(name string) string {
+	var b strings.Builder
+	up := false
+	for _, r := range name {
+		switch {
+		case r == '_':
+			up = true
+		case up && r >= 'a' && r <= 'z':
+			b.WriteRune(r - 'a' + 'A')
+			up = false
+		default:
+			b.WriteRune(r)
+			up = false
+		}
+	}
+	return b.String()
 }
