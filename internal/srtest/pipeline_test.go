@@ -280,3 +280,83 @@ func TestRegistryOutageIsNotBadInput(t *testing.T) {
 		t.Errorf("%s dead letters", n)
 	}
 }
+
+func debeziumEvent(op string, id int, name string, lsn int) []byte {
+	row := fmt.Sprintf(`{"id":%d,"name":%q,"updated":1772359200000000}`, id, name)
+	before, after := "null", row
+	if op == "d" {
+		before, after = row, "null"
+	}
+	return fmt.Appendf(nil, `{"before":%s,"after":%s,"source":{"version":"2.7.3.Final","connector":"postgresql","name":"pg",
+		"ts_ms":1772359200123,"snapshot":%q,"db":"shop","schema":"public","table":"customers","txId":770,"lsn":%d},
+		"op":%q,"ts_ms":1772359200200}`, before, after, map[bool]string{true: "true", false: "false"}[op == "r"], lsn, op)
+}
+
+// Debezium change events through the consumer: a snapshot overlapping the
+// stream, deletes and the tombstones after them. Then a crash between the
+// PostgreSQL and the Kafka commits (the next run resumes from the ledger)
+// and a replay from the start under a new group write nothing.
+func TestDebeziumEndToEnd(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	topic := h.k.Topic("pg.public.customers", 1)
+	p := config.Pipeline{
+		Name: "customers", Topics: []string{topic}, Table: "customers", Format: "debezium", Deletes: "apply",
+		Key:     []string{"id"},
+		Columns: []config.Column{{Name: "id", Type: "bigint"}, {Name: "name", Type: "text"}, {Name: "updated", Type: "timestamptz"}},
+		Date:    config.Date{Field: "updated"},
+	}
+	var recs []*kgo.Record
+	add := func(op string, id int, name string, lsn int) {
+		recs = append(recs, &kgo.Record{Topic: topic, Key: fmt.Appendf(nil, `{"id":%d}`, id), Value: debeziumEvent(op, id, name, lsn)})
+		if op == "d" {
+			recs = append(recs, &kgo.Record{Topic: topic, Key: fmt.Appendf(nil, `{"id":%d}`, id)}) // Debezium's tombstone
+		}
+	}
+	add("u", 1, "streamed", 300)
+	add("c", 2, "two", 310)
+	add("r", 1, "snapshot", 100) // the snapshot reads the row late: older LSN
+	add("d", 2, "two", 320)
+	add("r", 3, "three", 100)
+	add("c", 4, "four", 340)
+	add("d", 4, "four", 350)
+	add("r", 4, "snapshot", 100) // a snapshot row after its delete: stays deleted
+	h.k.Produce(recs...)
+
+	rows := func() string {
+		return h.query(`SELECT string_agg(format('%s:%s', id, name), ' ' ORDER BY id) FROM customers`)
+	}
+	xmins := func() string {
+		return h.query(`SELECT string_agg(x, ' ' ORDER BY x) FROM (SELECT xmin::text AS x FROM customers
+			UNION ALL SELECT xmin::text FROM idemsink.tombstones) s`)
+	}
+	group := kafkatest.Name(t, "g")
+	// NoKafkaCommit: the PostgreSQL commits happen, the Kafka ones do not,
+	// as with a crash between them.
+	res := h.run(h.config(group, p), consume.Options{NoKafkaCommit: true}, metrics.New(nil))
+	if got, want := rows(), "1:streamed 3:three"; got != want {
+		t.Fatalf("rows %s, want %s", got, want)
+	}
+	if res.Deleted != 2 || res.DeadLettered != 0 {
+		t.Errorf("first run %+v: want 2 deleted, none dead-lettered", res)
+	}
+	before := xmins()
+	if c := h.k.Committed(group, topic); c[0] > 0 {
+		t.Fatalf("Kafka committed %v; the test wants the crash window", c)
+	}
+
+	res = h.run(h.config(group, p), consume.Options{}, metrics.New(nil))
+	if res.Inserted+res.Updated+res.Deleted != 0 {
+		t.Errorf("after the crash: %+v, want nothing written", res)
+	}
+	res = h.run(h.config(kafkatest.Name(t, "replay"), p), consume.Options{}, metrics.New(nil))
+	if res.Inserted+res.Updated+res.Deleted != 0 || res.Records != len(recs) {
+		t.Errorf("replay: %+v, want all %d records read and nothing written", res, len(recs))
+	}
+	if got := rows(); got != "1:streamed 3:three" {
+		t.Errorf("rows after replay: %s", got)
+	}
+	if after := xmins(); after != before {
+		t.Errorf("xmins %s after the replay, were %s: rows or tombstones were rewritten", after, before)
+	}
+}
