@@ -39,8 +39,8 @@ func TestUpDownUp(t *testing.T) {
 		}
 		return n
 	}
-	if n := tables(); n != 3 {
-		t.Fatalf("after up: %d ledger tables, want 3", n)
+	if n := tables(); n != 4 {
+		t.Fatalf("after up: %d ledger tables, want 4", n)
 	}
 	if v, err := migrations.Migrate(ctx, conn, 0); err != nil || v != 0 {
 		t.Fatalf("down: version %d, %v", v, err)
@@ -51,8 +51,8 @@ func TestUpDownUp(t *testing.T) {
 	if v, err := migrations.Migrate(ctx, conn, -1); err != nil || v != latest {
 		t.Fatalf("up again: version %d, %v", v, err)
 	}
-	if n := tables(); n != 3 {
-		t.Fatalf("after up again: %d ledger tables, want 3", n)
+	if n := tables(); n != 4 {
+		t.Fatalf("after up again: %d ledger tables, want 4", n)
 	}
 	if v, err := migrations.Migrate(ctx, conn, -1); err != nil || v != latest {
 		t.Fatalf("up when up to date: version %d, %v", v, err)
@@ -92,7 +92,7 @@ func TestConcurrentMigrate(t *testing.T) {
 			defer conn.Close(ctx)
 			v, err := migrations.Migrate(ctx, conn, -1)
 			if err == nil && v != latest {
-				err = fmt.Errorf("version %d, want 1", v)
+				err = fmt.Errorf("version %d, want %d", v, latest)
 			}
 			errs <- err
 		}()

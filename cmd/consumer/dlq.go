@@ -369,6 +369,9 @@ func replayPage(ctx context.Context, pool *pgxpool.Pool, s *sink.Sink, dec *batc
 			value = nil
 		}
 		row, date, err := dec.Decode(d.key, value, pos)
+		if batch.Unavailable(err) {
+			return fmt.Errorf("replay %s: %w", p.Name, err) // an outage, not a new reason: run again later
+		}
 		if err != nil {
 			failing, reasons = append(failing, d), append(reasons, err.Error())
 			continue
@@ -394,7 +397,9 @@ func replayPage(ctx context.Context, pool *pgxpool.Pool, s *sink.Sink, dec *batc
 		}
 		for _, r := range decoded[date] {
 			d := byPos[r.Pos]
-			if cur, ok := landed[r.ID]; ok && !r.Newer(&cur) {
+			// A delete (applied under the version guard) or an ignored
+			// tombstone is dealt with once its batch applies.
+			if cur, ok := landed[r.ID]; r.Delete || r.Ignore || ok && !r.Newer(&cur) {
 				replayed = append(replayed, d)
 				continue
 			}

@@ -131,8 +131,11 @@ func firstAtOrAfter(ctx context.Context, cl *kgo.Client, dec *batch.Decoder, tp 
 			if r.Offset >= end {
 				return dated{}, false, nil
 			}
-			_, d, err := dec.Decode(r.Key, r.Value, batch.Position{TP: tp, Offset: r.Offset})
-			if err == nil {
+			row, d, err := dec.Decode(r.Key, r.Value, batch.Position{TP: tp, Offset: r.Offset})
+			if batch.Unavailable(err) {
+				return dated{}, false, err // an outage, not a record to pass over
+			}
+			if err == nil && !row.Delete && !row.Ignore { // a delete has a key, not a date
 				return dated{offset: r.Offset, date: d}, true, nil
 			}
 			at = r.Offset + 1

@@ -132,12 +132,20 @@ func (rp *replayer) run(ctx context.Context, c *cluster, p *config.Pipeline, r d
 		row, d, err := dec.Decode(kr.Key, kr.Value, pos)
 		var b *batch.Batch
 		switch {
+		case batch.Unavailable(err):
+			return fmt.Errorf("decode %s at %d: %w", pos.TP, pos.Offset, err) // an outage: run the replay again later
 		case err != nil:
 			// Bad input is dead-lettered again; the dead-letter table
 			// keeps one row per position, so nothing is doubled.
 			b = rp.batch(p, batch.Date{})
 			b.AddDead(batch.DeadLetter{Pos: pos, Key: kr.Key, Value: kr.Value, Reason: err.Error(), Headers: headers(kr)})
-		case !r.has(d):
+		case row.Delete:
+			// A delete names a key, not a date: it is applied wherever it
+			// lies in what is read, under the version guard (a delete
+			// applied before writes nothing).
+			b = rp.batch(p, batch.Date{})
+			b.Add(row)
+		case row.Ignore || !r.has(d):
 			rp.outside++
 			return nil
 		default:

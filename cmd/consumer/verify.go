@@ -248,9 +248,15 @@ func (c *cluster) reconcile(ctx context.Context, e *env, p *config.Pipeline, r d
 		prog.add(1)
 		rec.Records++
 		row, d, err := dec.Decode(kr.Key, kr.Value, batch.Position{TP: batch.TP{Topic: kr.Topic, Partition: kr.Partition}, Offset: kr.Offset})
+		if batch.Unavailable(err) {
+			return err // an outage: the reconciliation cannot be trusted
+		}
 		if err != nil {
 			rec.Undecodable++
 			return nil
+		}
+		if row.Ignore {
+			return nil // changes nothing
 		}
 		if !r.has(d) {
 			row.Values = nil // only its position is needed

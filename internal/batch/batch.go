@@ -53,6 +53,12 @@ func New(p *config.Pipeline, d Date, now time.Time) *Batch {
 // Add puts r in the batch, keeping only the newest row per record_id.
 func (b *Batch) Add(r Row) {
 	b.note(r.Pos, r.Size)
+	if r.Ignore {
+		// Taken from Kafka, changes nothing: counted with the superseded
+		// (Drop recounts it so, from the offset ranges).
+		b.Superseded++
+		return
+	}
 	if i, ok := b.index[r.ID]; ok {
 		b.Superseded++
 		if r.Newer(&b.Rows[i]) {

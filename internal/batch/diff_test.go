@@ -17,7 +17,7 @@ func (d *Decoder) decodeOld(key, value []byte, pos Position) (Row, Date, error) 
 		return Row{}, Date{}, err
 	}
 	if value == nil {
-		return Row{}, Date{}, bad(ClassTombstone, "the value is null; deletes are not supported")
+		return Row{}, Date{}, bad(ClassTombstone, "the value is null; deletes are dead-lettered (pipeline deletes: dead_letter)")
 	}
 	// The checks before the scanner are shared; what differs is finding
 	// the members.

@@ -82,6 +82,9 @@ type Row struct {
 	// Key and Value are the raw Kafka key and value, kept so that a row the
 	// database refuses can still be dead-lettered as it arrived.
 	Key, Value []byte
+	// Delete removes the key (Values is nil); Ignore changes nothing.
+	// See format.go.
+	Delete, Ignore bool
 }
 
 // Newer reports whether r supersedes o under the ordering contract: a higher
@@ -131,6 +134,7 @@ type Decoder struct {
 	dateFld  []string
 	verFld   []string
 	verTS    bool
+	f        *formats
 }
 
 type column struct {
@@ -143,7 +147,7 @@ type column struct {
 
 // NewDecoder returns a decoder for a validated pipeline.
 func NewDecoder(p *config.Pipeline) *Decoder {
-	d := &Decoder{p: p, loc: p.Location(), dateFld: strings.Split(p.Date.Field, ".")}
+	d := &Decoder{p: p, loc: p.Location(), dateFld: strings.Split(p.Date.Field, "."), f: newFormats(p)}
 	for _, c := range p.Columns {
 		ct := c.Typ()
 		d.cols = append(d.cols, column{name: c.Name, typ: ct.Base, ct: ct, path: strings.Split(c.Field, "."), nullable: c.Nullable})
@@ -180,16 +184,11 @@ func NewDecoder(p *config.Pipeline) *Decoder {
 // Pipeline returns the decoder's pipeline.
 func (d *Decoder) Pipeline() *config.Pipeline { return d.p }
 
-// Decode turns a Kafka value into a row and its target date. A *BadRecord
+// decodeRow turns a row, as a JSON object whatever the record's format
+// (see Decode in format.go), into a row and its target date. A *BadRecord
 // error means the record is bad input and must be dead-lettered.
-func (d *Decoder) Decode(key, value []byte, pos Position) (Row, Date, error) {
-	if err := d.checkSize(key, value); err != nil {
-		return Row{}, Date{}, err
-	}
-	if value == nil {
-		return Row{}, Date{}, bad(ClassTombstone, "the value is null; deletes are not supported")
-	}
-	obj, err := d.scan(value)
+func (d *Decoder) decodeRow(key, value, row []byte, pos Position) (Row, Date, error) {
+	obj, err := d.scan(row)
 	if err != nil {
 		return Row{}, Date{}, err
 	}
@@ -217,22 +216,8 @@ func (d *Decoder) Decode(key, value []byte, pos Position) (Row, Date, error) {
 		return Row{}, Date{}, bad(classOf(err), "date field %q: %v", d.p.Date.Field, err)
 	}
 	if d.verFld != nil {
-		raw, ok := obj.lookup(d.verFld)
-		if !ok || raw == nil {
-			return Row{}, Date{}, bad(ClassMissing, "version field %q: missing or null", d.p.Version.Field)
-		}
-		if d.verTS {
-			t, err := toTime(raw)
-			if err != nil {
-				return Row{}, Date{}, bad(classOf(err), "version field %q: %v", d.p.Version.Field, err)
-			}
-			r.Version = t.UnixMicro()
-		} else {
-			v, err := toInt(raw, math.MinInt64, math.MaxInt64)
-			if err != nil {
-				return Row{}, Date{}, bad(classOf(err), "version field %q: %v", d.p.Version.Field, err)
-			}
-			r.Version = v
+		if r.Version, err = d.version(obj); err != nil {
+			return Row{}, Date{}, err
 		}
 	}
 	var kv [8]any
@@ -242,6 +227,26 @@ func (d *Decoder) Decode(key, value []byte, pos Position) (Row, Date, error) {
 	}
 	r.ID = RecordID(d.keyTypes, keyVals)
 	return r, date, nil
+}
+
+// version reads the version field.
+func (d *Decoder) version(obj *object) (int64, error) {
+	raw, ok := obj.lookup(d.verFld)
+	if !ok || raw == nil {
+		return 0, bad(ClassMissing, "version field %q: missing or null", d.p.Version.Field)
+	}
+	if d.verTS {
+		t, err := toTime(raw)
+		if err != nil {
+			return 0, bad(classOf(err), "version field %q: %v", d.p.Version.Field, err)
+		}
+		return t.UnixMicro(), nil
+	}
+	v, err := toInt(raw, math.MinInt64, math.MaxInt64)
+	if err != nil {
+		return 0, bad(classOf(err), "version field %q: %v", d.p.Version.Field, err)
+	}
+	return v, nil
 }
 
 // targetDate is the calendar date of a timestamp in loc; a bare date is

@@ -244,7 +244,7 @@ func TestDecodeBadRecords(t *testing.T) {
 		{"uuid sign", `{` + ok + `,"ref":"+ba7b810-9dad-11d1-80b4-00c04fd430c8"}`, `wrong-type: field "ref" (column ref uuid): "+ba7b810-9dad-11d1-80b4-00c04fd430c8" is not a UUID`},
 		{"uuid is a number", `{` + ok + `,"ref":1}`, `wrong-type: field "ref" (column ref uuid): a number is not a UUID string`},
 		{"nested field through a scalar", `{` + ok + `,"address":{"city":{"name":"x"}}}`, `wrong-type: field "address.city" (column city text): an object is not a string`},
-		{"tombstone", "\x00nil", "tombstone: the value is null; deletes are not supported"},
+		{"tombstone", "\x00nil", "tombstone: the value is null; deletes are dead-lettered (pipeline deletes: dead_letter)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			value := []byte(tc.value)

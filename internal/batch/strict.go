@@ -14,7 +14,7 @@ import (
 // a colon, so that `consumer dlq list --reason invalid-text` finds them all.
 const (
 	ClassOversize  = "oversize"       // key plus value over max_record_bytes
-	ClassTombstone = "tombstone"      // null value
+	ClassTombstone = "tombstone"      // a delete (null value, Debezium op d) not applied, or without a usable key
 	ClassMalformed = "malformed-json" // not JSON, truncated, trailing data
 	ClassNotObject = "not-an-object"  // JSON, but an array, string, number or null
 	ClassText      = "invalid-text"   // invalid UTF-8, a lone surrogate, NUL
@@ -22,11 +22,15 @@ const (
 	ClassType      = "wrong-type"     // a value of the wrong JSON type or syntax
 	ClassRange     = "out-of-range"   // does not fit the column's type and modifiers
 	ClassRefused   = "refused-by-postgres"
+	// Classes of the registry formats and Debezium (format.go).
+	ClassPayload = "malformed-payload" // no Confluent wire-format header, or Avro/Protobuf that does not decode
+	ClassSchema  = "schema"            // the writer schema is unknown to the registry (404), unusable, or of another format
+	ClassEvent   = "debezium-event"    // a Debezium event without its source position, its after row, or a known op
 )
 
 // Classes lists every class in the order the README documents them.
 var Classes = []string{ClassOversize, ClassTombstone, ClassMalformed, ClassNotObject, ClassText,
-	ClassMissing, ClassType, ClassRange, ClassRefused}
+	ClassMissing, ClassType, ClassRange, ClassRefused, ClassPayload, ClassSchema, ClassEvent}
 
 // ClassOf returns the class a dead-letter reason starts with, or "".
 func ClassOf(reason string) string {

@@ -72,6 +72,10 @@ type Config struct {
 	// dead self to time out. It must be unique per running process, and
 	// stable across restarts of that process (a pod name, not a random id).
 	InstanceID string `yaml:"instance_id"`
+
+	// SchemaRegistry is where avro, protobuf and json_schema pipelines
+	// (and Debezium Avro) fetch writer schemas by id; see formats.go.
+	SchemaRegistry *SchemaRegistry `yaml:"schema_registry"`
 }
 
 // SASL configures SASL authentication to the brokers.
@@ -98,6 +102,14 @@ type Pipeline struct {
 	// MaxRecordBytes bounds a record's key plus value; a larger record is
 	// dead-lettered with its size and first bytes, and is not decoded.
 	MaxRecordBytes ByteSize `yaml:"max_record_bytes"`
+
+	// Format, KeyFormat, Deletes and Debezium say how values and keys are
+	// encoded and what a delete does; see formats.go.
+	Format    string    `yaml:"format"`
+	KeyFormat string    `yaml:"key_format"`
+	Deletes   string    `yaml:"deletes"`
+	Debezium  *Debezium `yaml:"debezium"`
+	registry  *SchemaRegistry
 }
 
 // Column is one target column and the JSON field it comes from.
@@ -196,6 +208,9 @@ func Parse(b []byte, getenv func(string) string) (*Config, error) {
 			c.InstanceID = v
 		}
 	}
+	if r := c.SchemaRegistry; r != nil && getenv != nil && getenv(EnvSchemaRegistryPassword) != "" {
+		r.Password = getenv(EnvSchemaRegistryPassword)
+	}
 	c.SetDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -235,6 +250,7 @@ func (c *Config) SetDefaults() {
 	if c.StartOffset == "" {
 		c.StartOffset = "earliest"
 	}
+	c.setFormatDefaults()
 	for i := range c.Pipelines {
 		p := &c.Pipelines[i]
 		if p.Schema == "" {
@@ -440,6 +456,7 @@ func (c *Config) Validate() error {
 			bad("%s.max_record_bytes: %d exceeds max_buffered_bytes %d", at, p.MaxRecordBytes, c.MaxBufferedBytes)
 		}
 	}
+	c.validateFormats(bad)
 	if len(errs) > 0 {
 		return fmt.Errorf("invalid config: %w", errors.Join(errs...))
 	}

@@ -22,13 +22,16 @@ func TestLoadFull(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
+	reg := &SchemaRegistry{URL: "https://registry:8081", User: "idemsink", Password: "from-the-file",
+		CAFile: "/etc/idemsink/ca.pem", Timeout: 5 * time.Second}
 	want := &Config{
-		Brokers:     []string{"kafka-1:9092", "kafka-2:9092"},
-		Group:       "idemsink",
-		DatabaseURL: "postgres://idemsink@db:5432/idemsink",
-		SASL:        &SASL{Mechanism: "scram-sha-512", User: "idemsink", Password: "from-the-file"},
-		TLS:         true,
-		MetricsAddr: ":9100",
+		SchemaRegistry: reg,
+		Brokers:        []string{"kafka-1:9092", "kafka-2:9092"},
+		Group:          "idemsink",
+		DatabaseURL:    "postgres://idemsink@db:5432/idemsink",
+		SASL:           &SASL{Mechanism: "scram-sha-512", User: "idemsink", Password: "from-the-file"},
+		TLS:            true,
+		MetricsAddr:    ":9100",
 
 		MaxBufferedRecords: 20000,
 		MaxBufferedBytes:   32 << 20,
@@ -53,9 +56,10 @@ func TestLoadFull(t *testing.T) {
 					{Name: "amount", Type: "numeric", Field: "amount"},
 					{Name: "placed_at", Type: "timestamptz", Field: "placed_at"},
 				},
-				Date:           Date{Field: "placed_at", TimeZone: "Europe/Berlin"},
-				Version:        &Version{Field: "rev", Type: "bigint"},
-				Batch:          Batch{MaxRecords: 1000, MaxBytes: 8 << 20, Linger: 2 * time.Second},
+				Date:    Date{Field: "placed_at", TimeZone: "Europe/Berlin"},
+				Version: &Version{Field: "rev", Type: "bigint"},
+				Batch:   Batch{MaxRecords: 1000, MaxBytes: 8 << 20, Linger: 2 * time.Second},
+				Format:  "json", KeyFormat: "json", Deletes: "dead_letter", registry: reg,
 				MaxRecordBytes: DefaultMaxRecordBytes,
 			},
 			{
@@ -69,10 +73,19 @@ func TestLoadFull(t *testing.T) {
 					{Name: "event_id", Type: "uuid", Field: "meta.id"},
 					{Name: "payload", Type: "jsonb", Field: "payload", Nullable: true},
 				},
-				Date:           Date{Field: "day", TimeZone: "UTC"},
-				Version:        &Version{Field: "meta.at", Type: "timestamptz"},
-				Batch:          Batch{MaxRecords: DefaultMaxRecords, MaxBytes: 512 << 10, Linger: DefaultLinger},
+				Date:    Date{Field: "day", TimeZone: "UTC"},
+				Version: &Version{Field: "meta.at", Type: "timestamptz"},
+				Batch:   Batch{MaxRecords: DefaultMaxRecords, MaxBytes: 512 << 10, Linger: DefaultLinger},
+				Format:  "avro", KeyFormat: "avro", Deletes: "apply", registry: reg,
 				MaxRecordBytes: DefaultMaxRecordBytes,
+			},
+			{
+				Name: "customers", Topics: []string{"pg.public.customers"}, Schema: "public", Table: "customers",
+				Key: []string{"id"}, Columns: []Column{{Name: "id", Type: "bigint", Field: "id"}},
+				Date:   Date{Field: "created", TimeZone: "UTC"},
+				Batch:  Batch{MaxRecords: DefaultMaxRecords, MaxBytes: DefaultMaxBytes, Linger: DefaultLinger},
+				Format: "debezium", KeyFormat: "json", Deletes: "dead_letter", registry: reg,
+				Debezium: &Debezium{Encoding: "json", Version: "file_pos"}, MaxRecordBytes: DefaultMaxRecordBytes,
 			},
 		},
 	}
@@ -85,7 +98,7 @@ func TestLoadFull(t *testing.T) {
 		}
 	}
 
-	if got, want := got.Topics(), []string{"orders.v1", "orders.v2", "events"}; !reflect.DeepEqual(got, want) {
+	if got, want := got.Topics(), []string{"orders.v1", "orders.v2", "events", "pg.public.customers"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("Topics() = %q, want %q", got, want)
 	}
 	p := &got.Pipelines[0]

@@ -208,6 +208,36 @@ func TestBadConfigs(t *testing.T) {
 			`pipelines[1].key[0]: key column "id" has type jsonb, which has no canonical form`,
 		}},
 	}
+	reg := func(f func(r *SchemaRegistry)) func(*Config) {
+		return func(c *Config) {
+			c.SchemaRegistry = &SchemaRegistry{URL: "http://registry:8081", Timeout: DefaultRegistryTimeout}
+			f(c.SchemaRegistry)
+		}
+	}
+	cases = append(cases, []tc{
+		{"unknown format", p0(func(p *Pipeline) { p.Format = "xml" }),
+			[]string{`pipelines[0].format: "xml" is not one of json, avro, protobuf, json_schema, debezium`}},
+		{"unknown key format", p0(func(p *Pipeline) { p.KeyFormat = "debezium" }),
+			[]string{`pipelines[0].key_format: "debezium" is not one of json, avro, protobuf, json_schema`}},
+		{"unknown deletes", p0(func(p *Pipeline) { p.Deletes = "soft" }),
+			[]string{`pipelines[0].deletes: "soft" is not one of dead_letter, apply, ignore`}},
+		{"avro without registry", p0(func(p *Pipeline) { p.Format = "avro" }),
+			[]string{`pipelines[0].format: avro needs schema_registry`}},
+		{"debezium avro without registry", p0(func(p *Pipeline) {
+			p.Format, p.Debezium = "debezium", &Debezium{Encoding: "avro", Version: "lsn"}
+		}), []string{`pipelines[0].format: debezium needs schema_registry`}},
+		{"debezium options on json", p0(func(p *Pipeline) { p.Debezium = &Debezium{Encoding: "json", Version: "lsn"} }),
+			[]string{`pipelines[0].debezium: only for format: debezium`}},
+		{"debezium bad version", p0(func(p *Pipeline) { p.Format, p.Debezium = "debezium", &Debezium{Encoding: "json", Version: "scn"} }),
+			[]string{`pipelines[0].debezium.version: "scn" is not one of lsn, file_pos, ts_ms`}},
+		{"debezium with a version field", p0(func(p *Pipeline) {
+			p.Format, p.Debezium, p.Version = "debezium", &Debezium{Encoding: "json", Version: "lsn"}, &Version{Field: "v", Type: "bigint"}
+		}), []string{`pipelines[0].version: a Debezium pipeline is ordered by debezium.version, not a field`}},
+		{"registry url", reg(func(r *SchemaRegistry) { r.URL = "registry:8081" }),
+			[]string{`schema_registry.url: "registry:8081" is not an http or https URL`}},
+		{"registry password without user", reg(func(r *SchemaRegistry) { r.Password = "x" }),
+			[]string{`schema_registry.user: required with a password`}},
+	}...)
 	for _, r := range Reserved {
 		cases = append(cases, tc{"reserved column " + r, p0(func(p *Pipeline) { p.Columns[1].Name = r }),
 			[]string{fmt.Sprintf(`pipelines[0].columns[1].name: %q is reserved for idemsink's own columns`, r)}})

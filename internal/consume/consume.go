@@ -52,6 +52,9 @@ const (
 	EventLost         = "partitions_lost"
 	EventResumed      = "resumed_from_ledger"
 	EventClaimRetry   = "claim_retry"
+	// EventRegistryRetry: a record could not be decoded because the
+	// Schema Registry is out; its partition is read again from it later.
+	EventRegistryRetry = "schema_registry_retry"
 )
 
 // Options configures a Consumer.
@@ -403,6 +406,17 @@ func (c *Consumer) add(r *kgo.Record) {
 	}
 	pos := batch.Position{TP: tp, Offset: r.Offset}
 	row, date, err := dec.Decode(r.Key, r.Value, pos)
+	if batch.Unavailable(err) {
+		// A Schema Registry outage is an outage, not bad input: the
+		// partition stops at this record and reads it again after a
+		// backoff; what it held from before applies meanwhile.
+		c.log.Warn("schema registry unavailable; reading the partition again from this record after a backoff",
+			"event", EventRegistryRetry, "topic", tp.Topic, "partition", tp.Partition, "offset", r.Offset, "err", err)
+		c.m.RegistryRetries.Inc()
+		ps.holdBack(r.Offset, c.now(), c.bo.base, c.bo.limit)
+		c.cl.PauseFetchPartitions(map[string][]int32{tp.Topic: {tp.Partition}})
+		return
+	}
 	if err == nil {
 		c.set.add(dec.Pipeline(), date, tp, c.now(), func(b *batch.Batch) { b.Add(row) })
 		return

@@ -474,7 +474,7 @@ func TestBadRecordsDeadLettered(t *testing.T) {
 	want := []string{
 		`1: wrong-type: field "ts" (column ts timestamptz): "yesterday" is not an RFC 3339 timestamp `,
 		`2: not-an-object: expected a JSON object, got an array legacy`,
-		`3: tombstone: the value is null; deletes are not supported `,
+		`3: tombstone: the value is null; deletes are dead-lettered (pipeline deletes: dead_letter) `,
 		`5: out-of-range: field "qty" (column qty integer): 4000000000 is out of range (-2147483648 to 2147483647) `,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {

@@ -11,9 +11,9 @@ type partition struct {
 	committed int64 // the next offset committed to Kafka
 	end       int64 // the log end (high watermark) the last fetch reported
 	// fenced is set when the partition's records were dropped after a
-	// fence while it stays assigned: fetching must go back to the
-	// ledger's position (at resyncAt), and records fetched before that
-	// are ignored.
+	// fence while it stays assigned, or when it was held back at a record
+	// the Schema Registry could not decode yet: fetching must go back to
+	// seen+1 (at resyncAt), and records fetched before that are ignored.
 	fenced   bool
 	resyncAt time.Time
 	fences   int // fences in a row; the wait before a resync doubles with them
@@ -80,14 +80,26 @@ func (p *partition) fence(ledger int64, known bool, now time.Time, backoff, maxW
 	p.resyncAt = now.Add(min(backoff<<min(p.fences-1, 20), maxWait))
 }
 
+// holdBack stops the partition at the record at off, which cannot be
+// decoded for now (the Schema Registry is out), and schedules reading it
+// again from off, with the same doubling wait as a fence. What was taken
+// before off stays in its batches and applies meanwhile: seen, and so the
+// watermarks, stop just before off.
+func (p *partition) holdBack(off int64, now time.Time, backoff, maxWait time.Duration) {
+	p.seen, p.fenced = off-1, true
+	p.fences++
+	p.resyncAt = now.Add(min(backoff<<min(p.fences-1, 20), maxWait))
+}
+
 // resync returns the offset to fetch from again if a fenced partition's
-// wait is over at now, and clears the fence.
+// wait is over at now, and clears the fence: the ledger's position after
+// a fence, the held-back record after holdBack.
 func (p *partition) resync(now time.Time) (int64, bool) {
 	if !p.fenced || now.Before(p.resyncAt) {
 		return 0, false
 	}
 	p.fenced = false
-	return p.applied + 1, true
+	return max(p.applied, p.seen) + 1, true
 }
 
 // lag is the number of records in the log not yet applied, or -1 if no

@@ -77,6 +77,38 @@ func TestPartitionState(t *testing.T) {
 				t.Error("take(6) after the resync: want true")
 			}
 		}, want{6, 5, 4}},
+		{"a registry outage holds the partition back at its record; what was taken before applies", func(t *testing.T, p *partition) {
+			p.resume(3, 4)
+			for off := int64(4); off <= 6; off++ {
+				p.take(off)
+			}
+			p.holdBack(6, t0, base, limit)
+			if p.take(7) {
+				t.Error("take after a hold-back: want false until the resync")
+			}
+			if p.seen != 5 {
+				t.Errorf("seen after holding back at 6: %d, want 5 (watermarks stop before the record)", p.seen)
+			}
+			if _, ok := p.resync(t0.Add(base - 1)); ok {
+				t.Error("resync before the wait is over")
+			}
+			p.advance(5) // the batch holding 4 and 5 applies meanwhile
+			if from, ok := p.resync(t0.Add(base)); !ok || from != 6 {
+				t.Errorf("resync = %d, %v; want 6, the held-back record", from, ok)
+			}
+			if !p.take(6) {
+				t.Error("take(6) after the resync: want true")
+			}
+		}, want{6, 5, 4}},
+		{"a hold-back before anything applied reads from the record, not the ledger", func(t *testing.T, p *partition) {
+			p.resume(3, 4)
+			p.take(4)
+			p.take(5)
+			p.holdBack(5, t0, base, limit)
+			if from, ok := p.resync(t0.Add(base)); !ok || from != 5 {
+				t.Errorf("resync = %d, %v; want 5", from, ok)
+			}
+		}, want{4, 3, 4}},
 		{"a fence without the ledger's offset keeps the applied one", func(t *testing.T, p *partition) {
 			p.resume(3, -1)
 			p.take(8)

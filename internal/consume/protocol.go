@@ -94,7 +94,7 @@ func (c *Consumer) applied(j *job, res sink.Result) {
 	c.setDB(true)
 	c.log.Info("batch applied", "event", EventApplied, "pipeline", j.b.Pipeline.Name, "date", j.b.Date.String(),
 		"batch_id", fmt.Sprintf("%x", res.BatchID), "records", res.Records, "inserted", res.Inserted, "updated", res.Updated,
-		"unchanged", res.Unchanged, "stale", res.Stale, "superseded", res.Superseded, "skipped", res.Skipped,
+		"unchanged", res.Unchanged, "stale", res.Stale, "deleted", res.Deleted, "superseded", res.Superseded, "skipped", res.Skipped,
 		"dead_lettered", res.DeadLettered)
 	tps := make([]batch.TP, 0, len(j.commit.Applied))
 	for tp, a := range j.commit.Applied {

@@ -51,6 +51,7 @@ func Run(ctx context.Context, w io.Writer, log *slog.Logger) (err error) {
 		Pipelines: []config.Pipeline{gen.Pipeline("orders", topic, table)},
 	}
 	cfg.Pipelines[0].Batch = config.Batch{MaxRecords: 200, Linger: 50 * time.Millisecond}
+	cfg.Pipelines[0].Deletes = "apply"
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -135,12 +136,39 @@ func Run(ctx context.Context, w io.Writer, log *slog.Logger) (err error) {
 	}
 	rows = append(rows, r)
 
+	// Deletes: tombstones for five keys, each carrying a version newer
+	// than the row's (a versioned pipeline orders a delete by it), and one
+	// late tombstone older than its row, which must leave the row alone.
+	want := g.Latest()
+	var tombs []*kgo.Record
+	var late gen.Key
+	for k, l := range want {
+		if len(tombs) == 6 {
+			break
+		}
+		version := l.Version + 1
+		if len(tombs) == 5 {
+			version, late = l.Version-1, k
+		} else {
+			delete(want, k)
+		}
+		tombs = append(tombs, &kgo.Record{Key: fmt.Appendf(nil, `{"order_id":%d,"line_no":%d,"version":%d}`, k.OrderID, k.LineNo, version)})
+	}
+	if err := d.producer.ProduceSync(ctx, tombs...).FirstErr(); err != nil {
+		return fmt.Errorf("produce tombstones: %w", err)
+	}
+	r, err = d.consume(ctx, "5th (deletes)", "5 tombstones, 1 late", false)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, r)
+
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "Run\tInput\tNew\tUpdated\tUnchanged\tStale\tIn-batch dup\tSkipped\tDead\tWritten\tTotal\t")
+	fmt.Fprintln(tw, "Run\tInput\tNew\tUpdated\tUnchanged\tStale\tDeleted\tIn-batch dup\tSkipped\tDead\tWritten\tTotal\t")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", r.name, r.input, r.Inserted, r.Updated, r.Unchanged,
-			r.Stale, r.Superseded, r.Skipped, r.DeadLettered, r.written, r.total)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", r.name, r.input, r.Inserted, r.Updated, r.Unchanged,
+			r.Stale, r.Deleted, r.Superseded, r.Skipped, r.DeadLettered, r.written, r.total)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -148,13 +176,16 @@ func Run(ctx context.Context, w io.Writer, log *slog.Logger) (err error) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "New/Updated/Unchanged/Stale: rows by what the upsert did (Stale: older than the stored version, not written).")
 	fmt.Fprintln(w, "In-batch dup: records replaced by a newer one in the same batch. Skipped: records the ledger had already applied.")
-	fmt.Fprintln(w, "Written: rows whose tuple changed (new xmin); an unchanged row is not rewritten.")
+	fmt.Fprintln(w, "Deleted: rows removed by a tombstone newer than the row; a late tombstone removes nothing.")
+	fmt.Fprintln(w, "Written: rows whose tuple changed (new xmin); an unchanged row is not rewritten. Total: rows in the table.")
 
-	want := g.Latest()
 	if err := d.check(ctx, want); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "Check: %s holds exactly the newest version of each of the %d keys.\n", table, len(want))
+	if _, ok := want[late]; !ok {
+		return fmt.Errorf("check: the late tombstone's key %v is not among the live keys", late)
+	}
+	fmt.Fprintf(w, "Check: %s holds exactly the newest version of each of the %d live keys.\n", table, len(want))
 	return nil
 }
 

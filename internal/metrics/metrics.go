@@ -19,6 +19,9 @@ type Metrics struct {
 	VerifyFailures *prometheus.CounterVec
 	// DBRetries counts retried database failures (outages, timeouts).
 	DBRetries prometheus.Counter
+	// RegistryRetries counts records held back because the Schema
+	// Registry could not be reached; they are decoded again later.
+	RegistryRetries prometheus.Counter
 	// KafkaCommitErrors counts offset commits Kafka refused; the ledger
 	// still holds the applied position, so nothing is lost.
 	KafkaCommitErrors prometheus.Counter
@@ -57,6 +60,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		DBRetries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "idemsink_db_retries_total", Help: "Database operations retried after an outage or timeout.",
 		}),
+		RegistryRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "idemsink_schema_registry_retries_total", Help: "Partitions rewound because the Schema Registry was unavailable.",
+		}),
 		KafkaCommitErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "idemsink_kafka_commit_errors_total", Help: "Kafka offset commits that failed after the database commit.",
 		}),
@@ -77,7 +83,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"pipeline"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Records, m.Batches, m.BatchSeconds, m.VerifyFailures, m.DBRetries,
+		reg.MustRegister(m.Records, m.Batches, m.BatchSeconds, m.VerifyFailures, m.DBRetries, m.RegistryRetries,
 			m.KafkaCommitErrors, m.Ready, m.Buffered, m.AppliedOffset, m.Lag, m.PendingBatchAge)
 	}
 	return m

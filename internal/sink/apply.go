@@ -44,7 +44,7 @@ func (s *Sink) Apply(ctx context.Context, b *batch.Batch, c Commit) (Result, err
 	}
 	name := b.Pipeline.Name
 	for result, n := range map[string]int{"inserted": res.Inserted, "updated": res.Updated, "unchanged": res.Unchanged,
-		"stale": res.Stale, "superseded": res.Superseded, "skipped": res.Skipped, "dead_lettered": res.DeadLettered} {
+		"stale": res.Stale, "deleted": res.Deleted, "superseded": res.Superseded, "skipped": res.Skipped, "dead_lettered": res.DeadLettered} {
 		s.m.Records.WithLabelValues(name, result).Add(float64(n))
 	}
 	s.m.BatchSeconds.WithLabelValues(name, "stage").Observe(res.Stage.Seconds())
@@ -65,12 +65,16 @@ type txn struct {
 	tps    []batch.TP
 	res    Result
 	todo   []batch.Row // rows still to apply after the ledger's skips
+	dels   []batch.Row // deletes still to apply after the ledger's skips
 	dead   []batch.DeadLetter
 	copied int64
+	// tombstoned counts the rows a kept tombstone supersedes: taken out
+	// before the upsert, counted stale (see delete.go).
+	tombstoned int64
 }
 
 // apply runs the phases in order, in one transaction: fence, pending,
-// stage, upsert, verify, record. rowByRow replaces the set-based upsert
+// stage, upsert, verify, delete, record. rowByRow replaces the set-based upsert
 // with one savepoint per row, to isolate rows the database refuses.
 func (s *Sink) apply(ctx context.Context, b *batch.Batch, c Commit, rowByRow bool) (Result, error) {
 	t := &txn{s: s, st: s.tables[b.Pipeline.Name], b: b, c: c,
@@ -98,6 +102,9 @@ func (s *Sink) apply(ctx context.Context, b *batch.Batch, c Commit, rowByRow boo
 		return t.res, err
 	}
 	if err := t.verify(ctx); err != nil {
+		return t.res, err
+	}
+	if err := t.delete(ctx); err != nil {
 		return t.res, err
 	}
 	if err := t.record(ctx); err != nil {
@@ -147,7 +154,8 @@ func (t *txn) fence(ctx context.Context) (map[batch.TP]int64, error) {
 }
 
 // pending leaves out what an earlier transaction applied (a redelivery):
-// the records at or below the ledger's applied offset.
+// the records at or below the ledger's applied offset. It separates the
+// deletes from the upserts.
 func (t *txn) pending(applied map[batch.TP]int64) {
 	done := func(p batch.Position) bool { return p.Offset <= applied[p.TP] }
 	t.todo = t.b.Rows
@@ -165,6 +173,7 @@ func (t *txn) pending(applied map[batch.TP]int64) {
 			break
 		}
 	}
+	t.todo, t.dels = splitDeletes(t.todo)
 	for _, d := range t.b.Dead {
 		if done(d.Pos) {
 			t.res.Skipped++
@@ -183,7 +192,16 @@ func (t *txn) stage(ctx context.Context, rowByRow bool) error {
 	}
 	t0 := time.Now()
 	defer func() { t.res.Stage = time.Since(t0) }()
+	deletes := t.b.Pipeline.Deletes == "apply"
 	if rowByRow {
+		if deletes {
+			// Row by row upserts before it stages: the tombstoned rows
+			// are left out first.
+			var err error
+			if t.todo, t.tombstoned, err = withoutTombstoned(ctx, t.tx, t.b.Pipeline.Name, t.todo); err != nil {
+				return err
+			}
+		}
 		if err := t.upsertRows(ctx); err != nil {
 			return err
 		}
@@ -195,6 +213,13 @@ func (t *txn) stage(ctx context.Context, rowByRow bool) error {
 	t.copied, err = t.tx.CopyFrom(ctx, pgx.Identifier{"_idemsink_stage_" + t.b.Pipeline.Name}, t.st.stageCols, &rowSource{rows: t.todo})
 	if err != nil {
 		return fmt.Errorf("stage %d rows: %w", len(t.todo), err)
+	}
+	if deletes && !rowByRow {
+		n, err := dropTombstoned(ctx, t.tx, t.st, t.b.Pipeline.Name)
+		if err != nil {
+			return err
+		}
+		t.copied, t.tombstoned = t.copied-n, n
 	}
 	return nil
 }
@@ -233,9 +258,17 @@ func (t *txn) verify(ctx context.Context) error {
 	if staged != t.copied || missing != 0 || behind != 0 {
 		return &VerifyError{Staged: staged, Copied: t.copied, Missing: missing, Behind: behind}
 	}
-	t.res.Staged, t.res.Stale = int(staged), int(stale)
+	t.res.Staged, t.res.Stale = int(staged+t.tombstoned), int(stale+t.tombstoned)
 	t.res.Unchanged = t.res.Staged - t.res.Inserted - t.res.Updated - t.res.Stale
 	return nil
+}
+
+// delete applies the batch's deletes under the version guard, keeping
+// their tombstones, and verifies them (see delete.go).
+func (t *txn) delete(ctx context.Context) error {
+	var err error
+	t.res.Deleted, err = applyDeletes(ctx, t.tx, t.st, t.b.Pipeline.Name, t.res.BatchID, t.dels)
+	return err
 }
 
 // record writes the dead letters, the batch and the advanced ledger

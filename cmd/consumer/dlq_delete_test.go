@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/idemsink/idemsink/internal/batch"
+	"github.com/idemsink/idemsink/internal/pgtest"
+)
+
+const dlqDeleteConfig = `group: g
+pipelines:
+  - name: items
+    topics: [items]
+    table: items
+    key: [sku]
+    deletes: %s
+    columns:
+      - {name: sku, type: text}
+      - {name: qty, type: integer}
+    date: {field: ts}
+`
+
+// A tombstone dead-lettered under deletes: dead_letter keeps failing, with
+// its class, while the pipeline dead-letters deletes; once the pipeline
+// applies them, a replay applies the delete (keeping its tombstone) and
+// marks the dead letter replayed, although no row is left to show for it.
+func TestDLQReplayTombstone(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "idemsink.yaml")
+	writeConfig := func(deletes string) {
+		t.Helper()
+		if err := os.WriteFile(cfgPath, fmt.Appendf(nil, dlqDeleteConfig, deletes), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeConfig("dead_letter")
+	env := map[string]string{"IDEMSINK_DATABASE_URL": pgtest.URL(t), "IDEMSINK_BROKERS": "127.0.0.1:9"}
+	getenv := func(k string) string { return env[k] }
+	ctx := context.Background()
+	var out bytes.Buffer
+	if err := run(ctx, []string{"migrate", "-config", cfgPath}, getenv, &out, &out); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out.String())
+	}
+	pool, err := pgxpool.New(ctx, env["IDEMSINK_DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, `INSERT INTO idemsink.dead_letters (pipeline, topic, partition, kafka_offset, key, value, reason, batch_id)
+VALUES ('items', 'items', 0, 7, '{"sku":"a"}', NULL, 'tombstone: the value is null; deletes are dead-lettered (pipeline deletes: dead_letter)', gen_random_uuid())`); err != nil {
+		t.Fatal(err)
+	}
+
+	out.Reset()
+	if err := run(ctx, []string{"dlq", "replay", "-config", cfgPath}, getenv, &out, &out); err != nil {
+		t.Fatalf("replay: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "0 replayed") || !strings.Contains(out.String(), "1 still failing") {
+		t.Errorf("replay under deletes: dead_letter printed:\n%s", out.String())
+	}
+	pending := listJSON(t, getenv, "-config", cfgPath, "-limit", "0")
+	if len(pending) != 1 || pending[0].Class != batch.ClassTombstone || !strings.Contains(pending[0].Reason, "(pipeline deletes: dead_letter)") {
+		t.Fatalf("pending after a replay under deletes: dead_letter: %+v", pending)
+	}
+
+	writeConfig("apply")
+	out.Reset()
+	if err := run(ctx, []string{"dlq", "replay", "-config", cfgPath}, getenv, &out, &out); err != nil {
+		t.Fatalf("replay: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "1 replayed") || !strings.Contains(out.String(), "0 still failing") {
+		t.Errorf("replay under deletes: apply printed:\n%s", out.String())
+	}
+	if pending := listJSON(t, getenv, "-config", cfgPath, "-limit", "0"); len(pending) != 0 {
+		t.Errorf("%d dead letters pending after the delete was replayed: %+v", len(pending), pending)
+	}
+	if n := count(t, pool, "SELECT count(*) FROM idemsink.tombstones WHERE pipeline = 'items' AND src_offset = 7"); n != 1 {
+		t.Errorf("%d tombstones kept for the replayed delete, want 1", n)
+	}
+}

@@ -1,0 +1,259 @@
+package batch
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/big"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/hamba/avro/v2"
+)
+
+type avroSchema = avro.Schema
+
+// avroAPI bounds what one untrusted payload may make the decoder allocate:
+// a length prefix is read before its bytes are.
+var avroAPI = avro.Config{MaxByteSliceSize: 16 << 20, MaxSliceAllocSize: 1 << 20}.Freeze()
+
+func parseAvro(text string) (avroSchema, error) {
+	s, err := avro.ParseWithCache(text, "", &avro.SchemaCache{})
+	if err != nil {
+		return nil, fmt.Errorf("parse Avro schema: %w", err)
+	}
+	return s, nil
+}
+
+// decodeAvro decodes an Avro binary payload written with s and returns it
+// as JSON, so that the typed column conversion sees exactly what it sees
+// for a JSON record. Logical types are spelled so that conversion keeps
+// them exact: a decimal as a decimal number with its scale, a date as
+// YYYY-MM-DD, a timestamp as RFC 3339 with its microseconds, a uuid as its
+// string.
+func decodeAvro(s avroSchema, payload []byte) ([]byte, error) {
+	j, err := avroValue(s, payload)
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(j)
+	if err != nil {
+		return nil, fmt.Errorf("decode Avro: %w", err)
+	}
+	return b, nil
+}
+
+// avroValue decodes an Avro binary payload into JSON values.
+func avroValue(s avroSchema, payload []byte) (any, error) {
+	var v any
+	if err := avroAPI.Unmarshal(s, payload, &v); err != nil {
+		return nil, fmt.Errorf("decode Avro: %w", err)
+	}
+	return avroJSON(s, v)
+}
+
+// avroJSON walks a generically decoded Avro value beside its schema.
+func avroJSON(s avro.Schema, v any) (any, error) {
+	if v == nil {
+		return nil, nil
+	}
+	switch s := s.(type) {
+	case *avro.RefSchema:
+		return avroJSON(s.Schema(), v)
+	case *avro.RecordSchema:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("decode Avro: record %s decoded as %T", s.FullName(), v)
+		}
+		out := make(map[string]any, len(m))
+		for _, f := range s.Fields() {
+			j, err := avroJSON(f.Type(), m[f.Name()])
+			if err != nil {
+				return nil, fmt.Errorf("field %s: %w", f.Name(), err)
+			}
+			out[f.Name()] = j
+		}
+		return out, nil
+	case *avro.UnionSchema:
+		// A named type in a union decodes wrapped in its full name.
+		if m, ok := v.(map[string]any); ok && len(m) == 1 {
+			for _, t := range s.Types() {
+				if r, ok := t.(*avro.RefSchema); ok {
+					t = r.Schema()
+				}
+				if n, ok := t.(avro.NamedSchema); ok {
+					if inner, ok := m[n.FullName()]; ok {
+						return avroJSON(t, inner)
+					}
+				}
+			}
+		}
+		var branch avro.Schema
+		for _, t := range s.Types() {
+			if t.Type() != avro.Null {
+				if branch != nil {
+					return genericJSON(v) // several branches: go by the value
+				}
+				branch = t
+			}
+		}
+		if branch == nil {
+			return nil, nil
+		}
+		return avroJSON(branch, v)
+	case *avro.ArraySchema:
+		a, ok := v.([]any)
+		if !ok {
+			return genericJSON(v)
+		}
+		out := make([]any, len(a))
+		for i, e := range a {
+			j, err := avroJSON(s.Items(), e)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = j
+		}
+		return out, nil
+	case *avro.MapSchema:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return genericJSON(v)
+		}
+		out := make(map[string]any, len(m))
+		for k, e := range m {
+			if !utf8.ValidString(k) {
+				return nil, badText("map key %s is not valid UTF-8", quoteValue(k))
+			}
+			j, err := avroJSON(s.Values(), e)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = j
+		}
+		return out, nil
+	}
+	var props map[string]any
+	if p, ok := s.(interface{ Props() map[string]any }); ok {
+		props = p.Props()
+	}
+	if name, _ := props["connect.name"].(string); name != "" {
+		if j, ok, err := connectJSON(name, v); ok || err != nil {
+			return j, err
+		}
+	}
+	switch x := v.(type) {
+	case *big.Rat:
+		scale := 0
+		if l, ok := s.(interface{ Logical() avro.LogicalSchema }); ok {
+			if d, ok := l.Logical().(*avro.DecimalLogicalSchema); ok {
+				scale = d.Scale()
+			}
+		}
+		return json.Number(x.FloatString(scale)), nil
+	case time.Time:
+		if l, ok := s.(interface{ Logical() avro.LogicalSchema }); ok && l.Logical() != nil && l.Logical().Type() == avro.Date {
+			return x.UTC().Format(time.DateOnly), nil
+		}
+		return x.UTC().Format(time.RFC3339Nano), nil
+	}
+	return genericJSON(v)
+}
+
+// genericJSON spells a decoded scalar, or a structure without a schema to
+// walk, the way encoding/json with UseNumber would have decoded it.
+func genericJSON(v any) (any, error) {
+	switch x := v.(type) {
+	case nil, bool:
+		return x, nil
+	case string:
+		if !utf8.ValidString(x) {
+			return nil, badText("string %s is not valid UTF-8", quoteValue(x))
+		}
+		return x, nil
+	case int:
+		return json.Number(strconv.Itoa(x)), nil
+	case int32:
+		return json.Number(strconv.FormatInt(int64(x), 10)), nil
+	case int64:
+		return json.Number(strconv.FormatInt(x, 10)), nil
+	case float32:
+		return floatJSON(float64(x), 32)
+	case float64:
+		return floatJSON(x, 64)
+	case []byte:
+		return base64.StdEncoding.EncodeToString(x), nil
+	case *big.Rat:
+		return json.Number(x.RatString()), nil
+	case time.Time:
+		return x.UTC().Format(time.RFC3339Nano), nil
+	case time.Duration:
+		return json.Number(strconv.FormatInt(x.Microseconds(), 10)), nil
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			if !utf8.ValidString(k) {
+				return nil, badText("map key %s is not valid UTF-8", quoteValue(k))
+			}
+			j, err := genericJSON(e)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = j
+		}
+		return out, nil
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			j, err := genericJSON(e)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = j
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("unsupported Avro value %T", v)
+}
+
+func floatJSON(f float64, bits int) (any, error) {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return nil, outOfRange("%v has no JSON or PostgreSQL numeric form", f)
+	}
+	return json.Number(strconv.FormatFloat(f, 'g', -1, bits)), nil
+}
+
+// connectJSON converts the Kafka Connect and Debezium semantic types that
+// ride on plain integers (days, epoch milli-, micro-, nanoseconds) into the
+// spellings the column conversion reads. ok is false for any other name.
+func connectJSON(name string, v any) (j any, ok bool, err error) {
+	var n int64
+	switch x := v.(type) {
+	case int:
+		n = int64(x)
+	case int32:
+		n = int64(x)
+	case int64:
+		n = x
+	case json.Number:
+		n, err = x.Int64()
+		if err != nil {
+			return nil, true, fmt.Errorf("%s: %s is not an integer", name, x)
+		}
+	default:
+		return nil, false, nil
+	}
+	switch name {
+	case "io.debezium.time.Date", "org.apache.kafka.connect.data.Date":
+		return time.Unix(n*86400, 0).UTC().Format(time.DateOnly), true, nil
+	case "io.debezium.time.Timestamp", "org.apache.kafka.connect.data.Timestamp":
+		return time.UnixMilli(n).UTC().Format(time.RFC3339Nano), true, nil
+	case "io.debezium.time.MicroTimestamp":
+		return time.UnixMicro(n).UTC().Format(time.RFC3339Nano), true, nil
+	case "io.debezium.time.NanoTimestamp":
+		return time.Unix(0, n).UTC().Format(time.RFC3339Nano), true, nil
+	}
+	return nil, false, nil
+}

@@ -1,0 +1,319 @@
+package batch
+
+import (
+	"errors"
+	"math/big"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/srtest"
+)
+
+// registryPipeline validates p with a schema registry at url.
+func registryPipeline(t testing.TB, url string, p config.Pipeline) *config.Pipeline {
+	t.Helper()
+	p.Name, p.Table, p.Topics = "p", "t", []string{"topic"}
+	c := config.Config{Brokers: []string{"localhost:9092"}, Group: "g", DatabaseURL: "postgres://x",
+		Pipelines: []config.Pipeline{p}, SchemaRegistry: &config.SchemaRegistry{URL: url}}
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("test pipeline: %v", err)
+	}
+	return &c.Pipelines[0]
+}
+
+// orders has a column of every logical type the registry formats map, all
+// of them in the key, so that record_id depends on each.
+func orders(format string) config.Pipeline {
+	return config.Pipeline{
+		Format: format,
+		Key:    []string{"id", "amount", "day", "at", "uid"},
+		Columns: []config.Column{
+			col("id", "bigint"), col("amount", "numeric"), col("day", "date"), col("at", "timestamptz"),
+			col("uid", "uuid"), col("qty", "integer"),
+			{Name: "customer", Type: "text", Field: "customer.name"},
+			nullable("note", "text"),
+		},
+		Date: config.Date{Field: "at"},
+	}
+}
+
+const orderJSON = `{"id":7,"amount":"12.30","day":"2026-03-01","at":"2026-03-01T10:00:00.123456Z",
+	"uid":"6ba7b810-9dad-11d1-80b4-00c04fd430c8","qty":3,"customer":{"name":"Zoë"},"note":null}`
+
+const orderAvroV1 = `{"type":"record","name":"Order","namespace":"t","fields":[
+	{"name":"id","type":"long"},
+	{"name":"amount","type":{"type":"bytes","logicalType":"decimal","precision":12,"scale":2}},
+	{"name":"day","type":{"type":"int","logicalType":"date"}},
+	{"name":"at","type":{"type":"long","logicalType":"timestamp-micros"}},
+	{"name":"uid","type":{"type":"string","logicalType":"uuid"}},
+	{"name":"qty","type":"int"},
+	{"name":"customer","type":{"type":"record","name":"Customer","fields":[{"name":"name","type":"string"}]}}]}`
+
+// v2 adds an optional field; v3 drops qty, which the pipeline requires.
+var (
+	orderAvroV2 = strings.Replace(orderAvroV1, `]}}]}`, `]}},
+	{"name":"note","type":["null","string"],"default":null}]}`, 1)
+	orderAvroV3 = strings.Replace(orderAvroV1, `{"name":"qty","type":"int"},`, ``, 1)
+)
+
+func orderAvroValue() map[string]any {
+	return map[string]any{
+		"id": int64(7), "amount": big.NewRat(1230, 100), "day": time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC),
+		"at": time.UnixMicro(1772359200123456).UTC(), "uid": "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+		"qty": 3, "customer": map[string]any{"name": "Zoë"},
+	}
+}
+
+func decodeOK(t *testing.T, d *Decoder, key, value []byte) (Row, Date) {
+	t.Helper()
+	row, date, err := d.Decode(key, value, Position{TP{"topic", 0}, 1})
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	return row, date
+}
+
+// An Avro record and its JSON twin decode to the same typed values, the
+// same target date and the same record_id: the canonical encoding does
+// not depend on the format that carried the key.
+func TestAvroMatchesJSONTwin(t *testing.T) {
+	reg := srtest.New(t)
+	jrow, jdate := decodeOK(t, NewDecoder(registryPipeline(t, reg.URL(), orders("json"))), nil, []byte(orderJSON))
+	d := NewDecoder(registryPipeline(t, reg.URL(), orders("avro")))
+	arow, adate := decodeOK(t, d, nil, reg.Avro("orders-value", orderAvroV1, orderAvroValue()))
+	if arow.ID != jrow.ID {
+		t.Errorf("record_id: Avro %s, JSON %s", arow.ID, jrow.ID)
+	}
+	if !reflect.DeepEqual(arow.Values, jrow.Values) {
+		t.Errorf("values:\n Avro %#v\n JSON %#v", arow.Values, jrow.Values)
+	}
+	if adate != jdate || adate.String() != "2026-03-01" {
+		t.Errorf("date: Avro %s, JSON %s", adate, jdate)
+	}
+	if got := arow.Values[1]; got != Numeric("12.3") {
+		t.Errorf("decimal(12,2) 12.30 became %#v", got)
+	}
+	// The id is pinned: a change to either path that moves it fails here.
+	if want := keyID(t, []string{"bigint", "numeric", "date", "timestamptz", "uuid"},
+		`[7, 12.3, "2026-03-01", "2026-03-01T10:00:00.123456Z", "6ba7b810-9dad-11d1-80b4-00c04fd430c8"]`); arow.ID != want {
+		t.Errorf("record_id %s, want %s", arow.ID, want)
+	}
+}
+
+// Writers move to new schemas mid-stream: an added optional field flows
+// (and fills its nullable column), a removed optional field flows, and a
+// schema without a required column's field is bad input that names the
+// schema id.
+func TestAvroSchemaEvolution(t *testing.T) {
+	reg := srtest.New(t)
+	d := NewDecoder(registryPipeline(t, reg.URL(), orders("avro")))
+	r1, _ := decodeOK(t, d, nil, reg.Avro("orders-value", orderAvroV1, orderAvroValue()))
+	v2 := orderAvroValue()
+	v2["note"] = "gift"
+	r2, _ := decodeOK(t, d, nil, reg.Avro("orders-value", orderAvroV2, v2))
+	if r1.Values[7] != nil || r2.Values[7] != "gift" || r1.ID != r2.ID {
+		t.Errorf("v1 note %v, v2 note %v, ids %s %s", r1.Values[7], r2.Values[7], r1.ID, r2.ID)
+	}
+	v3 := orderAvroValue()
+	delete(v3, "qty")
+	value := reg.Avro("orders-value", orderAvroV3, v3)
+	_, _, err := d.Decode(nil, value, Position{})
+	if got, want := badReason(t, err), `missing-field: field "qty" (column qty): missing or null (schema id 3)`; got != want {
+		t.Errorf("reason %q, want %q", got, want)
+	}
+}
+
+// A schema id the registry does not know is bad input; an outage is not:
+// it is reported as RegistryUnavailableError, nothing is cached, and the
+// same record decodes once the registry answers again.
+func TestRegistryErrors(t *testing.T) {
+	reg := srtest.New(t)
+	d := NewDecoder(registryPipeline(t, reg.URL(), orders("avro")))
+	_, _, err := d.Decode(nil, srtest.Frame(99, nil, []byte{0}), Position{})
+	if got := badReason(t, err); !strings.HasPrefix(got, "schema: schema id 99: unknown to the schema registry") {
+		t.Errorf("unknown id: %q", got)
+	}
+	_, _, err = d.Decode(nil, []byte(`{"id":1}`), Position{})
+	if got := badReason(t, err); !strings.HasPrefix(got, "malformed-payload: Confluent wire format: no magic byte 0") {
+		t.Errorf("unframed value: %q", got)
+	}
+	value := reg.Avro("orders-value", orderAvroV1, orderAvroValue())
+	restore := reg.Fail(http.StatusServiceUnavailable)
+	_, _, err = d.Decode(nil, value, Position{})
+	var br *BadRecord
+	if !Unavailable(err) || errors.As(err, &br) {
+		t.Fatalf("registry down: %v (%T), want RegistryUnavailableError", err, err)
+	}
+	restore()
+	decodeOK(t, d, nil, value)
+
+	// A JSON Schema id where Avro is read is bad input.
+	js := reg.JSON("other-value", `{"type":"object"}`, orderJSON)
+	_, _, err = d.Decode(nil, js, Position{})
+	if got := badReason(t, err); !strings.Contains(got, "is a JSON schema, but the pipeline reads avro") {
+		t.Errorf("wrong schema type: %q", got)
+	}
+	// Garbage after a valid header is bad input, not a panic.
+	_, _, err = d.Decode(nil, srtest.Frame(1, nil, []byte{0xff, 0xff, 0xff}), Position{})
+	badReason(t, err)
+}
+
+const orderProto = `syntax = "proto3";
+package t;
+import "google/protobuf/timestamp.proto";
+message Other { string x = 1; }
+message Order {
+  int64 id = 1;
+  string amount = 2;
+  string day = 3;
+  google.protobuf.Timestamp at = 4;
+  string uid = 5;
+  int32 qty = 6;
+  Customer customer = 7;
+  optional string note = 8;
+  message Customer { string name = 1; }
+}`
+
+// Protobuf, with a message index past the first message and a well-known
+// import, decodes to the JSON twin's values and id.
+func TestProtobufMatchesJSONTwin(t *testing.T) {
+	reg := srtest.New(t)
+	jrow, _ := decodeOK(t, NewDecoder(registryPipeline(t, reg.URL(), orders("json"))), nil, []byte(orderJSON))
+	d := NewDecoder(registryPipeline(t, reg.URL(), orders("protobuf")))
+	value := reg.Proto("orders-value", orderProto, []int{1}, map[string]any{
+		"id": int64(7), "amount": "12.30", "day": "2026-03-01", "uid": "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+		"qty": int32(3), "customer": map[string]any{"name": "Zoë"},
+		"at": map[string]any{"seconds": int64(1772359200), "nanos": int32(123456000)},
+	})
+	prow, _ := decodeOK(t, d, nil, value)
+	if prow.ID != jrow.ID || !reflect.DeepEqual(prow.Values, jrow.Values) {
+		t.Errorf("Protobuf %s %#v\nJSON %s %#v", prow.ID, prow.Values, jrow.ID, jrow.Values)
+	}
+	// Index 0 is the other message: its schema lacks the columns' fields.
+	other := srtest.Frame(1, []int{0}, nil)
+	_, _, err := d.Decode(nil, other, Position{})
+	if got := badReason(t, err); !strings.Contains(got, "(schema id 1)") || !strings.Contains(got, "missing") {
+		t.Errorf("other message: %q", got)
+	}
+	_, _, err = d.Decode(nil, srtest.Frame(1, []int{5}, nil), Position{})
+	if got := badReason(t, err); !strings.Contains(got, "no such message") {
+		t.Errorf("bad index: %q", got)
+	}
+}
+
+func TestJSONSchemaFramed(t *testing.T) {
+	reg := srtest.New(t)
+	jrow, _ := decodeOK(t, NewDecoder(registryPipeline(t, reg.URL(), orders("json"))), nil, []byte(orderJSON))
+	d := NewDecoder(registryPipeline(t, reg.URL(), orders("json_schema")))
+	row, _ := decodeOK(t, d, nil, reg.JSON("orders-value", `{"type":"object"}`, orderJSON))
+	if row.ID != jrow.ID || !reflect.DeepEqual(row.Values, jrow.Values) {
+		t.Errorf("JSON Schema %#v, JSON %#v", row.Values, jrow.Values)
+	}
+	_, _, err := d.Decode(nil, []byte(orderJSON), Position{})
+	badReason(t, err)
+}
+
+// A tombstone under deletes: apply is a delete of the key its key format
+// decodes, with the id an upsert of that key gets.
+func TestTombstoneKeyFormats(t *testing.T) {
+	reg := srtest.New(t)
+	p := orders("avro")
+	p.Deletes = "apply"
+	d := NewDecoder(registryPipeline(t, reg.URL(), p))
+	up, _ := decodeOK(t, d, nil, reg.Avro("orders-value", orderAvroV1, orderAvroValue()))
+	keySchema := `{"type":"record","name":"Key","fields":[
+		{"name":"id","type":"long"},
+		{"name":"amount","type":{"type":"bytes","logicalType":"decimal","precision":12,"scale":2}},
+		{"name":"day","type":{"type":"int","logicalType":"date"}},
+		{"name":"at","type":{"type":"long","logicalType":"timestamp-micros"}},
+		{"name":"uid","type":{"type":"string","logicalType":"uuid"}}]}`
+	kv := orderAvroValue()
+	delete(kv, "qty")
+	delete(kv, "customer")
+	del, date := decodeOK(t, d, reg.Avro("orders-key", keySchema, kv), nil)
+	if !del.Delete || del.ID != up.ID || !date.IsZero() {
+		t.Errorf("tombstone: delete %v, id %s (upsert %s), date %s", del.Delete, del.ID, up.ID, date)
+	}
+
+	// JSON key, JSON value; a scalar key for a one-column key.
+	jp := config.Pipeline{Key: []string{"id"}, Columns: []config.Column{col("id", "bigint")}, Date: config.Date{Field: "ts"}, Deletes: "apply"}
+	jd := NewDecoder(registryPipeline(t, reg.URL(), jp))
+	a, _ := decodeOK(t, jd, []byte(`{"id":5}`), nil)
+	b, _ := decodeOK(t, jd, []byte(`5`), nil)
+	c, _ := decodeOK(t, jd, nil, []byte(`{"id":5,"ts":"2026-03-01"}`))
+	if a.ID != c.ID || b.ID != c.ID {
+		t.Errorf("ids: object key %s, scalar key %s, upsert %s", a.ID, b.ID, c.ID)
+	}
+	for key, want := range map[string]string{
+		"":                          "tombstone: the value is null and there is no key: nothing says which row to delete",
+		`{"x":1}`:                   `missing-field: delete key: field "id" (column id): missing or null`,
+		`"abc"`:                     `wrong-type: delete key (column id bigint): "abc" is not an integer`,
+		`not json`:                  `malformed-json: delete key "not json" is not a JSON object with the key fields`,
+		`{"id":1.5}`:                `wrong-type: delete key: field "id" (column id bigint): "1.5" is not an integer`,
+		`{"id":1e19}`:               `out-of-range: delete key: field "id" (column id bigint): "1e19" is out of range (-9223372036854775808 to 9223372036854775807)`,
+		"{\"id\":1,\"x\":\"\xff\"}": `invalid-text: delete key: field "x": byte 0xff at byte 13 is not valid UTF-8`,
+		"\"\xff\"":                  `invalid-text: delete key "\"\xff\"" is not valid UTF-8 or holds a lone UTF-16 surrogate`,
+	} {
+		_, _, err := jd.Decode([]byte(key), nil, Position{})
+		if got := badReason(t, err); got != want {
+			t.Errorf("key %q: %q, want %q", key, got, want)
+		}
+	}
+
+	// A versioned pipeline needs the version in the key.
+	jp.Version = &config.Version{Field: "v"}
+	vd := NewDecoder(registryPipeline(t, reg.URL(), jp))
+	r, _ := decodeOK(t, vd, []byte(`{"id":5,"v":9}`), nil)
+	if r.Version != 9 {
+		t.Errorf("version %d, want 9", r.Version)
+	}
+	_, _, err := vd.Decode([]byte(`{"id":5}`), nil, Position{})
+	if got := badReason(t, err); !strings.Contains(got, "needs it in a tombstone's key") {
+		t.Errorf("versioned tombstone without version: %q", got)
+	}
+
+	// deletes: ignore takes the tombstone and changes nothing.
+	jp.Version, jp.Deletes = nil, "ignore"
+	ig, _ := decodeOK(t, NewDecoder(registryPipeline(t, reg.URL(), jp)), []byte(`{"id":5}`), nil)
+	if !ig.Ignore || ig.Delete {
+		t.Errorf("deletes: ignore gave %+v", ig)
+	}
+}
+
+// The strict checks of JSON hold for the registry formats too, with the
+// same classes: every format becomes the same JSON row. A Protobuf message
+// is checked by its own decoder; Avro strings are checked as they are
+// read, since encoding/json would replace invalid UTF-8 silently.
+func TestRegistryFormatsStrict(t *testing.T) {
+	reg := srtest.New(t)
+	d := NewDecoder(registryPipeline(t, reg.URL(), orders("avro")))
+	for name, tc := range map[string]struct {
+		customer, want string
+	}{
+		"invalid UTF-8": {"K\xf6ln", `invalid-text: field customer: field name: string "K\xf6ln" is not valid UTF-8 (schema id 1)`},
+		"NUL":           {"a\x00b", `invalid-text: field "customer.name" (column customer text): text contains a NUL character at character 1, which PostgreSQL cannot store (schema id 1)`},
+	} {
+		v := orderAvroValue()
+		v["customer"] = map[string]any{"name": tc.customer}
+		_, _, err := d.Decode(nil, reg.Avro("orders-value", orderAvroV1, v), Position{})
+		if got := badReason(t, err); got != tc.want {
+			t.Errorf("%s: %q, want %q", name, got, tc.want)
+		}
+	}
+	small := orders("avro")
+	small.MaxRecordBytes = 16
+	_, _, err := NewDecoder(registryPipeline(t, reg.URL(), small)).Decode(nil, reg.Avro("orders-value", orderAvroV1, orderAvroValue()), Position{})
+	if got := badReason(t, err); !strings.HasPrefix(got, "oversize: record is ") {
+		t.Errorf("oversize Avro: %q", got)
+	}
+	for _, want := range []string{ClassPayload, ClassSchema, ClassEvent} {
+		if ClassOf(want+": x") != want {
+			t.Errorf("ClassOf does not know %s", want)
+		}
+	}
+}

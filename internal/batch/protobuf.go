@@ -1,0 +1,157 @@
+package batch
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/bufbuild/protocompile"
+	"github.com/twmb/franz-go/pkg/sr"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/dynamicpb"
+)
+
+type protoFile = protoreflect.FileDescriptor
+
+// protoRoot names the registry schema among the files the compiler sees.
+const protoRoot = "idemsink-registry-schema.proto"
+
+// parseProto compiles a Protobuf schema from the registry. A registry
+// holds either .proto source (what Confluent's registry returns) or a
+// base64 FileDescriptorProto (what Confluent's serializers register);
+// both are accepted. Imports resolve to the schema's references, fetched
+// from the registry, and to the well-known google/protobuf files.
+func (r *Registry) parseProto(id int, s sr.Schema) (protoFile, error) {
+	files := map[string]sr.Schema{protoRoot: s}
+	if err := r.references(s.References, files, 0); err != nil {
+		return nil, err
+	}
+	resolver := protocompile.ResolverFunc(func(name string) (protocompile.SearchResult, error) {
+		f, ok := files[name]
+		if !ok {
+			return protocompile.SearchResult{}, fmt.Errorf("file %q: %w", name, errors.ErrUnsupported)
+		}
+		if fd := descriptorText(f.Schema); fd != nil {
+			fd.Name = proto.String(name)
+			return protocompile.SearchResult{Proto: fd}, nil
+		}
+		return protocompile.SearchResult{Source: strings.NewReader(f.Schema)}, nil
+	})
+	comp := protocompile.Compiler{Resolver: protocompile.WithStandardImports(resolver)}
+	fds, err := comp.Compile(context.Background(), protoRoot)
+	if err != nil {
+		return nil, fmt.Errorf("compile Protobuf schema: %w", err)
+	}
+	return fds[0], nil
+}
+
+// references fetches the schemas a schema imports, by subject and version.
+func (r *Registry) references(refs []sr.SchemaReference, into map[string]sr.Schema, depth int) error {
+	if depth > 16 {
+		return fmt.Errorf("schema references nest deeper than 16")
+	}
+	for _, ref := range refs {
+		if _, ok := into[ref.Name]; ok {
+			continue
+		}
+		ss, err := r.cl.SchemaByVersion(context.Background(), ref.Subject, ref.Version)
+		if err != nil {
+			var re *sr.ResponseError
+			if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
+				return fmt.Errorf("reference %s (%s version %d): %w", ref.Name, ref.Subject, ref.Version, err)
+			}
+			return &RegistryUnavailableError{Err: err}
+		}
+		into[ref.Name] = ss.Schema
+		if err := r.references(ss.References, into, depth+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// descriptorText returns the FileDescriptorProto that s encodes in base64,
+// or nil if s is .proto source.
+func descriptorText(s string) *descriptorpb.FileDescriptorProto {
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return nil
+	}
+	var fd descriptorpb.FileDescriptorProto
+	if proto.Unmarshal(b, &fd) != nil {
+		return nil
+	}
+	// protoc fills in every field's json_name; other serializers (Python's)
+	// leave it out, and the compiler then reads each field as claiming the
+	// custom JSON name "". Fill in protoc's default.
+	var fill func([]*descriptorpb.DescriptorProto)
+	fill = func(msgs []*descriptorpb.DescriptorProto) {
+		for _, m := range msgs {
+			for _, f := range append(m.Field, m.Extension...) {
+				if f.GetJsonName() == "" {
+					f.JsonName = proto.String(jsonName(f.GetName()))
+				}
+			}
+			fill(m.NestedType)
+		}
+	}
+	fill(fd.MessageType)
+	return &fd
+}
+
+// decodeProto reads the message-index prefix that follows the schema id,
+// decodes the payload as that message and returns it as JSON with the
+// .proto field names, every field present (unset ones as their default or
+// null), 64-bit integers as strings, enums by name and well-known types
+// (Timestamp, wrappers) in their JSON mapping.
+func decodeProto(fd protoFile, b []byte) ([]byte, error) {
+	var h sr.ConfluentHeader
+	index, payload, err := h.DecodeIndex(b, 32)
+	if err != nil {
+		return nil, fmt.Errorf("Protobuf message index: %w", err)
+	}
+	var md protoreflect.MessageDescriptor
+	msgs := fd.Messages()
+	for _, i := range index {
+		if i < 0 || i >= msgs.Len() {
+			return nil, fmt.Errorf("Protobuf message index %v: no such message in the schema", index)
+		}
+		md = msgs.Get(i)
+		msgs = md.Messages()
+	}
+	msg := dynamicpb.NewMessage(md)
+	if err := proto.Unmarshal(payload, msg); err != nil {
+		return nil, fmt.Errorf("decode Protobuf %s: %w", md.FullName(), err)
+	}
+	j, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("decode Protobuf %s: %w", md.FullName(), err)
+	}
+	return j, nil
+}
+
+// jsonName is protoc's default JSON name of a field: underscores dropped,
+// each letter after one upper-cased.
+func jsonName(name string) string {
+	var b strings.Builder
+	up := false
+	for _, r := range name {
+		switch {
+		case r == '_':
+			up = true
+		case up && r >= 'a' && r <= 'z':
+			b.WriteRune(r - 'a' + 'A')
+			up = false
+		default:
+			b.WriteRune(r)
+			up = false
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,154 @@
+package batch
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/idemsink/idemsink/internal/config"
+)
+
+// RegistryUnavailableError means the Schema Registry could not say what a
+// schema id is: it did not answer, answered with a server error, or refused
+// idemsink's credentials. It is an outage, not bad input: the record must
+// not be dead-lettered; the consumer pauses, waits and decodes it again,
+// as it does when PostgreSQL is down. Test for it with errors.As or
+// Unavailable.
+type RegistryUnavailableError struct {
+	SchemaID int
+	Err      error
+}
+
+func (e *RegistryUnavailableError) Error() string {
+	return fmt.Sprintf("schema registry unavailable for schema id %d: %v", e.SchemaID, e.Err)
+}
+
+func (e *RegistryUnavailableError) Unwrap() error { return e.Err }
+
+// Unavailable reports whether err is a Schema Registry outage: retry the
+// record later, never dead-letter it.
+func Unavailable(err error) bool {
+	var u *RegistryUnavailableError
+	return errors.As(err, &u)
+}
+
+// Registry fetches writer schemas by id and keeps them: a schema id names
+// one schema forever, so nothing is ever refetched, and an id the registry
+// does not know (404) is remembered as bad input too.
+type Registry struct {
+	cl      *sr.Client
+	timeout func() context.Context
+
+	mu      sync.Mutex
+	schemas map[int]*writerSchema
+}
+
+// writerSchema is a registry schema, parsed once for its format.
+type writerSchema struct {
+	id   int
+	typ  sr.SchemaType
+	err  error // the registry does not know the id, or the schema does not parse
+	avro avroSchema
+	pb   protoFile
+}
+
+// NewRegistry returns a client for the configured registry; it connects
+// nothing until a schema is needed.
+func NewRegistry(c *config.SchemaRegistry) (*Registry, error) {
+	opts := []sr.ClientOpt{sr.URLs(c.URL), sr.UserAgent("idemsink")}
+	if c.User != "" {
+		opts = append(opts, sr.BasicAuth(c.User, c.Password))
+	}
+	httpcl := &http.Client{Timeout: c.Timeout}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("schema registry CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("schema registry CA file %s: no PEM certificates", c.CAFile)
+		}
+		httpcl.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	}
+	opts = append(opts, sr.HTTPClient(httpcl))
+	cl, err := sr.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("schema registry client: %w", err)
+	}
+	return &Registry{cl: cl, schemas: map[int]*writerSchema{}}, nil
+}
+
+// schema returns the parsed schema with the id. A *BadRecord error means
+// the id is unknown or its schema unusable; a *RegistryUnavailableError
+// means try again later.
+func (r *Registry) schema(id int) (*writerSchema, error) {
+	r.mu.Lock()
+	ws := r.schemas[id]
+	r.mu.Unlock()
+	if ws != nil {
+		return ws, ws.err
+	}
+	// The http.Client's timeout bounds the request; Decode has no context.
+	s, err := r.cl.SchemaByID(context.Background(), id)
+	if err != nil {
+		var re *sr.ResponseError
+		if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
+			ws = &writerSchema{id: id, err: bad(ClassSchema, "schema id %d: unknown to the schema registry (%v)", id, err)}
+		} else {
+			return nil, &RegistryUnavailableError{SchemaID: id, Err: err}
+		}
+	} else {
+		ws, err = r.parse(id, s)
+		if err != nil {
+			var u *RegistryUnavailableError
+			if errors.As(err, &u) {
+				return nil, err
+			}
+			ws = &writerSchema{id: id, err: bad(ClassSchema, "schema id %d: %v", id, err)}
+		}
+	}
+	r.mu.Lock()
+	r.schemas[id] = ws
+	r.mu.Unlock()
+	return ws, ws.err
+}
+
+func (r *Registry) parse(id int, s sr.Schema) (*writerSchema, error) {
+	ws := &writerSchema{id: id, typ: s.Type}
+	var err error
+	switch s.Type {
+	case sr.TypeAvro:
+		ws.avro, err = parseAvro(s.Schema)
+	case sr.TypeProtobuf:
+		ws.pb, err = r.parseProto(id, s)
+	case sr.TypeJSON:
+	default:
+		err = fmt.Errorf("unsupported schema type %s", s.Type)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ws, nil
+}
+
+// frame splits a Confluent wire-format message: magic byte 0, a big-endian
+// 4-byte schema id, then the payload.
+func frame(b []byte) (int, []byte, error) {
+	var h sr.ConfluentHeader
+	id, rest, err := h.DecodeID(b)
+	if err != nil {
+		if len(b) == 0 {
+			return 0, nil, bad(ClassPayload, "Confluent wire format: empty value")
+		}
+		return 0, nil, bad(ClassPayload, "Confluent wire format: no magic byte 0 and 4-byte schema id (%d bytes, first 0x%02x)", len(b), b[0])
+	}
+	return id, rest, nil
+}

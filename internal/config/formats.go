@@ -1,0 +1,143 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"slices"
+	"time"
+)
+
+// EnvSchemaRegistryPassword overrides schema_registry.password.
+const EnvSchemaRegistryPassword = "IDEMSINK_SCHEMA_REGISTRY_PASSWORD"
+
+// Formats a pipeline's values may have. json is the default; avro,
+// protobuf and json_schema are the Confluent wire format (magic byte 0, a
+// 4-byte schema id, then the payload) with schemas from the registry;
+// debezium is a Debezium change event, JSON or Avro (debezium.encoding).
+var Formats = []string{"json", "avro", "protobuf", "json_schema", "debezium"}
+
+// Deletes policies: what a tombstone or a Debezium delete does.
+var Deletes = []string{"dead_letter", "apply", "ignore"}
+
+// DebeziumVersions name where a Debezium event's version comes from.
+var DebeziumVersions = []string{"lsn", "file_pos", "ts_ms"}
+
+// SchemaRegistry says how to reach a Confluent-compatible Schema Registry.
+type SchemaRegistry struct {
+	URL string `yaml:"url"`
+	// User and Password are HTTP basic auth; prefer
+	// IDEMSINK_SCHEMA_REGISTRY_PASSWORD for the password.
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	// CAFile is a PEM bundle to verify an https registry with, instead of
+	// the system's roots.
+	CAFile string `yaml:"ca_file"`
+	// Timeout bounds one request to the registry. Default 10s.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Debezium configures format: debezium.
+type Debezium struct {
+	// Encoding is json (default; with or without the schema envelope) or
+	// avro (Confluent wire format, schemas from the registry).
+	Encoding string `yaml:"encoding"`
+	// Version is the source position that orders changes: lsn (default;
+	// PostgreSQL source.lsn), file_pos (MySQL source.file and source.pos)
+	// or ts_ms (source.ts_ms).
+	Version string `yaml:"version"`
+}
+
+// DefaultRegistryTimeout bounds one Schema Registry request.
+const DefaultRegistryTimeout = 10 * time.Second
+
+// Registry returns the configured Schema Registry, or nil.
+func (p *Pipeline) Registry() *SchemaRegistry { return p.registry }
+
+// UsesRegistry reports whether the pipeline's values or keys need the registry.
+func (p *Pipeline) UsesRegistry() bool {
+	return registryFormat(p.Format) || registryFormat(p.KeyFormat) || p.Format == "debezium" && p.Debezium.Encoding == "avro"
+}
+
+func registryFormat(f string) bool { return f == "avro" || f == "protobuf" || f == "json_schema" }
+
+func (c *Config) setFormatDefaults() {
+	if r := c.SchemaRegistry; r != nil {
+		if r.Timeout == 0 {
+			r.Timeout = DefaultRegistryTimeout
+		}
+	}
+	for i := range c.Pipelines {
+		p := &c.Pipelines[i]
+		p.registry = c.SchemaRegistry
+		if p.Format == "" {
+			p.Format = "json"
+		}
+		if p.Deletes == "" {
+			p.Deletes = "dead_letter"
+		}
+		if p.Format == "debezium" {
+			if p.Debezium == nil {
+				p.Debezium = &Debezium{}
+			}
+			if p.Debezium.Encoding == "" {
+				p.Debezium.Encoding = "json"
+			}
+			if p.Debezium.Version == "" {
+				p.Debezium.Version = "lsn"
+			}
+		}
+		if p.KeyFormat == "" {
+			switch {
+			case p.Format == "debezium":
+				p.KeyFormat = p.Debezium.Encoding
+			case p.Format == "avro" || p.Format == "protobuf" || p.Format == "json_schema":
+				p.KeyFormat = p.Format
+			default:
+				p.KeyFormat = "json"
+			}
+		}
+	}
+}
+
+func (c *Config) validateFormats(bad func(string, ...any)) {
+	if r := c.SchemaRegistry; r != nil {
+		if u, err := url.Parse(r.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("schema_registry.url: %q is not an http or https URL", r.URL)
+		}
+		if r.Password != "" && r.User == "" {
+			bad("schema_registry.user: required with a password")
+		}
+		if r.Timeout < 0 {
+			bad("schema_registry.timeout: must be positive")
+		}
+	}
+	for i := range c.Pipelines {
+		p := &c.Pipelines[i]
+		at := fmt.Sprintf("pipelines[%d]", i)
+		if !slices.Contains(Formats, p.Format) {
+			bad("%s.format: %q is not one of json, avro, protobuf, json_schema, debezium", at, p.Format)
+		}
+		if p.KeyFormat != "json" && !registryFormat(p.KeyFormat) {
+			bad("%s.key_format: %q is not one of json, avro, protobuf, json_schema", at, p.KeyFormat)
+		}
+		if !slices.Contains(Deletes, p.Deletes) {
+			bad("%s.deletes: %q is not one of dead_letter, apply, ignore", at, p.Deletes)
+		}
+		if p.Debezium != nil {
+			switch {
+			case p.Format != "debezium":
+				bad("%s.debezium: only for format: debezium", at)
+			case p.Debezium.Encoding != "json" && p.Debezium.Encoding != "avro":
+				bad("%s.debezium.encoding: %q is not json or avro", at, p.Debezium.Encoding)
+			case !slices.Contains(DebeziumVersions, p.Debezium.Version):
+				bad("%s.debezium.version: %q is not one of lsn, file_pos, ts_ms", at, p.Debezium.Version)
+			}
+			if p.Version != nil {
+				bad("%s.version: a Debezium pipeline is ordered by debezium.version, not a field", at)
+			}
+		}
+		if p.UsesRegistry() && c.SchemaRegistry == nil {
+			bad("%s.format: %s needs schema_registry", at, p.Format)
+		}
+	}
+}
