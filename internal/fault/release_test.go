@@ -116,6 +116,9 @@ func build(t *testing.T, flags ...string) string {
 	args := append([]string{"build", "-o", bin}, flags...)
 	cmd := exec.Command("go", append(args, "./cmd/consumer")...)
 	cmd.Dir = filepath.Join("..", "..")
+	// Only the flags given: a -tags in the caller's GOFLAGS would turn the
+	// release build into the faultinject one.
+	cmd.Env = append(os.Environ(), "GOFLAGS=")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go %s: %v\n%s", strings.Join(cmd.Args[1:], " "), err, out)
 	}
