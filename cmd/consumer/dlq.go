@@ -23,12 +23,13 @@ import (
 
 const dlqUsage = `usage: consumer dlq <list|replay> [flags]
 
-  list    show dead letters, newest last, as a table or with -json
+  list    show pending dead letters in Kafka order, as a table or with -json
   replay  decode pending dead letters again with the current configuration
-          and apply those that now fit; run it after fixing the cause (a
-          wider column, a corrected producer is not enough: the stored
-          bytes are what is replayed). Applied ones are marked replayed and
-          leave the list; the rest keep their row with the latest reason.
+          and apply those that now fit; run it after fixing the cause on
+          this side, such as a wider column (the stored bytes are what is
+          replayed, so fixing the producer does not change them). Applied
+          ones are marked replayed and leave the list; the rest keep their
+          row with the latest reason.
 
 Filters (both): -pipeline, -reason (a substring, e.g. a class such as
 out-of-range), -topic, -partition, -since and -until (RFC 3339, a date, or a

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math/big"
 	"reflect"
 	"strings"
 	"testing"
@@ -184,4 +185,44 @@ func FuzzCheckJSON(f *testing.F) {
 
 func containsFFFD(v any) bool {
 	return anyString(v, func(s string) bool { return strings.ContainsRune(s, utf8.RuneError) })
+}
+
+// FuzzFitNumeric holds fitNumeric to the definition: numeric(p,s) stores v
+// unchanged iff v·10^s is an integer of at most p digits.
+func FuzzFitNumeric(f *testing.F) {
+	for _, s := range []string{"0", "-0.5", "123456789012345.5", "1.005", "12345", "100000", "0.001", "0.01", "99900", "9999999999.99", "1e400"} {
+		f.Add(s, uint16(12), int16(2))
+		f.Add(s, uint16(3), int16(-2))
+		f.Add(s, uint16(3), int16(5))
+	}
+	f.Fuzz(func(t *testing.T, s string, p uint16, sc int16) {
+		ct := config.ColumnType{Base: "numeric", Precision: int(p%config.MaxNumericPrecision) + 1, Scale: int(sc % (config.MaxNumericScale + 1)), HasPrecision: true}
+		n, err := toNumeric(s)
+		if err != nil {
+			return
+		}
+		r, ok := new(big.Rat).SetString(string(n))
+		if !ok {
+			t.Fatalf("canonical %q does not parse", n)
+		}
+		scaled := new(big.Rat).Set(r)
+		pow := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(abs(ct.Scale))), nil)
+		if ct.Scale >= 0 {
+			scaled.Mul(scaled, new(big.Rat).SetInt(pow))
+		} else {
+			scaled.Quo(scaled, new(big.Rat).SetInt(pow))
+		}
+		limit := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(ct.Precision)), nil)
+		want := scaled.IsInt() && new(big.Int).Abs(scaled.Num()).Cmp(limit) < 0
+		if got := fitNumeric(ct, n) == nil; got != want {
+			t.Fatalf("%s in %s: fits %v, want %v", n, ct, got, want)
+		}
+	})
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
 }

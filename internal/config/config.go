@@ -281,6 +281,9 @@ func (c *Config) SetDefaults() {
 		}
 		if p.MaxRecordBytes == 0 {
 			p.MaxRecordBytes = DefaultMaxRecordBytes
+			if c.MaxBufferedBytes > 0 {
+				p.MaxRecordBytes = min(p.MaxRecordBytes, c.MaxBufferedBytes)
+			}
 		}
 	}
 }

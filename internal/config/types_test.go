@@ -1,6 +1,9 @@
 package config
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 // TestParseType pins each accepted spelling to its canonical form and to
 // the name format_type gives it, which is what a pre-created table shows.
@@ -38,6 +41,27 @@ func TestParseType(t *testing.T) {
 		again, err := ParseType(ct.String())
 		if err != nil || again != ct {
 			t.Errorf("ParseType(%q) does not round-trip: %+v, %v", ct, again, err)
+		}
+	}
+}
+
+// max_record_bytes defaults to 1 MiB, or to max_buffered_bytes when that is
+// smaller, so that a small buffer alone is never an invalid configuration.
+func TestMaxRecordBytesDefault(t *testing.T) {
+	const base = "brokers: [k:9092]\ngroup: g\ndatabase_url: postgres://x\n%spipelines:\n  - {name: p, topics: [t], table: t, key: [id], columns: [{name: id, type: bigint}], date: {field: ts}}\n"
+	for _, tc := range []struct {
+		extra string
+		want  ByteSize
+	}{
+		{"", 1 << 20},
+		{"max_buffered_bytes: 512KiB\n", 512 << 10},
+	} {
+		c, err := Parse(fmt.Appendf(nil, base, tc.extra), nil)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.extra, err)
+		}
+		if got := c.Pipelines[0].MaxRecordBytes; got != tc.want {
+			t.Errorf("%q: max_record_bytes %d, want %d", tc.extra, got, tc.want)
 		}
 	}
 }

@@ -67,7 +67,11 @@ func Fake(t testing.TB, opts ...kfake.Opt) *Cluster {
 		t.Fatalf("kfake: %v", err)
 	}
 	t.Cleanup(fc.Close)
-	return connect(t, fc.ListenAddrs(), fc)
+	c := connect(t, fc.ListenAddrs(), fc)
+	// kfake can leave a SIGKILLed member in a Stable group for good; the
+	// reaper expires it as a broker would (sessions.go).
+	t.Cleanup(startReaper(fc, c.cl))
+	return c
 }
 
 func connect(t testing.TB, brokers []string, fc *kfake.Cluster) *Cluster {
