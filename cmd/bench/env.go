@@ -324,7 +324,7 @@ func (e *env) scenario(ctx context.Context, rep *report, n int, name string, seg
 		return nil, err
 	}
 	phases, err := e.child(ctx, childSpec{Kind: kindConsume, Name: name, Pipeline: p, Group: group, NoKafkaCommit: noKafkaCommit,
-		CPUProfile: profile(e.o.cpuprofile, fmt.Sprintf("s%d", n)), MemProfile: profile(e.o.memprofile, fmt.Sprintf("s%d", n))})
+		Connections: e.o.connections, CPUProfile: profile(e.o.cpuprofile, fmt.Sprintf("s%d", n)), MemProfile: profile(e.o.memprofile, fmt.Sprintf("s%d", n))})
 	if err != nil {
 		return nil, fmt.Errorf("scenario %s: %w", name, err)
 	}
