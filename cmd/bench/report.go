@@ -61,6 +61,12 @@ func (rep *report) print(w io.Writer) error {
 	pg := "external PostgreSQL (-database / TEST_DATABASE_URL)"
 	if e.pg != nil {
 		pg = "throwaway local PostgreSQL (pglocal: fsync=off, synchronous_commit=off, full_page_writes=off, shared_buffers=128MB)"
+		if rep.o.durable {
+			pg = "throwaway local PostgreSQL, durable (-durable: fsync=on, synchronous_commit=on, full_page_writes=on, shared_buffers=128MB)"
+		}
+	}
+	if rep.o.connections > 0 {
+		pg += fmt.Sprintf("; consumer apply_connections %d", rep.o.connections)
 	}
 	kafka := "Kafka at " + strings.Join(e.brokers, ",")
 	if e.cluster != nil {

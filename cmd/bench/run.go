@@ -41,6 +41,7 @@ type options struct {
 	days        int
 	partitions  int
 	connections int
+	durable     bool
 	backlog     int
 	scenarios   []int
 	quick       bool
@@ -69,6 +70,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.IntVar(&o.days, "days", 3, "target dates the event timestamps spread over")
 	fs.IntVar(&o.partitions, "partitions", 6, "partitions per topic")
 	fs.IntVar(&o.connections, "connections", 0, "the consumer's apply_connections (0: the default)")
+	fs.BoolVar(&o.durable, "durable", false, "start the throwaway PostgreSQL with production durability: fsync, synchronous_commit and full_page_writes on")
 	fs.IntVar(&o.backlog, "backlog", 5_000_000, "scenario 5: records in the backlog; the comparison run uses a tenth of it")
 	sc := fs.String("scenarios", "1,2,3,4,5", "scenarios to run (2, 3 and 4 build on 1's load, which always runs with them)")
 	fs.BoolVar(&o.quick, "quick", false, "small CI-friendly run: 50,000 records, a 200,000-record backlog")
@@ -263,6 +265,9 @@ func bench(ctx context.Context, o options, log *slog.Logger, stdout, stderr io.W
 	rep.finished, rep.loadEnd = time.Now(), loadAvg()
 	return rep.print(stdout)
 }
+
+// durableSettings override pglocal's test settings with production ones.
+var durableSettings = []string{"fsync = on", "synchronous_commit = on", "full_page_writes = on"}
 
 // count formats a record count compactly: 500k, 5M.
 func count(n int) string {
