@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/idemsink/idemsink/internal/batch"
@@ -50,8 +53,11 @@ WHERE (t._version, %s) IS DISTINCT FROM (EXCLUDED._version, %s)`,
 }
 
 // ceilingChild reads and decodes the segment before any timer starts,
-// then times two passes of the bare loop over the same rows: the load into
-// the empty table, and the same rows again (all unchanged).
+// then times the bare loop over the same rows: on one connection, the load
+// into the empty table and the same rows again (all unchanged); then, the
+// table emptied, the same two passes on two connections at once, each
+// batch's rows split between them by key hash (the machine's practical
+// limit for a loader that keeps keys apart).
 func ceilingChild(ctx context.Context, spec childSpec, log *slog.Logger) ([]phase, error) {
 	chunks, err := readChunks(ctx, spec)
 	if err != nil {
@@ -63,27 +69,63 @@ func ceilingChild(ctx context.Context, spec childSpec, log *slog.Logger) ([]phas
 		return nil, err
 	}
 	defer pool.Close()
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("connect: %w", err)
-	}
-	defer conn.Release()
-	createStage, upsert, copyCols := ceilingSQL(&spec.Pipeline)
-
 	var phases []phase
-	for pass := range 2 {
+	for pass := range 4 {
+		lanes := 1 + pass/2
+		if pass == 2 {
+			if _, err := pool.Exec(ctx, "TRUNCATE "+pgx.Identifier{spec.Pipeline.Schema, spec.Pipeline.Table}.Sanitize()); err != nil {
+				return nil, fmt.Errorf("empty the ceiling table: %w", err)
+			}
+			if _, err := pool.Exec(ctx, "CHECKPOINT"); err != nil {
+				return nil, fmt.Errorf("checkpoint: %w", err)
+			}
+		}
 		stop, err := startCPUProfile(profileSuffix(spec.CPUProfile, pass))
 		if err != nil {
 			return nil, err
 		}
-		lat := newTxLatency()
-		var ph phase
-		wal0 := walLSN(ctx, pool)
-		s0 := take(spec.ServerPID)
-		for i, rows := range chunks {
+		ph, err := ceilingPass(ctx, pool, spec, chunks, pass, lanes)
+		stop()
+		if err != nil {
+			return nil, err
+		}
+		phases = append(phases, ph)
+	}
+	return phases, nil
+}
+
+// ceilingPass loads every chunk with the bare loop over lanes
+// connections; with more than one, connection k takes the rows whose
+// record_id hashes to k (split before the clock starts).
+func ceilingPass(ctx context.Context, pool *pgxpool.Pool, spec childSpec, chunks [][]batch.Row, pass, lanes int) (phase, error) {
+	split := make([][][]batch.Row, lanes)
+	for lane := range lanes {
+		for _, all := range chunks {
+			var rows []batch.Row
+			for _, r := range all {
+				if int(r.ID[15])%lanes == lane {
+					rows = append(rows, r)
+				}
+			}
+			split[lane] = append(split[lane], rows)
+		}
+	}
+	createStage, upsert, copyCols := ceilingSQL(&spec.Pipeline)
+	lat := newTxLatency()
+	var ph phase
+	var mu sync.Mutex
+	// one is the bare loop on one connection over its share of the rows.
+	one := func(ctx context.Context, lane int) error {
+		conn, err := pool.Acquire(ctx)
+		if err != nil {
+			return fmt.Errorf("connect: %w", err)
+		}
+		defer conn.Release()
+		for i, rows := range split[lane] {
 			t0 := time.Now()
 			var id [16]byte
-			binary.BigEndian.PutUint64(id[:], uint64(pass)<<32|uint64(i))
+			binary.BigEndian.PutUint64(id[:], uint64(pass)<<40|uint64(lane)<<32|uint64(i))
+			var written int64
 			err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 				if _, err := tx.Exec(ctx, createStage); err != nil {
 					return fmt.Errorf("create stage: %w", err)
@@ -92,35 +134,51 @@ func ceilingChild(ctx context.Context, spec childSpec, log *slog.Logger) ([]phas
 					return fmt.Errorf("copy: %w", err)
 				}
 				tag, err := tx.Exec(ctx, upsert, id)
-				if err != nil {
-					return fmt.Errorf("upsert: %w", err)
-				}
-				ph.Written += tag.RowsAffected()
-				return nil
+				written = tag.RowsAffected()
+				return err
 			})
 			if err != nil {
-				return nil, err
+				return fmt.Errorf("ceiling batch: %w", err)
 			}
 			lat.add(time.Since(t0))
+			mu.Lock()
+			ph.Written += written
 			ph.Batches++
+			mu.Unlock()
 		}
-		t := take(spec.ServerPID).since(s0)
-		stop()
-		ph.WAL = walSince(ctx, pool, wal0)
-		ph.Wall, ph.CPU, ph.ServerCPU = t.Wall, t.CPU, t.ServerCPU
-		ph.P50, ph.P99 = lat.percentiles()
-		ph.Tx = lat.total()
-		ph.PeakRSS = peakRSS()
-		phases = append(phases, ph)
+		return nil
 	}
-	return phases, nil
+	wal0 := walLSN(ctx, pool)
+	s0 := take(spec.ServerPID)
+	gctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, lanes)
+	for lane := range lanes {
+		wg.Go(func() {
+			if errs[lane] = one(gctx, lane); errs[lane] != nil {
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return ph, err
+	}
+	t := take(spec.ServerPID).since(s0)
+	ph.WAL = walSince(ctx, pool, wal0)
+	ph.Wall, ph.CPU, ph.ServerCPU = t.Wall, t.CPU, t.ServerCPU
+	ph.P50, ph.P99 = lat.percentiles()
+	ph.Tx = lat.total()
+	ph.PeakRSS = peakRSS()
+	return ph, nil
 }
 
 func profileSuffix(path string, pass int) string {
 	if path == "" || pass == 0 {
 		return path
 	}
-	return path + ".again"
+	return path + [...]string{"", ".again", ".2conn", ".2conn.again"}[pass]
 }
 
 // readChunks reads the segment from Kafka and decodes it with the

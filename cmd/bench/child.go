@@ -45,6 +45,8 @@ type childSpec struct {
 	Pipeline      config.Pipeline `json:"pipeline"`
 	Group         string          `json:"group"`
 	NoKafkaCommit bool            `json:"no_kafka_commit"`
+	// Connections is the consumer's apply_connections; 0 is the default.
+	Connections int `json:"connections"`
 	// Topic, Starts and Ends are the records the ceiling loads.
 	Topic      string          `json:"topic"`
 	Starts     map[int32]int64 `json:"starts,omitempty"`
@@ -115,7 +117,7 @@ func runChild(ctx context.Context, specJSON string, stdout, stderr io.Writer) er
 func consumeChild(ctx context.Context, spec childSpec, log *slog.Logger) (phase, error) {
 	var ph phase
 	cfg := &config.Config{Brokers: spec.Brokers, Group: spec.Group, DatabaseURL: spec.DatabaseURL,
-		Pipelines: []config.Pipeline{spec.Pipeline}}
+		Pipelines: []config.Pipeline{spec.Pipeline}, ApplyConnections: spec.Connections}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return ph, err
@@ -233,6 +235,7 @@ func childPool(ctx context.Context, dsn string, tracer pgx.QueryTracer) (*pgxpoo
 		return nil, fmt.Errorf("parse database URL: %w", err)
 	}
 	pc.ConnConfig.RuntimeParams["application_name"] = childApp
+	pc.MaxConns = 8
 	if tracer != nil {
 		pc.ConnConfig.Tracer = tracer
 	}

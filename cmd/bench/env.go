@@ -71,7 +71,11 @@ func setup(ctx context.Context, o options, log *slog.Logger, stderr io.Writer) (
 		if err := pglocal.Available(); err != nil {
 			return nil, fmt.Errorf("no -database or TEST_DATABASE_URL, and no local PostgreSQL: %w", err)
 		}
-		if e.pg, err = pglocal.Start(ctx, pglocal.Options{Logger: log}); err != nil {
+		opts := pglocal.Options{Logger: log}
+		if o.durable {
+			opts.Settings = durableSettings
+		}
+		if e.pg, err = pglocal.Start(ctx, opts); err != nil {
 			return nil, fmt.Errorf("start PostgreSQL: %w", err)
 		}
 		e.dsn = e.pg.DSN("postgres")
@@ -324,7 +328,7 @@ func (e *env) scenario(ctx context.Context, rep *report, n int, name string, seg
 		return nil, err
 	}
 	phases, err := e.child(ctx, childSpec{Kind: kindConsume, Name: name, Pipeline: p, Group: group, NoKafkaCommit: noKafkaCommit,
-		CPUProfile: profile(e.o.cpuprofile, fmt.Sprintf("s%d", n)), MemProfile: profile(e.o.memprofile, fmt.Sprintf("s%d", n))})
+		Connections: e.o.connections, CPUProfile: profile(e.o.cpuprofile, fmt.Sprintf("s%d", n)), MemProfile: profile(e.o.memprofile, fmt.Sprintf("s%d", n))})
 	if err != nil {
 		return nil, fmt.Errorf("scenario %s: %w", name, err)
 	}

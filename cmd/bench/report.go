@@ -33,8 +33,10 @@ type report struct {
 	started, finished     time.Time
 	rows                  []*row
 	ceiling, ceilingAgain *row
-	produced              []segment
-	kinds                 [4]int64
+	// ceiling2 and ceiling2Again are the same loop on two connections.
+	ceiling2, ceiling2Again *row
+	produced                []segment
+	kinds                   [4]int64
 }
 
 func (rep *report) add(name string, seg segment, ph phase, written int64) *row {
@@ -59,6 +61,12 @@ func (rep *report) print(w io.Writer) error {
 	pg := "external PostgreSQL (-database / TEST_DATABASE_URL)"
 	if e.pg != nil {
 		pg = "throwaway local PostgreSQL (pglocal: fsync=off, synchronous_commit=off, full_page_writes=off, shared_buffers=128MB)"
+		if rep.o.durable {
+			pg = "throwaway local PostgreSQL, durable (-durable: fsync=on, synchronous_commit=on, full_page_writes=on, shared_buffers=128MB)"
+		}
+	}
+	if rep.o.connections > 0 {
+		pg += fmt.Sprintf("; consumer apply_connections %d", rep.o.connections)
 	}
 	kafka := "Kafka at " + strings.Join(e.brokers, ",")
 	if e.cluster != nil {
@@ -107,12 +115,18 @@ func (rep *report) print(w io.Writer) error {
 	fmt.Fprintln(w, "\nTargets:")
 	s1, s2, s3 := rep.find("1 "), rep.find("2 "), rep.find("3 ")
 	if s1 != nil && rep.ceiling != nil {
-		fmt.Fprintf(w, "  scenario 1 / ceiling            %.2f×  (target ≥ 0.8×, aim 1.0×)\n", s1.rate()/rep.ceiling.rate())
+		fmt.Fprintf(w, "  scenario 1 / ceiling            %.2f×  (target ≥ 1.0×)\n", s1.rate()/rep.ceiling.rate())
+	}
+	if s1 != nil && rep.ceiling2 != nil {
+		fmt.Fprintf(w, "  scenario 1 / 2-conn ceiling     %.2f×  (aim 0.9×)\n", s1.rate()/rep.ceiling2.rate())
+	}
+	if s4 := rep.find("4 "); s4 != nil && rep.ceiling != nil {
+		fmt.Fprintf(w, "  scenario 4 / ceiling            %.2f×  (target ≥ 0.9×)\n", s4.rate()/rep.ceiling.rate())
 	}
 	if s1 != nil && s2 != nil {
 		fmt.Fprintf(w, "  scenario 2 / scenario 1         %.2f×  (target ≥ 1.5×), rows written %d (target 0)\n", s2.rate()/s1.rate(), s2.written)
 		if rep.ceilingAgain != nil {
-			fmt.Fprintf(w, "  scenario 2 / ceiling same rows  %.2f×\n", s2.rate()/rep.ceilingAgain.rate())
+			fmt.Fprintf(w, "  scenario 2 / ceiling same rows  %.2f×  (target ≥ 1.0×), WAL %.1f MB\n", s2.rate()/rep.ceilingAgain.rate(), float64(s2.WAL)/1e6)
 		}
 	}
 	if s1 != nil && s3 != nil {

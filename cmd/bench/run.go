@@ -33,23 +33,25 @@ flags:
 
 // options are the command-line settings.
 type options struct {
-	records    int
-	keys       int
-	update     float64
-	dup        float64
-	late       float64
-	days       int
-	partitions int
-	backlog    int
-	scenarios  []int
-	quick      bool
-	database   string
-	brokers    []string
-	cpuprofile string
-	memprofile string
-	seed       uint64
-	verbose    bool
-	timeout    time.Duration
+	records     int
+	keys        int
+	update      float64
+	dup         float64
+	late        float64
+	days        int
+	partitions  int
+	connections int
+	durable     bool
+	backlog     int
+	scenarios   []int
+	quick       bool
+	database    string
+	brokers     []string
+	cpuprofile  string
+	memprofile  string
+	seed        uint64
+	verbose     bool
+	timeout     time.Duration
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
@@ -67,6 +69,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.Float64Var(&o.late, "late", 0.02, "share of new-key events whose timestamp lies days behind (an earlier target date)")
 	fs.IntVar(&o.days, "days", 3, "target dates the event timestamps spread over")
 	fs.IntVar(&o.partitions, "partitions", 6, "partitions per topic")
+	fs.IntVar(&o.connections, "connections", 0, "the consumer's apply_connections (0: the default)")
+	fs.BoolVar(&o.durable, "durable", false, "start the throwaway PostgreSQL with production durability: fsync, synchronous_commit and full_page_writes on")
 	fs.IntVar(&o.backlog, "backlog", 5_000_000, "scenario 5: records in the backlog; the comparison run uses a tenth of it")
 	sc := fs.String("scenarios", "1,2,3,4,5", "scenarios to run (2, 3 and 4 build on 1's load, which always runs with them)")
 	fs.BoolVar(&o.quick, "quick", false, "small CI-friendly run: 50,000 records, a 200,000-record backlog")
@@ -164,7 +168,7 @@ func bench(ctx context.Context, o options, log *slog.Logger, stdout, stderr io.W
 		e.loadSeg = seg
 		rep.produced = append(rep.produced, seg)
 
-		progress("ceiling: bare COPY + INSERT ... ON CONFLICT of the same rows")
+		progress("ceiling: bare COPY + INSERT ... ON CONFLICT of the same rows, on one connection, then two")
 		if err := e.settle(ctx); err != nil {
 			return err
 		}
@@ -177,12 +181,19 @@ func bench(ctx context.Context, o options, log *slog.Logger, stdout, stderr io.W
 		if err != nil {
 			return err
 		}
-		if want := phases[0].Written + phases[1].Written; written != want {
+		var want int64
+		for _, ph := range phases {
+			want += ph.Written
+		}
+		if written != want {
 			log.Warn("ceiling: pg_stat_user_tables disagrees with the command tags", "pg_stat", written, "tags", want)
 		}
 		rep.ceiling = rep.add("ceiling: load", seg, phases[0], phases[0].Written)
 		rep.ceilingAgain = rep.add("ceiling: same rows again", seg, phases[1], phases[1].Written)
-		fmt.Fprintf(stderr, "          %.0f records/s (load), %.0f records/s (same rows again)\n", rep.ceiling.rate(), rep.ceilingAgain.rate())
+		rep.ceiling2 = rep.add("ceiling, 2 conns: load", seg, phases[2], phases[2].Written)
+		rep.ceiling2Again = rep.add("ceiling, 2 conns: same rows again", seg, phases[3], phases[3].Written)
+		fmt.Fprintf(stderr, "          %.0f records/s (load), %.0f records/s (same rows again); on 2 connections %.0f, %.0f\n",
+			rep.ceiling.rate(), rep.ceilingAgain.rate(), rep.ceiling2.rate(), rep.ceiling2Again.rate())
 
 		progress("scenario 1: first load of %d records into an empty table", o.records)
 		if _, err := e.scenario(ctx, rep, 1, "1 first load", seg, e.load, e.groupLoad, false); err != nil {
@@ -254,6 +265,9 @@ func bench(ctx context.Context, o options, log *slog.Logger, stdout, stderr io.W
 	rep.finished, rep.loadEnd = time.Now(), loadAvg()
 	return rep.print(stdout)
 }
+
+// durableSettings override pglocal's test settings with production ones.
+var durableSettings = []string{"fsync = on", "synchronous_commit = on", "full_page_writes = on"}
 
 // count formats a record count compactly: 500k, 5M.
 func count(n int) string {

@@ -91,25 +91,37 @@ func (s *batches) flush(k batchKey, now time.Time) {
 	s.queues[k.lane] = append(s.queues[k.lane], &job{b: b, lane: k.lane, flushed: now})
 }
 
-// flushDue flushes the open batches that lingered long enough; with all
-// set, every open batch.
+// flushDue flushes the open batches that lingered long enough, in lanes
+// with nothing queued or in flight; with all set, every open batch. In a
+// busy lane a batch past its linger would only wait in the queue: it goes
+// on filling up until it is full or the lane is free.
 func (s *batches) flushDue(now time.Time, all bool) {
+	idle := make([]bool, s.lanes)
+	for lane, q := range s.queues {
+		idle[lane] = len(q) == 0
+	}
 	for _, k := range s.sortedOpen() {
-		if all || s.open[k].Due(now) {
+		if all || (idle[k.lane] && s.open[k].Due(now)) {
 			s.flush(k, now)
 		}
 	}
 }
 
-// flushOldest flushes the oldest open batch, to make room under the caps;
-// it reports whether there was one.
-func (s *batches) flushOldest(now time.Time) bool {
-	keys := s.sortedOpen()
-	if len(keys) == 0 {
-		return false
+// flushIdle flushes, for each lane with nothing queued, its oldest open
+// batch: at the caps, that is what makes room. A lane that has batches
+// queued makes room by applying them; flushing its open batches early
+// would only cut them small.
+func (s *batches) flushIdle(now time.Time) {
+	busy := make([]bool, s.lanes)
+	for lane, q := range s.queues {
+		busy[lane] = len(q) > 0
 	}
-	s.flush(keys[0], now)
-	return true
+	for _, k := range s.sortedOpen() {
+		if !busy[k.lane] {
+			s.flush(k, now)
+			busy[k.lane] = true
+		}
+	}
 }
 
 // sortedOpen returns the keys of the open batches, oldest first.
@@ -258,11 +270,12 @@ func (s *batches) inflight() []*job {
 	return out
 }
 
-// deadline is the earliest time something is due: an open batch's linger
-// or a failed batch's retry.
+// deadline is the earliest time something is due: the linger of an open
+// batch in an idle lane (a busy lane's batches wait for it to be free, and
+// its outcome wakes the loop), or a failed batch's retry.
 func (s *batches) deadline(limit time.Time) time.Time {
-	for _, b := range s.open {
-		if d := b.Deadline(); d.Before(limit) {
+	for k, b := range s.open {
+		if d := b.Deadline(); d.Before(limit) && len(s.queues[k.lane]) == 0 {
 			limit = d
 		}
 	}

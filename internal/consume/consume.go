@@ -361,7 +361,8 @@ func (c *Consumer) turn(fetches kgo.Fetches) {
 	c.drain()
 	now := c.now()
 	c.set.flushDue(now, false)
-	for (c.set.records >= c.cfg.MaxBufferedRecords || int64(c.set.bytes) >= int64(c.cfg.MaxBufferedBytes)) && c.set.flushOldest(now) {
+	if c.room() == 0 {
+		c.set.flushIdle(now)
 	}
 	c.dispatch()
 	c.resync()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/idemsink/idemsink/internal/consume"
 	"github.com/idemsink/idemsink/internal/kafkatest"
@@ -245,7 +246,8 @@ func TestOutageDuringRebalance(t *testing.T) {
 
 // Lag per partition comes from the fetches' high watermark minus the
 // ledger's applied offset: it grows while records cannot be applied and
-// falls back to 0 once they are.
+// falls back to 0 once they are. (A partition paused after a failed batch
+// is not fetched: its lag then stays at what the last fetch reported.)
 func TestLagGauge(t *testing.T) {
 	t.Parallel()
 	k := kafkatest.New(t)
@@ -270,9 +272,12 @@ func TestLagGauge(t *testing.T) {
 }
 
 // produceSpread produces records with ids from..from+n-1, round robin over
-// the topic's partitions.
+// the topic's partitions, in one call: a fetch that follows it reports
+// every partition's new end.
 func produceSpread(k *kafkatest.Cluster, topic string, partitions, from, n int) {
+	var recs []*kgo.Record
 	for i := from; i < from+n; i++ {
-		k.Produce(record(topic, int32(i%partitions), rec{ID: int64(i), Status: "s", Qty: i, TS: "2026-03-01T10:00:00Z"}))
+		recs = append(recs, record(topic, int32(i%partitions), rec{ID: int64(i), Status: "s", Qty: i, TS: "2026-03-01T10:00:00Z"}))
 	}
+	k.Produce(recs...)
 }

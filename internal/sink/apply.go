@@ -190,6 +190,13 @@ func (t *txn) stage(ctx context.Context, rowByRow bool) error {
 	if _, err := t.tx.Exec(ctx, t.st.createStage); err != nil {
 		return fmt.Errorf("create stage: %w", err)
 	}
+	// The upsert and the verification read one target row per staged row;
+	// left to itself the planner picks a hash join over the whole target
+	// once a batch is a few thousand rows (the stage has no statistics).
+	// Index lookups are what they should be.
+	if _, err := t.tx.Exec(ctx, planJoins); err != nil {
+		return fmt.Errorf("plan joins: %w", err)
+	}
 	t0 := time.Now()
 	defer func() { t.res.Stage = time.Since(t0) }()
 	deletes := t.b.Pipeline.Deletes == "apply"
@@ -244,12 +251,6 @@ func (t *txn) upsert(ctx context.Context, rowByRow bool) error {
 // at its staged version or a newer one (contract 6).
 func (t *txn) verify(ctx context.Context) error {
 	t0 := time.Now()
-	// The verify join reads one target row per staged row; left to itself
-	// the planner picks a hash join over the whole target once a batch is
-	// a few thousand rows. Index lookups are what it should be.
-	if _, err := t.tx.Exec(ctx, planVerify); err != nil {
-		return fmt.Errorf("plan verify: %w", err)
-	}
 	var staged, missing, behind, stale int64
 	if err := t.tx.QueryRow(ctx, t.st.verify).Scan(&staged, &missing, &behind, &stale); err != nil {
 		return fmt.Errorf("verify %s: %w", t.st.target, err)

@@ -369,3 +369,48 @@ func TestClassify(t *testing.T) {
 		t.Errorf("SQLState: %q", got)
 	}
 }
+
+// A new key inserted by another transaction between the upsert's probe and
+// its insert (a unique violation for the plain insert) is settled by the
+// row-by-row retry under ON CONFLICT: the newer row wins, nothing is
+// dead-lettered.
+func TestNewKeyInsertedConcurrently(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, pipeline("items", false))
+	ctx := context.Background()
+	tx, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit, a no-op
+	b := f.batchOf("items", 5, `{"id":1,"qty":7,"day":"2026-03-01"}`)
+	// The same record_id as the batch's row, at an older position.
+	if _, err := tx.Exec(ctx, `INSERT INTO items (record_id, id, note, qty, _version, _src_topic, _src_partition, _src_offset, _batch_id, _applied_at)
+VALUES ($1, 1, 'other', 1, 0, 'items-topic', 0, 0, $1, now())`, b.Rows[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	var res sink.Result
+	go func() {
+		var err error
+		res, err = f.s.Apply(ctx, b, commitFor(b, 1))
+		done <- err
+	}()
+	// The batch's insert waits for the open transaction's uncommitted row.
+	deadline := time.Now().Add(10 * time.Second)
+	for f.count("SELECT count(*) FROM pg_locks WHERE NOT granted") == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if res.DeadLettered != 0 || res.Updated != 1 {
+		t.Errorf("result %+v: want 1 updated, none dead-lettered", res)
+	}
+	if n := f.count("SELECT qty FROM items WHERE id = 1"); n != 7 {
+		t.Errorf("qty %d, want the batch's 7", n)
+	}
+}

@@ -29,7 +29,7 @@ func buildStatements(p *config.Pipeline) *statements {
 		target: quote(p.Schema, p.Table),
 		stage:  quote("_idemsink_stage_" + p.Name),
 	}
-	var cols, defs, stageDefs, sets, tContent, eContent, sContent []string
+	var cols, defs, stageDefs, sets, tContent, eContent []string
 	for _, c := range p.Columns {
 		q := quote(c.Name)
 		cols = append(cols, q)
@@ -42,7 +42,6 @@ func buildStatements(p *config.Pipeline) *statements {
 		sets = append(sets, fmt.Sprintf("%s = EXCLUDED.%s", q, q))
 		tContent = append(tContent, "t."+q)
 		eContent = append(eContent, "EXCLUDED."+q)
-		sContent = append(sContent, "s."+q)
 	}
 	meta := []string{"_version", "_src_topic", "_src_partition", "_src_offset"}
 	s.stageCols = append(append([]string{"record_id"}, strings.Split(strings.Join(p.ColumnNames(), ","), ",")...), meta...)
@@ -83,21 +82,39 @@ func buildStatements(p *config.Pipeline) *statements {
   RETURNING (xmax = 0) AS inserted`, strings.Join(sets, ", "), position("EXCLUDED"), position("t"), strings.Join(tContent, ", "), strings.Join(eContent, ", "))
 	insert := fmt.Sprintf(`INSERT INTO %s AS t (record_id, %s, _version, _src_topic, _src_partition, _src_offset, _batch_id, _applied_at)`, s.target, colList)
 
-	// Rows the target already holds at the same or a newer position, or
-	// with the same content, are left out before the insert: ON CONFLICT
-	// DO UPDATE ... WHERE false would still lock each of them, which
-	// dirties its page and writes WAL. Contract 4 says an unchanged row
-	// is not touched at all.
-	s.upsert = fmt.Sprintf(`WITH up AS (
-  %s
-  SELECT record_id, %s, _version, _src_topic, _src_partition, _src_offset, $1::uuid, now() FROM %s s
-  WHERE NOT EXISTS (SELECT FROM %s t WHERE t.record_id = s.record_id
-    AND NOT (%s > %s
-      AND (t._version, %s) IS DISTINCT FROM (s._version, %s)))
-  %s
+	// One probe of the target per staged row (the probe join) sorts the
+	// batch into new keys and existing keys that are newer with other
+	// content; every other row is left alone, not even locked (contract
+	// 4). New keys are inserted plainly: a key inserted meanwhile by
+	// another transaction fails the batch with a unique violation, and
+	// the row-by-row retry (upsertRow, ON CONFLICT) settles it. Changed
+	// rows are updated under the version guard again: if another
+	// transaction changed the row since the probe, the guard is
+	// re-evaluated on its newest version (READ COMMITTED), so an older
+	// version never wins.
+	var upd []string
+	for _, c := range p.Columns {
+		q := quote(c.Name)
+		upd = append(upd, fmt.Sprintf("%s = p.%s", q, q))
+	}
+	newer := func(s, t string) string {
+		return fmt.Sprintf("%s > %s AND (%s._version, %s) IS DISTINCT FROM (%s._version, %s)", position(s), position(t),
+			t, prefixed(t, p.ColumnNames()), s, prefixed(s, p.ColumnNames()))
+	}
+	s.upsert = fmt.Sprintf(`WITH probe AS MATERIALIZED (
+  SELECT s.*, t.record_id IS NULL AS fresh FROM %[1]s s LEFT JOIN %[2]s t ON t.record_id = s.record_id
+  WHERE t.record_id IS NULL OR (%[3]s)
+), ins AS (
+  INSERT INTO %[2]s (record_id, %[4]s, _version, _src_topic, _src_partition, _src_offset, _batch_id, _applied_at)
+  SELECT record_id, %[4]s, _version, _src_topic, _src_partition, _src_offset, $1::uuid, now() FROM probe WHERE fresh
+  RETURNING 1
+), upd AS (
+  UPDATE %[2]s t SET %[5]s, _version = p._version, _src_topic = p._src_topic, _src_partition = p._src_partition,
+    _src_offset = p._src_offset, _batch_id = $1::uuid, _applied_at = now()
+  FROM probe p WHERE NOT p.fresh AND t.record_id = p.record_id AND %[6]s
+  RETURNING 1
 )
-SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM up`, insert, colList, s.stage,
-		s.target, position("s"), position("t"), strings.Join(tContent, ", "), strings.Join(sContent, ", "), conflict)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)`, s.stage, s.target, newer("s", "t"), colList, strings.Join(upd, ", "), newer("p", "t"))
 
 	params := []string{"$1::uuid"}
 	for i, c := range p.Columns {
@@ -112,7 +129,7 @@ SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FR
 	// position with other content: the upsert should have replaced them.
 	// "stale" counts staged rows older than what the target holds.
 	contentT := "(t._version, " + strings.Join(tContent, ", ") + ")"
-	contentS := "(s._version, " + strings.Join(sContent, ", ") + ")"
+	contentS := "(s._version, " + prefixed("s", p.ColumnNames()) + ")"
 	s.verify = fmt.Sprintf(`SELECT count(*),
   count(*) FILTER (WHERE t.record_id IS NULL),
   count(*) FILTER (WHERE %[1]s < %[2]s AND %[3]s IS DISTINCT FROM %[4]s),
@@ -166,11 +183,20 @@ ON CONFLICT (batch_id) DO UPDATE SET applications = idemsink.batches.application
   dead_lettered = EXCLUDED.dead_lettered, stage_ms = EXCLUDED.stage_ms, upsert_ms = EXCLUDED.upsert_ms, verify_ms = EXCLUDED.verify_ms
 RETURNING applications`
 
-	// planVerify steers the verification join to index lookups, for this
-	// transaction only.
-	planVerify = `SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)`
+	// planJoins steers the upsert's and the verification's joins to index
+	// lookups, for this transaction only.
+	planJoins = `SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)`
 
 	// The lock key is an arbitrary constant shared by every idemsink
 	// process: table creation runs under it, beside tern's own lock.
 	lockDDL = `SELECT pg_advisory_xact_lock(7245092318765)`
 )
+
+// prefixed returns the quoted columns qualified by alias, comma-separated.
+func prefixed(alias string, cols []string) string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = alias + "." + quote(c)
+	}
+	return strings.Join(out, ", ")
+}
