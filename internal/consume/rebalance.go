@@ -164,6 +164,12 @@ func (c *Consumer) revoked(_ context.Context, _ *kgo.Client, tps map[string][]in
 func (c *Consumer) lost(_ context.Context, _ *kgo.Client, tps map[string][]int32) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if len(tps) > 0 {
+		// A crash while losing partitions is a crash during a rebalance
+		// too, and the common one after a member is expelled: the torture
+		// suite reaches this point far more often than a revocation.
+		c.fault(FaultDuringRebalance)
+	}
 	gone := toSet(tps)
 	c.set.drop(func(tp batch.TP) bool { return gone[tp] })
 	c.forget(gone)
