@@ -327,3 +327,36 @@ CREATE TRIGGER conflict_once BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTIO
 	}
 	waitFor(t, 10*time.Second, "readiness", mb.c.Ready)
 }
+
+// Open batches alone can fill the backlog (records over many target
+// dates, none of them full): at the cap, fetching waits and idle lanes
+// flush their oldest batch, so consumption goes on and the backlog never
+// passes the cap.
+func TestOpenBatchesAtTheCap(t *testing.T) {
+	t.Parallel()
+	k := kafkatest.New(t)
+	topic := k.Topic("t", 2)
+	p := simplePipeline("p", topic, "items", false)
+	p.Batch.MaxRecords, p.Batch.Linger = 1000, 300*time.Millisecond
+	e := newEnv(t, k, p)
+	cfg := *e.cfg
+	cfg.MaxBufferedRecords = 20
+	mb := e.start(&cfg, consume.Options{})
+	var recs []*kgo.Record
+	for i := range 200 {
+		ts := fmt.Sprintf("2026-03-%02dT10:00:00Z", 1+i%25)
+		recs = append(recs, record(topic, int32(i%2), rec{ID: int64(i), Status: "s", Qty: i, TS: ts}))
+	}
+	k.Produce(recs...)
+	peak := 0.0
+	waitFor(t, 60*time.Second, "all 200 records applied", func() bool {
+		peak = max(peak, testutil.ToFloat64(mb.m.Buffered))
+		return e.count("SELECT count(*) FROM items") == 200
+	})
+	if peak > 20 {
+		t.Errorf("the backlog reached %v records, above the cap of 20", peak)
+	}
+	if peak == 0 {
+		t.Error("the backlog gauge never moved")
+	}
+}
