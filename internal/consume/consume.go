@@ -285,6 +285,9 @@ func (c *Consumer) loop(ctx context.Context) error {
 		c.drain()
 		c.flush()
 		c.dispatch()
+		// Also when nothing is polled (at the cap): a stuck batch's age
+		// must keep growing on the gauge.
+		c.gauges()
 		deadline := c.set.deadline(c.now().Add(time.Second))
 		for _, ps := range c.parts {
 			if ps.fenced && ps.resyncAt.Before(deadline) {

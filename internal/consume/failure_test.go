@@ -155,7 +155,11 @@ func TestPermissionErrorIsStuck(t *testing.T) {
 	e := newEnv(t, k, simplePipeline("p", topic, "items", false))
 	ctx := context.Background()
 	log := newEvents()
-	mb := e.start(e.cfg, consume.Options{Logger: slog.New(log)})
+	// A cap of one record: the stuck batch holds the whole backlog, so the
+	// loop stops polling, and the gauges must still move.
+	cfg := *e.cfg
+	cfg.MaxBufferedRecords = 1
+	mb := e.start(&cfg, consume.Options{Logger: slog.New(log)})
 	k.Produce(record(topic, 0, rec{ID: 1, Status: "placed", Qty: 1, TS: "2026-03-01T10:00:00Z"}))
 	e.waitApplied(e.cfg.Group, topic)
 	waitFor(t, 10*time.Second, "readiness", mb.c.Ready)
@@ -168,7 +172,7 @@ func TestPermissionErrorIsStuck(t *testing.T) {
 	k.Produce(record(topic, 0, rec{ID: 2, Status: "placed", Qty: 2, TS: "2026-03-01T11:00:00Z"}))
 	age := mb.m.PendingBatchAge.WithLabelValues("p")
 	waitFor(t, 30*time.Second, "the batch to show as stuck", func() bool {
-		return testutil.ToFloat64(age) >= 1 && log.find(consume.EventStuck) != nil
+		return testutil.ToFloat64(age) >= 2 && log.find(consume.EventStuck) != nil
 	})
 	ev := log.find(consume.EventStuck)
 	if ev["sqlstate"] != "42501" || ev["level"] != "ERROR" || ev["class"] != "stuck" {
