@@ -286,7 +286,11 @@ func (c *Consumer) loop(ctx context.Context) error {
 		}
 		c.mu.Lock()
 		c.drain()
+		c.flush()
 		c.dispatch()
+		// Also when nothing is polled (at the cap): a stuck batch's age
+		// must keep growing on the gauge.
+		c.gauges()
 		deadline := c.set.deadline(c.now().Add(time.Second))
 		for _, ps := range c.parts {
 			if ps.fenced && ps.resyncAt.Before(deadline) {
@@ -359,11 +363,7 @@ func (c *Consumer) turn(fetches kgo.Fetches) {
 	})
 	fetches.EachRecord(c.add)
 	c.drain()
-	now := c.now()
-	c.set.flushDue(now, false)
-	if c.room() == 0 {
-		c.set.flushIdle(now)
-	}
+	c.flush()
 	c.dispatch()
 	c.resync()
 	if !c.hurry.Swap(false) {
@@ -376,6 +376,17 @@ func (c *Consumer) turn(fetches kgo.Fetches) {
 		c.commitKafka(all)
 	}
 	c.gauges()
+}
+
+// flush sends the batches that are due to their lanes: those past their
+// linger in idle lanes, and at the backlog caps the oldest of each idle
+// lane (open batches alone can fill the backlog: many target dates).
+func (c *Consumer) flush() {
+	now := c.now()
+	c.set.flushDue(now, false)
+	if c.room() == 0 {
+		c.set.flushIdle(now)
+	}
 }
 
 // drain settles every attempt that has returned.

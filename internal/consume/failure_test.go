@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,23 +23,32 @@ import (
 // events is a slog handler that keeps the consumer's events with their
 // attributes, for tests that check what an operator would see.
 type events struct {
-	mu  sync.Mutex
-	got []map[string]string
+	mu    *sync.Mutex
+	got   *[]map[string]string
+	attrs []slog.Attr // from WithAttrs
 }
 
+func newEvents() *events { return &events{mu: &sync.Mutex{}, got: &[]map[string]string{}} }
+
 func (h *events) Enabled(context.Context, slog.Level) bool { return true }
-func (h *events) WithAttrs([]slog.Attr) slog.Handler       { return h }
 func (h *events) WithGroup(string) slog.Handler            { return h }
+
+func (h *events) WithAttrs(as []slog.Attr) slog.Handler {
+	return &events{mu: h.mu, got: h.got, attrs: append(slices.Clone(h.attrs), as...)}
+}
 
 func (h *events) Handle(_ context.Context, r slog.Record) error {
 	attrs := map[string]string{"level": r.Level.String()}
+	for _, a := range h.attrs {
+		attrs[a.Key] = a.Value.String()
+	}
 	r.Attrs(func(a slog.Attr) bool { attrs[a.Key] = a.Value.String(); return true })
 	if attrs["event"] == "" {
 		return nil
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.got = append(h.got, attrs)
+	*h.got = append(*h.got, attrs)
 	return nil
 }
 
@@ -46,7 +56,7 @@ func (h *events) Handle(_ context.Context, r slog.Record) error {
 func (h *events) find(ev string) map[string]string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, a := range h.got {
+	for _, a := range *h.got {
 		if a["event"] == ev {
 			return a
 		}
@@ -144,8 +154,12 @@ func TestPermissionErrorIsStuck(t *testing.T) {
 	topic := k.Topic("t", 1)
 	e := newEnv(t, k, simplePipeline("p", topic, "items", false))
 	ctx := context.Background()
-	log := &events{}
-	mb := e.start(e.cfg, consume.Options{Logger: slog.New(log)})
+	log := newEvents()
+	// A cap of one record: the stuck batch holds the whole backlog, so the
+	// loop stops polling, and the gauges must still move.
+	cfg := *e.cfg
+	cfg.MaxBufferedRecords = 1
+	mb := e.start(&cfg, consume.Options{Logger: slog.New(log)})
 	k.Produce(record(topic, 0, rec{ID: 1, Status: "placed", Qty: 1, TS: "2026-03-01T10:00:00Z"}))
 	e.waitApplied(e.cfg.Group, topic)
 	waitFor(t, 10*time.Second, "readiness", mb.c.Ready)
@@ -158,7 +172,7 @@ func TestPermissionErrorIsStuck(t *testing.T) {
 	k.Produce(record(topic, 0, rec{ID: 2, Status: "placed", Qty: 2, TS: "2026-03-01T11:00:00Z"}))
 	age := mb.m.PendingBatchAge.WithLabelValues("p")
 	waitFor(t, 30*time.Second, "the batch to show as stuck", func() bool {
-		return testutil.ToFloat64(age) >= 1 && log.find(consume.EventStuck) != nil
+		return testutil.ToFloat64(age) >= 2 && log.find(consume.EventStuck) != nil
 	})
 	ev := log.find(consume.EventStuck)
 	if ev["sqlstate"] != "42501" || ev["level"] != "ERROR" || ev["class"] != "stuck" {
@@ -280,4 +294,73 @@ func produceSpread(k *kafkatest.Cluster, topic string, partitions, from, n int) 
 		recs = append(recs, record(topic, int32(i%partitions), rec{ID: int64(i), Status: "s", Qty: i, TS: "2026-03-01T10:00:00Z"}))
 	}
 	k.Produce(recs...)
+}
+
+// A serialization failure is retried at once, not after a backoff, and is
+// no sign of an outage: with a one-minute backoff the batch still applies
+// within seconds.
+func TestConflictRetriedAtOnce(t *testing.T) {
+	t.Parallel()
+	k := kafkatest.New(t)
+	topic := k.Topic("t", 1)
+	e := newEnv(t, k, simplePipeline("p", topic, "items", false))
+	ctx := context.Background()
+	// nextval is not rolled back with the failed transaction: only the
+	// first insert fails.
+	if _, err := e.pool.Exec(ctx, `CREATE SEQUENCE once;
+CREATE FUNCTION conflict_once() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN IF nextval('once') = 1 THEN RAISE EXCEPTION 'simulated' USING ERRCODE = '40001'; END IF; RETURN NEW; END $$;
+CREATE TRIGGER conflict_once BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION conflict_once()`); err != nil {
+		t.Fatal(err)
+	}
+	cfg := *e.cfg
+	cfg.RetryBackoff, cfg.RetryBackoffMax = time.Minute, time.Minute
+	log := newEvents()
+	mb := e.start(&cfg, consume.Options{Logger: slog.New(log)})
+	produceSpread(k, topic, 1, 0, 3)
+	e.waitApplied(e.cfg.Group, topic)
+	ev := log.find(consume.EventRetry)
+	if ev == nil || ev["class"] != "conflict" {
+		t.Fatalf("retry event %v: want one of class conflict", ev)
+	}
+	if got := testutil.ToFloat64(mb.m.DBRetries); got != 1 {
+		t.Errorf("%v retries, want 1", got)
+	}
+	if n := e.count("SELECT count(*) FROM items"); n != 3 {
+		t.Errorf("%d rows, want 3", n)
+	}
+	waitFor(t, 10*time.Second, "readiness", mb.c.Ready)
+}
+
+// Open batches alone can fill the backlog (records over many target
+// dates, none of them full): at the cap, fetching waits and idle lanes
+// flush their oldest batch, so consumption goes on and the backlog never
+// passes the cap.
+func TestOpenBatchesAtTheCap(t *testing.T) {
+	t.Parallel()
+	k := kafkatest.New(t)
+	topic := k.Topic("t", 2)
+	p := simplePipeline("p", topic, "items", false)
+	p.Batch.MaxRecords, p.Batch.Linger = 1000, 300*time.Millisecond
+	e := newEnv(t, k, p)
+	cfg := *e.cfg
+	cfg.MaxBufferedRecords = 20
+	mb := e.start(&cfg, consume.Options{})
+	var recs []*kgo.Record
+	for i := range 200 {
+		ts := fmt.Sprintf("2026-03-%02dT10:00:00Z", 1+i%25)
+		recs = append(recs, record(topic, int32(i%2), rec{ID: int64(i), Status: "s", Qty: i, TS: ts}))
+	}
+	k.Produce(recs...)
+	peak := 0.0
+	waitFor(t, 60*time.Second, "all 200 records applied", func() bool {
+		peak = max(peak, testutil.ToFloat64(mb.m.Buffered))
+		return e.count("SELECT count(*) FROM items") == 200
+	})
+	if peak > 20 {
+		t.Errorf("the backlog reached %v records, above the cap of 20", peak)
+	}
+	if peak == 0 {
+		t.Error("the backlog gauge never moved")
+	}
 }

@@ -156,7 +156,7 @@ func (c *Consumer) failed(j *job, err error) {
 	j.attempts++
 	j.err, j.class = err, sink.Classify(err)
 	wait := c.bo.after(j.attempts)
-	log := c.log.With("pipeline", j.b.Pipeline.Name, "date", j.b.Date.String(), "attempt", j.attempts, "err", err)
+	log := c.log.With("pipeline", j.b.Pipeline.Name, "date", j.b.Date.String(), "attempt", j.attempts, "class", j.class.String(), "err", err)
 	switch j.class {
 	case sink.Conflict:
 		wait = 0
@@ -168,7 +168,7 @@ func (c *Consumer) failed(j *job, err error) {
 		// Not an outage: nothing will change by itself. Retried, but an
 		// operator has to act; the pending-batch age gauge shows it.
 		c.setDB(false)
-		log.Error("batch stuck; retrying", "event", EventStuck, "class", j.class.String(), "sqlstate", sink.SQLState(err), "backoff", wait)
+		log.Error("batch stuck; retrying", "event", EventStuck, "sqlstate", sink.SQLState(err), "backoff", wait)
 	}
 	c.m.DBRetries.Inc()
 	j.retryAt = c.now().Add(wait)
