@@ -1,6 +1,7 @@
 package batch
 
 import (
+	"encoding/base64"
 	"errors"
 	"math/big"
 	"net/http"
@@ -8,6 +9,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/sr"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
 
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/srtest"
@@ -279,5 +284,37 @@ func TestTombstoneKeyFormats(t *testing.T) {
 	ig, _ := decodeOK(t, NewDecoder(registryPipeline(t, reg.URL(), jp)), []byte(`{"id":5}`), nil)
 	if !ig.Ignore || ig.Delete {
 		t.Errorf("deletes: ignore gave %+v", ig)
+	}
+}
+
+// Confluent's serializers register a Protobuf schema as a base64
+// FileDescriptorProto, without json_name; it decodes like the source.
+func TestProtobufDescriptorSchema(t *testing.T) {
+	reg := srtest.New(t)
+	md := srtest.Message(t, orderProto, []int{1})
+	fdp := protodesc.ToFileDescriptorProto(md.ParentFile())
+	for _, m := range fdp.MessageType {
+		for _, f := range m.Field {
+			f.JsonName = nil
+		}
+	}
+	b, err := proto.Marshal(fdp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := reg.Register("orders-value", sr.TypeProtobuf, base64.StdEncoding.EncodeToString(b))
+	source := reg.Proto("source-value", orderProto, []int{1}, map[string]any{
+		"id": int64(7), "amount": "12.30", "day": "2026-03-01", "uid": "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+		"qty": int32(3), "customer": map[string]any{"name": "Zoë"},
+		"at": map[string]any{"seconds": int64(1772359200), "nanos": int32(123456000)},
+	})
+	d := NewDecoder(registryPipeline(t, reg.URL(), orders("protobuf")))
+	want, _ := decodeOK(t, d, nil, source)
+	got, _ := decodeOK(t, d, nil, srtest.Frame(id, nil, source[5:]))
+	if got.ID != want.ID || !reflect.DeepEqual(got.Values, want.Values) {
+		t.Errorf("descriptor schema %#v, source schema %#v", got.Values, want.Values)
+	}
+	if jsonName("customer_id_2") != "customerId2" || jsonName("x") != "x" {
+		t.Errorf("jsonName: %q %q", jsonName("customer_id_2"), jsonName("x"))
 	}
 }

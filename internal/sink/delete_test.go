@@ -195,3 +195,31 @@ func TestDeleteReplayWritesNothing(t *testing.T) {
 		t.Errorf("%d rows, want 1", n)
 	}
 }
+
+// When the database refuses a row and the batch is applied row by row, a
+// row older than its key's tombstone is still stale, not resurrected.
+func TestDeleteRowByRow(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, deletingPipeline("rbr", false))
+	ctx := context.Background()
+	if _, err := f.pool.Exec(ctx, "ALTER TABLE rbr ADD CONSTRAINT qty_positive CHECK (qty > 0)"); err != nil {
+		t.Fatal(err)
+	}
+	f.apply(f.batchMixed("rbr", record{0, "", `{"id":1,"qty":1,"day":"2026-03-01"}`}, record{5, `{"id":1}`, ""}))
+	if _, err := f.s.ResetLedger(ctx, "g", []string{"rbr-topic"}); err != nil {
+		t.Fatal(err)
+	}
+	res := f.apply(f.batchMixed("rbr",
+		record{0, "", `{"id":1,"qty":1,"day":"2026-03-01"}`},  // older than the tombstone at 5
+		record{6, "", `{"id":2,"qty":-1,"day":"2026-03-01"}`}, // refused by the check
+		record{7, "", `{"id":3,"qty":3,"day":"2026-03-01"}`}))
+	if _, ok := f.qty("rbr", 1); ok {
+		t.Error("the row-by-row path brought a deleted row back")
+	}
+	if q, ok := f.qty("rbr", 3); !ok || q != 3 {
+		t.Errorf("row 3: %d, %v", q, ok)
+	}
+	if res.DeadLettered != 1 || res.Stale != 1 || res.Inserted != 1 {
+		t.Errorf("%+v: want 1 dead-lettered, 1 stale, 1 inserted", res)
+	}
+}
