@@ -2,15 +2,21 @@ package batch
 
 import (
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/sr"
+	"github.com/twmb/franz-go/pkg/sr/srfake"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 
@@ -316,5 +322,63 @@ func TestProtobufDescriptorSchema(t *testing.T) {
 	}
 	if jsonName("customer_id_2") != "customerId2" || jsonName("x") != "x" {
 		t.Errorf("jsonName: %q %q", jsonName("customer_id_2"), jsonName("x"))
+	}
+}
+
+// The registry over TLS with a private CA and basic auth, the password
+// from the environment, as the configuration reference says.
+func TestRegistryTLSAndBasicAuth(t *testing.T) {
+	fake := srfake.NewRegistry(srfake.WithAuth("Basic " + base64.StdEncoding.EncodeToString([]byte("idemsink:s3cret"))))
+	srv := httptest.NewTLSServer(fake.Handler())
+	t.Cleanup(srv.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id, _, err := fake.RegisterSchema("orders-value", sr.Schema{Schema: orderAvroV1, Type: sr.TypeAvro})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := parseAvro(orderAvroV1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := avroAPI.Marshal(s, orderAvroValue())
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := srtest.Frame(id, nil, payload)
+	yaml := fmt.Sprintf(`brokers: [localhost:9092]
+group: g
+database_url: postgres://x
+schema_registry: {url: %q, user: idemsink, password: wrong, ca_file: %q}
+pipelines:
+  - name: p
+    topics: [t]
+    table: t
+    format: avro
+    key: [id]
+    columns: [{name: id, type: bigint}]
+    date: {field: at}
+`, srv.URL, ca)
+	decoder := func(password string) *Decoder {
+		cfg, err := config.Parse([]byte(yaml), func(k string) string {
+			if k == config.EnvSchemaRegistryPassword {
+				return password
+			}
+			return ""
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewDecoder(&cfg.Pipelines[0])
+	}
+	if _, _, err := decoder("s3cret").Decode(nil, value, Position{}); err != nil {
+		t.Errorf("with the password from the environment: %v", err)
+	}
+	// Refused credentials are an outage (fix the configuration), not bad
+	// input: nothing is dead-lettered.
+	if _, _, err := decoder("").Decode(nil, value, Position{}); !Unavailable(err) {
+		t.Errorf("with the file's wrong password: %v, want RegistryUnavailableError", err)
 	}
 }

@@ -43,8 +43,7 @@ func Unavailable(err error) bool {
 // one schema forever, so nothing is ever refetched, and an id the registry
 // does not know (404) is remembered as bad input too.
 type Registry struct {
-	cl      *sr.Client
-	timeout func() context.Context
+	cl *sr.Client
 
 	mu      sync.Mutex
 	schemas map[int]*writerSchema
@@ -66,7 +65,11 @@ func NewRegistry(c *config.SchemaRegistry) (*Registry, error) {
 	if c.User != "" {
 		opts = append(opts, sr.BasicAuth(c.User, c.Password))
 	}
-	httpcl := &http.Client{Timeout: c.Timeout}
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = config.DefaultRegistryTimeout
+	}
+	httpcl := &http.Client{Timeout: timeout}
 	if c.CAFile != "" {
 		pem, err := os.ReadFile(c.CAFile)
 		if err != nil {
