@@ -82,7 +82,7 @@ pipelines:
 	if err := run(context.Background(), []string{"migrate", "-config", cfgPath}, getenv, &out, &out); err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out.String())
 	}
-	if !strings.Contains(out.String(), "ledger schema at version 1; 1 target table(s) ready") {
+	if !strings.Contains(out.String(), "ledger schema at version 3; 1 target table(s) ready") {
 		t.Errorf("migrate printed %q", out.String())
 	}
 	out.Reset()
