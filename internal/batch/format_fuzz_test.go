@@ -73,10 +73,36 @@ func FuzzProtobuf(f *testing.F) {
 // runs every entry as a test case (grown by go test -fuzz, copied from the
 // fuzz cache).
 func TestFuzzCorpusCommitted(t *testing.T) {
-	for _, name := range []string{"FuzzAvro", "FuzzProtobuf"} {
+	for _, name := range []string{"FuzzAvro", "FuzzProtobuf", "FuzzDebezium"} {
 		entries, err := os.ReadDir("testdata/fuzz/" + name)
 		if err != nil || len(entries) == 0 {
 			t.Errorf("no committed corpus for %s: %v", name, err)
 		}
 	}
+}
+
+// FuzzDebezium fuzzes Debezium JSON events, envelope and all.
+func FuzzDebezium(f *testing.F) {
+	env, err := os.ReadFile("testdata/debezium/pg_create_envelope.json")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, v := range [][]byte{env, event("u", `null`, `{"id":1,"name":"a","updated":1772359200000000}`, 300),
+		event("d", `{"id":1}`, `null`, 20), []byte(`{"schema":{},"payload":{}}`)} {
+		f.Add(v)
+	}
+	d := NewDecoder(pipeline(f, customers("lsn", "json", "apply")))
+	f.Fuzz(func(t *testing.T, value []byte) {
+		row, _, err := d.Decode([]byte(`{"id":1}`), value, Position{})
+		if err != nil {
+			var br *BadRecord
+			if !errors.As(err, &br) {
+				t.Fatalf("error %v (%T) is not a *BadRecord", err, err)
+			}
+			return
+		}
+		if !row.Delete && !row.Ignore && len(row.Values) != 5 {
+			t.Fatalf("%d values", len(row.Values))
+		}
+	})
 }
