@@ -382,3 +382,42 @@ pipelines:
 		t.Errorf("with the file's wrong password: %v, want RegistryUnavailableError", err)
 	}
 }
+
+// Schemas that refer to other subjects: an Avro record whose field's type
+// is defined in another subject, and a Protobuf schema importing another.
+func TestRegistryReferences(t *testing.T) {
+	reg := srtest.New(t)
+	jrow, _ := decodeOK(t, NewDecoder(registryPipeline(t, reg.URL(), orders("json"))), nil, []byte(orderJSON))
+
+	reg.Register("customer", sr.TypeAvro, `{"type":"record","name":"Customer","namespace":"t","fields":[{"name":"name","type":"string"}]}`)
+	withRef := strings.Replace(orderAvroV1, `{"type":"record","name":"Customer","fields":[{"name":"name","type":"string"}]}`, `"t.Customer"`, 1)
+	id := reg.Register("orders-value", sr.TypeAvro, withRef, sr.SchemaReference{Name: "t.Customer", Subject: "customer", Version: 1})
+	plain := reg.Avro("plain-value", orderAvroV1, orderAvroValue())
+	row, _ := decodeOK(t, NewDecoder(registryPipeline(t, reg.URL(), orders("avro"))), nil, srtest.Frame(id, nil, plain[5:]))
+	if row.ID != jrow.ID || !reflect.DeepEqual(row.Values, jrow.Values) {
+		t.Errorf("Avro with a reference: %#v, want %#v", row.Values, jrow.Values)
+	}
+
+	reg.Register("customer.proto", sr.TypeProtobuf, "syntax = \"proto3\";\npackage c;\nmessage Customer { string name = 1; }")
+	importing := strings.NewReplacer(
+		`import "google/protobuf/timestamp.proto";`, "import \"google/protobuf/timestamp.proto\";\nimport \"customer.proto\";",
+		"  Customer customer = 7;", "  c.Customer customer = 7;",
+		"  message Customer { string name = 1; }\n", "").Replace(orderProto)
+	pid := reg.Register("porders-value", sr.TypeProtobuf, importing, sr.SchemaReference{Name: "customer.proto", Subject: "customer.proto", Version: 1})
+	source := reg.Proto("source-value", orderProto, []int{1}, map[string]any{
+		"id": int64(7), "amount": "12.30", "day": "2026-03-01", "uid": "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+		"qty": int32(3), "customer": map[string]any{"name": "Zoë"},
+		"at": map[string]any{"seconds": int64(1772359200), "nanos": int32(123456000)},
+	})
+	prow, _ := decodeOK(t, NewDecoder(registryPipeline(t, reg.URL(), orders("protobuf"))), nil, srtest.Frame(pid, []int{1}, source[7:]))
+	if prow.ID != jrow.ID || !reflect.DeepEqual(prow.Values, jrow.Values) {
+		t.Errorf("Protobuf with an import: %#v, want %#v", prow.Values, jrow.Values)
+	}
+
+	// A reference the registry does not have is bad input.
+	bad := reg.Register("bad-value", sr.TypeAvro, withRef)
+	_, _, err := NewDecoder(registryPipeline(t, reg.URL(), orders("avro"))).Decode(nil, srtest.Frame(bad, nil, plain[5:]), Position{})
+	if got := badReason(t, err); !strings.Contains(got, fmt.Sprintf("schema id %d", bad)) {
+		t.Errorf("unresolved named type: %q", got)
+	}
+}
