@@ -106,10 +106,11 @@ func TestDebeziumDeletes(t *testing.T) {
 		t.Errorf("dead_letter: %q", got)
 	}
 	for value, want := range map[string]string{
-		string(event("t", `null`, `null`, 5)): `Debezium op "t" is not applied (only c, r, u and d are)`,
-		string(event("c", `null`, `null`, 5)): `Debezium c event without an after row`,
-		`{"op":"c","after":{"id":1}}`:         `Debezium event: no source block`,
-		`[1]`:                                 `Debezium event: decode JSON: json: cannot unmarshal array into Go value of type map[string]interface {}`,
+		string(event("t", `null`, `null`, 5)):          `Debezium op "t" is not applied (only c, r, u and d are)`,
+		string(event("c", `null`, `null`, 5)):          `Debezium c event without an after row`,
+		`{"op":"c","after":{"id":1}}`:                  `Debezium event: no source block`,
+		`[1]`:                                          `Debezium event: decode JSON: json: cannot unmarshal array into Go value of type map[string]interface {}`,
+		"{\"op\":\"c\",\"after\":{\"name\":\"\xff\"}}": `Debezium event: decode JSON: not valid UTF-8`,
 	} {
 		_, _, err := d.Decode(nil, []byte(value), Position{})
 		if got := badReason(t, err); got != want {
