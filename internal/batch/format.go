@@ -215,16 +215,9 @@ func (d *Decoder) keyJSON(key []byte) ([]byte, int, error) {
 
 // registryAvro decodes a Confluent wire-format Avro message to JSON values.
 func (d *Decoder) registryAvro(b []byte) (any, int, error) {
-	id, payload, err := frame(b)
-	if err != nil {
-		return nil, 0, err
-	}
-	ws, err := d.writer(id)
+	ws, payload, id, err := d.framed("avro", b)
 	if err != nil {
 		return nil, id, err
-	}
-	if ws.typ != sr.TypeAvro {
-		return nil, id, bad("schema id %d is a %s schema, but the pipeline reads avro", id, ws.typ)
 	}
 	v, err := avroValue(ws.avro, payload)
 	if err != nil {
@@ -236,29 +229,38 @@ func (d *Decoder) registryAvro(b []byte) (any, int, error) {
 // registryJSON decodes a Confluent wire-format message of the given format
 // to JSON.
 func (d *Decoder) registryJSON(format string, b []byte) ([]byte, int, error) {
-	id, payload, err := frame(b)
-	if err != nil {
-		return nil, 0, err
-	}
-	ws, err := d.writer(id)
+	ws, payload, id, err := d.framed(format, b)
 	if err != nil {
 		return nil, id, err
 	}
-	var out []byte
-	switch want := formatType(format); {
-	case ws.typ != want:
-		return nil, id, bad("schema id %d is a %s schema, but the pipeline reads %s", id, ws.typ, format)
-	case want == sr.TypeAvro:
+	out := payload
+	switch ws.typ {
+	case sr.TypeAvro:
 		out, err = decodeAvro(ws.avro, payload)
-	case want == sr.TypeProtobuf:
+	case sr.TypeProtobuf:
 		out, err = decodeProto(ws.pb, payload)
-	default:
-		out, err = payload, nil
 	}
 	if err != nil {
 		return nil, id, bad("%v (schema id %d)", err, id)
 	}
 	return out, id, nil
+}
+
+// framed takes the Confluent header off b and returns the writer schema,
+// which must be of the format's type, and the payload.
+func (d *Decoder) framed(format string, b []byte) (*writerSchema, []byte, int, error) {
+	id, payload, err := frame(b)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	ws, err := d.writer(id)
+	if err != nil {
+		return nil, nil, id, err
+	}
+	if ws.typ != formatType(format) {
+		return nil, nil, id, bad("schema id %d is a %s schema, but the pipeline reads %s", id, ws.typ, format)
+	}
+	return ws, payload, id, nil
 }
 
 func (d *Decoder) writer(id int) (*writerSchema, error) {
