@@ -76,8 +76,13 @@ retry_backoff: 20ms
 	}
 	t.Cleanup(pool.Close)
 	f.pool = pool
-	if _, err := f.run("migrate"); err != nil {
+	out, err := f.run("migrate")
+	if err != nil {
 		t.Fatalf("migrate: %v", err)
+	}
+	// 003_tombstones.sql is the newest migration.
+	if !strings.Contains(out, "ledger schema at version 3; 1 target table(s) ready") {
+		t.Errorf("migrate printed %q", out)
 	}
 	return f
 }

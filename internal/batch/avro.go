@@ -19,8 +19,17 @@ type avroSchema = avro.Schema
 // a length prefix is read before its bytes are.
 var avroAPI = avro.Config{MaxByteSliceSize: 16 << 20, MaxSliceAllocSize: 1 << 20}.Freeze()
 
-func parseAvro(text string) (avroSchema, error) {
-	s, err := avro.ParseWithCache(text, "", &avro.SchemaCache{})
+// parseAvro parses a writer schema after the schemas it references, which
+// define named types it uses. Each schema gets its own cache: two versions
+// of one record name must not share a definition.
+func parseAvro(text string, refs ...string) (avroSchema, error) {
+	cache := &avro.SchemaCache{}
+	for _, ref := range refs {
+		if _, err := avro.ParseWithCache(ref, "", cache); err != nil {
+			return nil, fmt.Errorf("parse referenced Avro schema: %w", err)
+		}
+	}
+	s, err := avro.ParseWithCache(text, "", cache)
 	if err != nil {
 		return nil, fmt.Errorf("parse Avro schema: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // debezium reads a Debezium change event: the row is after for a create
@@ -26,22 +27,11 @@ func (d *Decoder) debezium(key, value []byte) (message, error) {
 	var ev map[string]any
 	var id int
 	if d.p.Debezium.Encoding == "avro" {
-		var payload []byte
-		var err error
-		if id, payload, err = frame(value); err != nil {
-			return message{}, err
-		}
-		ws, err := d.writer(id)
+		v, vid, err := d.registryAvro(value)
 		if err != nil {
 			return message{}, err
 		}
-		if ws.typ != formatType("avro") {
-			return message{}, bad(ClassSchema, "schema id %d is a %s schema, but the pipeline reads Debezium Avro", id, ws.typ)
-		}
-		v, err := avroValue(ws.avro, payload)
-		if err != nil {
-			return message{}, bad(payloadClass(err), "%v (schema id %d)", err, id)
-		}
+		id = vid
 		if ev, _ = v.(map[string]any); ev == nil {
 			return message{}, bad(ClassEvent, "Debezium event is not a record (schema id %d)", id)
 		}
@@ -68,9 +58,7 @@ func (d *Decoder) debezium(key, value []byte) (message, error) {
 		if !ok {
 			return message{}, withSchemaID(bad(ClassEvent, "Debezium %s event without an after row", op), id)
 		}
-		if m.row, err = json.Marshal(after); err != nil {
-			return message{}, bad(ClassEvent, "Debezium event: %v", err)
-		}
+		m.tree = after
 		return m, nil
 	case "d":
 		if m.op, err = d.deletes("Debezium delete (op d)"); err != nil || m.op == opIgnore {
@@ -156,6 +144,10 @@ func (d *Decoder) sourceVersion(src any) (int64, error) {
 // schema envelope ({"schema": ..., "payload": ...}); with the envelope,
 // the payload's semantic types are converted as its schema says.
 func connectJSONValue(b []byte) (map[string]any, error) {
+	if !utf8.Valid(b) {
+		// encoding/json would quietly replace the bad bytes.
+		return nil, fmt.Errorf("decode JSON: not valid UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
 	var v map[string]any

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/sr"
+
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/srtest"
 )
@@ -112,6 +114,7 @@ func TestDebeziumDeletes(t *testing.T) {
 		`[1]`:                                 `not-an-object: expected a JSON object, got an array`,
 		`{"op":"c",`:                          `malformed-json: the JSON ends unfinished after byte 10`,
 		"{\"op\":\"c\",\"after\":{\"name\":\"K\xf6ln\"}}": `invalid-text: field "after.name": byte 0xf6 at byte 28 is not valid UTF-8`,
+		"{\"op\":\"c\",\"after\":{\"name\":\"\xff\"}}":    `invalid-text: field "after.name": byte 0xff at byte 27 is not valid UTF-8`,
 	} {
 		_, _, err := d.Decode(nil, []byte(value), Position{})
 		if got := badReason(t, err); got != want {
@@ -188,5 +191,36 @@ func TestDebeziumAvro(t *testing.T) {
 	}
 	if row.ID != jrow.ID || row.Version != 23456 {
 		t.Errorf("id %s (JSON %s), version %d", row.ID, jrow.ID, row.Version)
+	}
+}
+
+// Debezium Avro rows go to the column conversion without a JSON round
+// trip; the strict checks and their classes hold all the same.
+func TestDebeziumAvroStrict(t *testing.T) {
+	reg := srtest.New(t)
+	d := NewDecoder(registryPipeline(t, reg.URL(), customers("lsn", "avro", "apply")))
+	value := func(name string) []byte {
+		return reg.Avro("pg.public.customers-value", debeziumAvro, map[string]any{
+			"before": nil,
+			"after": map[string]any{"pg.public.customers.Value": map[string]any{
+				"id": 1, "name": map[string]any{"string": name}, "price": nil,
+				"born": nil, "updated": int64(1772359200123456)}},
+			"source": map[string]any{"connector": "postgresql", "ts_ms": int64(1772359200123), "lsn": map[string]any{"long": int64(23456)}},
+			"op":     "c", "ts_ms": nil,
+		})
+	}
+	id := reg.Register("other-value", sr.TypeJSON, `{"type":"object"}`)
+	for name, tc := range map[string]struct {
+		value []byte
+		want  string
+	}{
+		"invalid UTF-8": {value("K\xf6ln"), `invalid-text: field after: field name: string "K\xf6ln" is not valid UTF-8 (schema id 2)`},
+		"NUL":           {value("a\x00b"), `invalid-text: field "name" (column name text): text contains a NUL character at character 1, which PostgreSQL cannot store (schema id 2)`},
+		"JSON schema":   {srtest.Frame(id, nil, []byte(`{}`)), `schema: schema id 1 is a JSON schema, but the pipeline reads avro`},
+	} {
+		_, _, err := d.Decode(nil, tc.value, Position{})
+		if got := badReason(t, err); got != tc.want {
+			t.Errorf("%s: %q, want %q", name, got, tc.want)
+		}
 	}
 }

@@ -27,8 +27,12 @@ const (
 // whichever format carried it, so that every format shares one typed
 // column conversion and one record_id encoding.
 type message struct {
-	op  op
-	row []byte // opUpsert: the row
+	op op
+	// row is, for opUpsert, the row as a JSON object; tree is the row
+	// already decoded (Avro, Debezium), as encoding/json would decode it
+	// with UseNumber.
+	row  []byte
+	tree map[string]any
 	// key is, for opDelete, the JSON the key columns are read from: a JSON
 	// object with the columns' fields, or the bare value of a single key
 	// column.
@@ -89,7 +93,15 @@ func (d *Decoder) Decode(key, value []byte, pos Position) (Row, Date, error) {
 		r, err := d.deleteRow(m, key, value, pos)
 		return r, Date{}, withSchemaID(err, m.schemaID)
 	}
-	r, date, err := d.decodeRow(key, value, m.row, pos)
+	var obj fields = tree(m.tree)
+	if m.tree == nil {
+		o, err := d.scan(m.row)
+		if err != nil {
+			return Row{}, Date{}, withSchemaID(err, m.schemaID)
+		}
+		obj = o
+	}
+	r, date, err := d.decodeRow(key, value, obj, pos)
 	if err != nil {
 		return Row{}, Date{}, withSchemaID(err, m.schemaID)
 	}
@@ -151,8 +163,42 @@ func (d *Decoder) unwrap(key, value []byte) (message, error) {
 	if p.Format == "json" {
 		return message{row: value}, nil
 	}
+	if p.Format == "avro" {
+		v, id, err := d.registryAvro(value)
+		if err != nil {
+			return message{schemaID: id}, err
+		}
+		t, ok := v.(map[string]any)
+		if !ok {
+			return message{}, bad(ClassNotObject, "expected an Avro record, got another type (schema id %d)", id)
+		}
+		return message{tree: t, schemaID: id}, nil
+	}
 	row, id, err := d.registryJSON(p.Format, value)
 	return message{row: row, schemaID: id}, err
+}
+
+// fields is a decoded row: lookup returns the value at a path as
+// encoding/json with UseNumber would have decoded it.
+type fields interface {
+	lookup(path []string) (any, bool)
+}
+
+// tree is a row decoded to JSON values without being spelled as JSON.
+type tree map[string]any
+
+func (t tree) lookup(path []string) (any, bool) {
+	var v any = map[string]any(t)
+	for _, p := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if v, ok = m[p]; !ok {
+			return nil, false
+		}
+	}
+	return v, true
 }
 
 // tombstone applies the pipeline's deletes policy to a record that says
@@ -195,32 +241,54 @@ func (d *Decoder) keyJSON(key []byte) ([]byte, int, error) {
 	return k, id, nil
 }
 
-// registryJSON decodes a Confluent wire-format message of the given format
-// to JSON.
-func (d *Decoder) registryJSON(format string, b []byte) ([]byte, int, error) {
-	id, payload, err := frame(b)
-	if err != nil {
-		return nil, 0, err
-	}
-	ws, err := d.writer(id)
+// registryAvro decodes a Confluent wire-format Avro message to JSON values.
+func (d *Decoder) registryAvro(b []byte) (any, int, error) {
+	ws, payload, id, err := d.framed("avro", b)
 	if err != nil {
 		return nil, id, err
 	}
-	var out []byte
-	switch want := formatType(format); {
-	case ws.typ != want:
-		return nil, id, bad(ClassSchema, "schema id %d is a %s schema, but the pipeline reads %s", id, ws.typ, format)
-	case want == sr.TypeAvro:
+	v, err := avroValue(ws.avro, payload)
+	if err != nil {
+		return nil, id, bad(payloadClass(err), "%v (schema id %d)", err, id)
+	}
+	return v, id, nil
+}
+
+// registryJSON decodes a Confluent wire-format message of the given format
+// to JSON.
+func (d *Decoder) registryJSON(format string, b []byte) ([]byte, int, error) {
+	ws, payload, id, err := d.framed(format, b)
+	if err != nil {
+		return nil, id, err
+	}
+	out := payload
+	switch ws.typ {
+	case sr.TypeAvro:
 		out, err = decodeAvro(ws.avro, payload)
-	case want == sr.TypeProtobuf:
+	case sr.TypeProtobuf:
 		out, err = decodeProto(ws.pb, payload)
-	default:
-		out, err = payload, nil
 	}
 	if err != nil {
 		return nil, id, bad(payloadClass(err), "%v (schema id %d)", err, id)
 	}
 	return out, id, nil
+}
+
+// framed takes the Confluent header off b and returns the writer schema,
+// which must be of the format's type, and the payload.
+func (d *Decoder) framed(format string, b []byte) (*writerSchema, []byte, int, error) {
+	id, payload, err := frame(b)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	ws, err := d.writer(id)
+	if err != nil {
+		return nil, nil, id, err
+	}
+	if ws.typ != formatType(format) {
+		return nil, nil, id, bad(ClassSchema, "schema id %d is a %s schema, but the pipeline reads %s", id, ws.typ, format)
+	}
+	return ws, payload, id, nil
 }
 
 func (d *Decoder) writer(id int) (*writerSchema, error) {

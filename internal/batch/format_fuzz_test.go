@@ -10,7 +10,8 @@ import (
 )
 
 // fuzzFormat fuzzes the bytes after the Confluent header of one registry
-// format: whatever they are, Decode returns a row or a *BadRecord, never
+// format: whatever they are, Decode returns a row or a *BadRecord whose
+// reason starts with its class, never
 // another error and never a panic, and a row's values came from a JSON
 // object that the typed conversion accepted.
 func fuzzFormat(f *testing.F, format string, register func(reg *srtest.Registry) (id int, index []int, seeds [][]byte)) {
@@ -27,10 +28,7 @@ func fuzzFormat(f *testing.F, format string, register func(reg *srtest.Registry)
 		value := append(append([]byte{}, header...), payload...)
 		row, _, err := d.Decode([]byte(`{"id":1,"amount":1,"day":"2026-03-01","at":0,"uid":"6ba7b810-9dad-11d1-80b4-00c04fd430c8"}`), value, Position{})
 		if err != nil {
-			var br *BadRecord
-			if !errors.As(err, &br) {
-				t.Fatalf("error %v (%T) is not a *BadRecord", err, err)
-			}
+			fuzzBad(t, err)
 			return
 		}
 		if len(row.Values) != len(p.Columns) {
@@ -40,6 +38,19 @@ func fuzzFormat(f *testing.F, format string, register func(reg *srtest.Registry)
 			t.Fatalf("values do not encode: %v", err)
 		}
 	})
+}
+
+// fuzzBad fails unless err is a *BadRecord whose reason starts with its
+// class.
+func fuzzBad(t *testing.T, err error) {
+	t.Helper()
+	var br *BadRecord
+	if !errors.As(err, &br) {
+		t.Fatalf("error %v (%T) is not a *BadRecord", err, err)
+	}
+	if br.Class == "" || ClassOf(br.Reason) != br.Class {
+		t.Fatalf("reason %q does not start with its class %q", br.Reason, br.Class)
+	}
 }
 
 // FuzzAvro's seeds are valid encodings of the orders schema and its
@@ -73,10 +84,33 @@ func FuzzProtobuf(f *testing.F) {
 // runs every entry as a test case (grown by go test -fuzz, copied from the
 // fuzz cache).
 func TestFuzzCorpusCommitted(t *testing.T) {
-	for _, name := range []string{"FuzzAvro", "FuzzProtobuf"} {
+	for _, name := range []string{"FuzzAvro", "FuzzProtobuf", "FuzzDebezium"} {
 		entries, err := os.ReadDir("testdata/fuzz/" + name)
 		if err != nil || len(entries) == 0 {
 			t.Errorf("no committed corpus for %s: %v", name, err)
 		}
 	}
+}
+
+// FuzzDebezium fuzzes Debezium JSON events, envelope and all.
+func FuzzDebezium(f *testing.F) {
+	env, err := os.ReadFile("testdata/debezium/pg_create_envelope.json")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, v := range [][]byte{env, event("u", `null`, `{"id":1,"name":"a","updated":1772359200000000}`, 300),
+		event("d", `{"id":1}`, `null`, 20), []byte(`{"schema":{},"payload":{}}`)} {
+		f.Add(v)
+	}
+	d := NewDecoder(pipeline(f, customers("lsn", "json", "apply")))
+	f.Fuzz(func(t *testing.T, value []byte) {
+		row, _, err := d.Decode([]byte(`{"id":1}`), value, Position{})
+		if err != nil {
+			fuzzBad(t, err)
+			return
+		}
+		if !row.Delete && !row.Ignore && len(row.Values) != 5 {
+			t.Fatalf("%d values", len(row.Values))
+		}
+	})
 }

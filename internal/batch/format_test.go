@@ -1,13 +1,25 @@
 package batch
 
 import (
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/sr"
+	"github.com/twmb/franz-go/pkg/sr/srfake"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
 
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/srtest"
@@ -311,9 +323,145 @@ func TestRegistryFormatsStrict(t *testing.T) {
 	if got := badReason(t, err); !strings.HasPrefix(got, "oversize: record is ") {
 		t.Errorf("oversize Avro: %q", got)
 	}
+	// An Avro value is decoded to a tree, not to JSON that checkJSON
+	// would read: a value that is no record has the JSON class.
+	str := reg.Avro("str-value", `"string"`, "x")
+	_, _, err = d.Decode(nil, str, Position{})
+	if got, want := badReason(t, err), fmt.Sprintf("not-an-object: expected an Avro record, got another type (schema id %d)", binary.BigEndian.Uint32(str[1:5])); got != want {
+		t.Errorf("Avro string: %q, want %q", got, want)
+	}
 	for _, want := range []string{ClassPayload, ClassSchema, ClassEvent} {
 		if ClassOf(want+": x") != want {
 			t.Errorf("ClassOf does not know %s", want)
 		}
+	}
+}
+
+// Confluent's serializers register a Protobuf schema as a base64
+// FileDescriptorProto, without json_name; it decodes like the source.
+func TestProtobufDescriptorSchema(t *testing.T) {
+	reg := srtest.New(t)
+	md := srtest.Message(t, orderProto, []int{1})
+	fdp := protodesc.ToFileDescriptorProto(md.ParentFile())
+	for _, m := range fdp.MessageType {
+		for _, f := range m.Field {
+			f.JsonName = nil
+		}
+	}
+	b, err := proto.Marshal(fdp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := reg.Register("orders-value", sr.TypeProtobuf, base64.StdEncoding.EncodeToString(b))
+	source := reg.Proto("source-value", orderProto, []int{1}, map[string]any{
+		"id": int64(7), "amount": "12.30", "day": "2026-03-01", "uid": "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+		"qty": int32(3), "customer": map[string]any{"name": "Zoë"},
+		"at": map[string]any{"seconds": int64(1772359200), "nanos": int32(123456000)},
+	})
+	d := NewDecoder(registryPipeline(t, reg.URL(), orders("protobuf")))
+	want, _ := decodeOK(t, d, nil, source)
+	got, _ := decodeOK(t, d, nil, srtest.Frame(id, nil, source[5:]))
+	if got.ID != want.ID || !reflect.DeepEqual(got.Values, want.Values) {
+		t.Errorf("descriptor schema %#v, source schema %#v", got.Values, want.Values)
+	}
+	if jsonName("customer_id_2") != "customerId2" || jsonName("x") != "x" {
+		t.Errorf("jsonName: %q %q", jsonName("customer_id_2"), jsonName("x"))
+	}
+}
+
+// The registry over TLS with a private CA and basic auth, the password
+// from the environment, as the configuration reference says.
+func TestRegistryTLSAndBasicAuth(t *testing.T) {
+	fake := srfake.NewRegistry(srfake.WithAuth("Basic " + base64.StdEncoding.EncodeToString([]byte("idemsink:s3cret"))))
+	srv := httptest.NewTLSServer(fake.Handler())
+	t.Cleanup(srv.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id, _, err := fake.RegisterSchema("orders-value", sr.Schema{Schema: orderAvroV1, Type: sr.TypeAvro})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := parseAvro(orderAvroV1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := avroAPI.Marshal(s, orderAvroValue())
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := srtest.Frame(id, nil, payload)
+	yaml := fmt.Sprintf(`brokers: [localhost:9092]
+group: g
+database_url: postgres://x
+schema_registry: {url: %q, user: idemsink, password: wrong, ca_file: %q}
+pipelines:
+  - name: p
+    topics: [t]
+    table: t
+    format: avro
+    key: [id]
+    columns: [{name: id, type: bigint}]
+    date: {field: at}
+`, srv.URL, ca)
+	decoder := func(password string) *Decoder {
+		cfg, err := config.Parse([]byte(yaml), func(k string) string {
+			if k == config.EnvSchemaRegistryPassword {
+				return password
+			}
+			return ""
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return NewDecoder(&cfg.Pipelines[0])
+	}
+	if _, _, err := decoder("s3cret").Decode(nil, value, Position{}); err != nil {
+		t.Errorf("with the password from the environment: %v", err)
+	}
+	// Refused credentials are an outage (fix the configuration), not bad
+	// input: nothing is dead-lettered.
+	if _, _, err := decoder("").Decode(nil, value, Position{}); !Unavailable(err) {
+		t.Errorf("with the file's wrong password: %v, want RegistryUnavailableError", err)
+	}
+}
+
+// Schemas that refer to other subjects: an Avro record whose field's type
+// is defined in another subject, and a Protobuf schema importing another.
+func TestRegistryReferences(t *testing.T) {
+	reg := srtest.New(t)
+	jrow, _ := decodeOK(t, NewDecoder(registryPipeline(t, reg.URL(), orders("json"))), nil, []byte(orderJSON))
+
+	reg.Register("customer", sr.TypeAvro, `{"type":"record","name":"Customer","namespace":"t","fields":[{"name":"name","type":"string"}]}`)
+	withRef := strings.Replace(orderAvroV1, `{"type":"record","name":"Customer","fields":[{"name":"name","type":"string"}]}`, `"t.Customer"`, 1)
+	id := reg.Register("orders-value", sr.TypeAvro, withRef, sr.SchemaReference{Name: "t.Customer", Subject: "customer", Version: 1})
+	plain := reg.Avro("plain-value", orderAvroV1, orderAvroValue())
+	row, _ := decodeOK(t, NewDecoder(registryPipeline(t, reg.URL(), orders("avro"))), nil, srtest.Frame(id, nil, plain[5:]))
+	if row.ID != jrow.ID || !reflect.DeepEqual(row.Values, jrow.Values) {
+		t.Errorf("Avro with a reference: %#v, want %#v", row.Values, jrow.Values)
+	}
+
+	reg.Register("customer.proto", sr.TypeProtobuf, "syntax = \"proto3\";\npackage c;\nmessage Customer { string name = 1; }")
+	importing := strings.NewReplacer(
+		`import "google/protobuf/timestamp.proto";`, "import \"google/protobuf/timestamp.proto\";\nimport \"customer.proto\";",
+		"  Customer customer = 7;", "  c.Customer customer = 7;",
+		"  message Customer { string name = 1; }\n", "").Replace(orderProto)
+	pid := reg.Register("porders-value", sr.TypeProtobuf, importing, sr.SchemaReference{Name: "customer.proto", Subject: "customer.proto", Version: 1})
+	source := reg.Proto("source-value", orderProto, []int{1}, map[string]any{
+		"id": int64(7), "amount": "12.30", "day": "2026-03-01", "uid": "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+		"qty": int32(3), "customer": map[string]any{"name": "Zoë"},
+		"at": map[string]any{"seconds": int64(1772359200), "nanos": int32(123456000)},
+	})
+	prow, _ := decodeOK(t, NewDecoder(registryPipeline(t, reg.URL(), orders("protobuf"))), nil, srtest.Frame(pid, []int{1}, source[7:]))
+	if prow.ID != jrow.ID || !reflect.DeepEqual(prow.Values, jrow.Values) {
+		t.Errorf("Protobuf with an import: %#v, want %#v", prow.Values, jrow.Values)
+	}
+
+	// A reference the registry does not have is bad input.
+	bad := reg.Register("bad-value", sr.TypeAvro, withRef)
+	_, _, err := NewDecoder(registryPipeline(t, reg.URL(), orders("avro"))).Decode(nil, srtest.Frame(bad, nil, plain[5:]), Position{})
+	if got := badReason(t, err); !strings.HasPrefix(got, fmt.Sprintf("schema: schema id %d: ", bad)) {
+		t.Errorf("unresolved named type: %q", got)
 	}
 }

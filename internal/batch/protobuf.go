@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 
 	"github.com/bufbuild/protocompile"
@@ -28,9 +27,13 @@ const protoRoot = "idemsink-registry-schema.proto"
 // both are accepted. Imports resolve to the schema's references, fetched
 // from the registry, and to the well-known google/protobuf files.
 func (r *Registry) parseProto(id int, s sr.Schema) (protoFile, error) {
-	files := map[string]sr.Schema{protoRoot: s}
-	if err := r.references(s.References, files, 0); err != nil {
+	refs, err := r.references(s.References)
+	if err != nil {
 		return nil, err
+	}
+	files := map[string]sr.Schema{protoRoot: s}
+	for _, ref := range refs {
+		files[ref.name] = ref.schema
 	}
 	resolver := protocompile.ResolverFunc(func(name string) (protocompile.SearchResult, error) {
 		f, ok := files[name]
@@ -49,31 +52,6 @@ func (r *Registry) parseProto(id int, s sr.Schema) (protoFile, error) {
 		return nil, fmt.Errorf("compile Protobuf schema: %w", err)
 	}
 	return fds[0], nil
-}
-
-// references fetches the schemas a schema imports, by subject and version.
-func (r *Registry) references(refs []sr.SchemaReference, into map[string]sr.Schema, depth int) error {
-	if depth > 16 {
-		return fmt.Errorf("schema references nest deeper than 16")
-	}
-	for _, ref := range refs {
-		if _, ok := into[ref.Name]; ok {
-			continue
-		}
-		ss, err := r.cl.SchemaByVersion(context.Background(), ref.Subject, ref.Version)
-		if err != nil {
-			var re *sr.ResponseError
-			if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
-				return fmt.Errorf("reference %s (%s version %d): %w", ref.Name, ref.Subject, ref.Version, err)
-			}
-			return &RegistryUnavailableError{Err: err}
-		}
-		into[ref.Name] = ss.Schema
-		if err := r.references(ss.References, into, depth+1); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // descriptorText returns the FileDescriptorProto that s encodes in base64,

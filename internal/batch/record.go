@@ -184,14 +184,12 @@ func NewDecoder(p *config.Pipeline) *Decoder {
 // Pipeline returns the decoder's pipeline.
 func (d *Decoder) Pipeline() *config.Pipeline { return d.p }
 
-// decodeRow turns a row, as a JSON object whatever the record's format
-// (see Decode in format.go), into a row and its target date. A *BadRecord
-// error means the record is bad input and must be dead-lettered.
-func (d *Decoder) decodeRow(key, value, row []byte, pos Position) (Row, Date, error) {
-	obj, err := d.scan(row)
-	if err != nil {
-		return Row{}, Date{}, err
-	}
+// decodeRow turns a row, its fields as JSON would decode them whatever the
+// record's format (see Decode in format.go), into a row and its target
+// date. A *BadRecord error means the record is bad input and must be
+// dead-lettered.
+func (d *Decoder) decodeRow(key, value []byte, obj fields, pos Position) (Row, Date, error) {
+	var err error
 	r := Row{Values: make([]any, len(d.cols)), Pos: pos, Size: len(key) + len(value), Key: key, Value: value}
 	for i, c := range d.cols {
 		raw, ok := obj.lookup(c.path)
@@ -230,7 +228,7 @@ func (d *Decoder) decodeRow(key, value, row []byte, pos Position) (Row, Date, er
 }
 
 // version reads the version field.
-func (d *Decoder) version(obj *object) (int64, error) {
+func (d *Decoder) version(obj fields) (int64, error) {
 	raw, ok := obj.lookup(d.verFld)
 	if !ok || raw == nil {
 		return 0, bad(ClassMissing, "version field %q: missing or null", d.p.Version.Field)

@@ -43,8 +43,7 @@ func Unavailable(err error) bool {
 // one schema forever, so nothing is ever refetched, and an id the registry
 // does not know (404) is remembered as bad input too.
 type Registry struct {
-	cl      *sr.Client
-	timeout func() context.Context
+	cl *sr.Client
 
 	mu      sync.Mutex
 	schemas map[int]*writerSchema
@@ -66,7 +65,11 @@ func NewRegistry(c *config.SchemaRegistry) (*Registry, error) {
 	if c.User != "" {
 		opts = append(opts, sr.BasicAuth(c.User, c.Password))
 	}
-	httpcl := &http.Client{Timeout: c.Timeout}
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = config.DefaultRegistryTimeout
+	}
+	httpcl := &http.Client{Timeout: timeout}
 	if c.CAFile != "" {
 		pem, err := os.ReadFile(c.CAFile)
 		if err != nil {
@@ -126,7 +129,14 @@ func (r *Registry) parse(id int, s sr.Schema) (*writerSchema, error) {
 	var err error
 	switch s.Type {
 	case sr.TypeAvro:
-		ws.avro, err = parseAvro(s.Schema)
+		var refs []reference
+		if refs, err = r.references(s.References); err == nil {
+			texts := make([]string, len(refs))
+			for i, ref := range refs {
+				texts[i] = ref.schema.Schema
+			}
+			ws.avro, err = parseAvro(s.Schema, texts...)
+		}
 	case sr.TypeProtobuf:
 		ws.pb, err = r.parseProto(id, s)
 	case sr.TypeJSON:
@@ -151,4 +161,44 @@ func frame(b []byte) (int, []byte, error) {
 		return 0, nil, bad(ClassPayload, "Confluent wire format: no magic byte 0 and 4-byte schema id (%d bytes, first 0x%02x)", len(b), b[0])
 	}
 	return id, rest, nil
+}
+
+// reference is a schema another schema refers to, by the name it uses.
+type reference struct {
+	name   string
+	schema sr.Schema
+}
+
+// references fetches the schemas that refs name (Protobuf imports, Avro
+// named types defined in other subjects), by subject and version, each
+// after the schemas it refers to itself.
+func (r *Registry) references(refs []sr.SchemaReference) ([]reference, error) {
+	var out []reference
+	seen := map[string]bool{}
+	var walk func(refs []sr.SchemaReference, depth int) error
+	walk = func(refs []sr.SchemaReference, depth int) error {
+		if depth > 16 {
+			return fmt.Errorf("schema references nest deeper than 16")
+		}
+		for _, ref := range refs {
+			if seen[ref.Name] {
+				continue
+			}
+			seen[ref.Name] = true
+			ss, err := r.cl.SchemaByVersion(context.Background(), ref.Subject, ref.Version)
+			if err != nil {
+				var re *sr.ResponseError
+				if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
+					return fmt.Errorf("reference %s (%s version %d): %w", ref.Name, ref.Subject, ref.Version, err)
+				}
+				return &RegistryUnavailableError{Err: err}
+			}
+			if err := walk(ss.References, depth+1); err != nil {
+				return err
+			}
+			out = append(out, reference{name: ref.Name, schema: ss.Schema})
+		}
+		return nil
+	}
+	return out, walk(refs, 0)
 }

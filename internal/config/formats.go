@@ -55,7 +55,7 @@ func (p *Pipeline) Registry() *SchemaRegistry { return p.registry }
 
 // UsesRegistry reports whether the pipeline's values or keys need the registry.
 func (p *Pipeline) UsesRegistry() bool {
-	return registryFormat(p.Format) || registryFormat(p.KeyFormat) || p.Format == "debezium" && p.Debezium.Encoding == "avro"
+	return registryFormat(p.Format) || registryFormat(p.KeyFormat) || p.Format == "debezium" && p.Debezium != nil && p.Debezium.Encoding == "avro"
 }
 
 func registryFormat(f string) bool { return f == "avro" || f == "protobuf" || f == "json_schema" }

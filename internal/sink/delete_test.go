@@ -101,6 +101,15 @@ func TestDeleteByTombstone(t *testing.T) {
 	if _, ok := f.qty("gone", 1); ok {
 		t.Error("a replayed older upsert brought the deleted row back")
 	}
+	// The delete again: nothing to delete, and the ledger's row of the
+	// batch says what this application did.
+	res = f.apply(f.batchMixed("gone", record{2, `{"id":1}`, ""}))
+	if res.Deleted != 0 || res.Applications != 2 {
+		t.Errorf("replayed delete: %+v, want 0 deleted, second application", res)
+	}
+	if n := f.count("SELECT deleted FROM idemsink.batches WHERE batch_id = $1", res.BatchID[:]); n != 0 {
+		t.Errorf("the replayed batch's ledger row says %d deleted", n)
+	}
 	// A newer upsert of the key is a new row.
 	res = f.apply(f.batchMixed("gone", record{3, "", `{"id":1,"qty":3,"day":"2026-03-01"}`}))
 	if q, ok := f.qty("gone", 1); !ok || q != 3 || res.Inserted != 1 {
@@ -191,6 +200,7 @@ func TestDeleteReplayWritesNothing(t *testing.T) {
 	if after := xmin(); after != before {
 		t.Errorf("replay rewrote the tombstone: xmin %s, was %s", after, before)
 	}
+
 	if n := f.count("SELECT count(*) FROM rep"); n != 1 {
 		t.Errorf("%d rows, want 1", n)
 	}

@@ -179,7 +179,7 @@ ON CONFLICT (pipeline, topic, partition, kafka_offset) DO UPDATE SET reason = EX
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
 ON CONFLICT (batch_id) DO UPDATE SET applications = idemsink.batches.applications + 1, last_applied_at = now(),
   generation = EXCLUDED.generation, member_id = EXCLUDED.member_id, skipped = EXCLUDED.skipped, staged = EXCLUDED.staged,
-  inserted = EXCLUDED.inserted, updated = EXCLUDED.updated, unchanged = EXCLUDED.unchanged, stale = EXCLUDED.stale,
+  inserted = EXCLUDED.inserted, updated = EXCLUDED.updated, unchanged = EXCLUDED.unchanged, stale = EXCLUDED.stale, deleted = EXCLUDED.deleted,
   dead_lettered = EXCLUDED.dead_lettered, stage_ms = EXCLUDED.stage_ms, upsert_ms = EXCLUDED.upsert_ms, verify_ms = EXCLUDED.verify_ms
 RETURNING applications`
 

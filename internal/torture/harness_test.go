@@ -188,6 +188,16 @@ func (p *producer) records(events []gen.Event) []*kgo.Record {
 			recs = append(recs, &kgo.Record{Topic: p.e.topic, Partition: part, Key: key, Value: bad})
 		}
 		recs = append(recs, &kgo.Record{Topic: p.e.topic, Partition: part, Key: key, Value: ev.Value})
+		if p.rng.Float64() < p.badRate {
+			// A delete (the pipeline applies them): mostly newer than the
+			// event, now and then a late one that must change nothing.
+			v := ev.Line.Version + 1
+			if p.rng.IntN(4) == 0 {
+				v = ev.Line.Version - 1
+			}
+			recs = append(recs, &kgo.Record{Topic: p.e.topic, Partition: part,
+				Key: fmt.Appendf(nil, `{"order_id":%d,"line_no":%d,"version":%d}`, ev.Line.OrderID, ev.Line.LineNo, v)})
+		}
 	}
 	return recs
 }
@@ -528,7 +538,7 @@ func (e *env) verify(extra string) torture.Report {
 	defer cancel()
 	t := e.t
 
-	o := torture.New(e.prod.Log())
+	o := torture.NewDeleting(e.prod.Log())
 	ends := e.mustEnds()
 	if want := o.Ends(); !maps.Equal(ends, withZeros(want, e.parts)) {
 		t.Errorf("Kafka's end offsets %v differ from the produced log's %v", ends, want)
@@ -755,6 +765,7 @@ func (e *env) childConfig(k knobs) (path, metricsAddr string) {
 			"date":    map[string]any{"field": p.Date.Field, "time_zone": p.Date.TimeZone},
 			"version": map[string]any{"field": p.Version.Field, "type": p.Version.Type},
 			"batch":   map[string]any{"max_records": k.maxRecords, "linger": k.linger.String()},
+			"deletes": "apply",
 		}},
 	}
 	if k.metrics {
@@ -1005,7 +1016,7 @@ type member struct {
 func (e *env) config(k knobs) *config.Config {
 	e.t.Helper()
 	p := gen.Pipeline("orders", e.topic, "order_lines")
-	p.Batch.MaxRecords, p.Batch.Linger = k.maxRecords, k.linger
+	p.Batch.MaxRecords, p.Batch.Linger, p.Deletes = k.maxRecords, k.linger, "apply"
 	cfg := &config.Config{
 		Brokers: e.k.Brokers, Group: e.group, DatabaseURL: e.url, Pipelines: []config.Pipeline{p},
 		MaxBufferedRecords: k.maxBuffered, SessionTimeout: k.session, RebalanceTimeout: k.rebalance,

@@ -148,15 +148,42 @@ func Parse(value []byte) (Line, error) {
 	return l, nil
 }
 
+// ParseTombstoneKey reads the key of a tombstone as the scenarios write it
+// for a pipeline with deletes: apply: a JSON object with order_id, line_no
+// and the delete's version (a versioned pipeline orders a delete by it).
+func ParseTombstoneKey(key []byte) (Line, error) {
+	var k struct {
+		OrderID *int64 `json:"order_id"`
+		LineNo  *int32 `json:"line_no"`
+		Version *int64 `json:"version"`
+	}
+	if err := json.Unmarshal(key, &k); err != nil {
+		return Line{}, fmt.Errorf("tombstone key: %w", err)
+	}
+	if k.OrderID == nil || k.LineNo == nil || k.Version == nil {
+		return Line{}, fmt.Errorf("tombstone key %q: order_id, line_no or version missing", key)
+	}
+	return Line{OrderID: *k.OrderID, LineNo: *k.LineNo, Version: *k.Version}, nil
+}
+
 // Oracle knows the expected outcome of a produced log.
 type Oracle struct {
 	records []Record
-	lines   []*Line // by record; nil when malformed
+	lines   []*Line // by record; nil when malformed; for a delete, its key and version
+	deletes []bool  // by record: a tombstone applied as a delete
 	why     []string
 }
 
-// New parses the log. Records may come in any order.
-func New(log []Record) *Oracle {
+// New parses the log. Records may come in any order. A tombstone is
+// malformed, as under the default deletes: dead_letter.
+func New(log []Record) *Oracle { return newOracle(log, false) }
+
+// NewDeleting is New for a pipeline with deletes: apply: a tombstone
+// deletes its key under the version guard (ParseTombstoneKey), so the
+// newest record of a key may be a delete, and then the key has no row.
+func NewDeleting(log []Record) *Oracle { return newOracle(log, true) }
+
+func newOracle(log []Record, deletes bool) *Oracle {
 	o := &Oracle{records: slices.Clone(log)}
 	slices.SortFunc(o.records, func(a, b Record) int {
 		if a.Partition != b.Partition {
@@ -165,9 +192,17 @@ func New(log []Record) *Oracle {
 		return int(a.Offset - b.Offset)
 	})
 	o.lines = make([]*Line, len(o.records))
+	o.deletes = make([]bool, len(o.records))
 	o.why = make([]string, len(o.records))
 	for i, r := range o.records {
-		l, err := Parse(r.Value)
+		var l Line
+		var err error
+		if r.Value == nil && deletes {
+			l, err = ParseTombstoneKey(r.Key)
+			o.deletes[i] = err == nil
+		} else {
+			l, err = Parse(r.Value)
+		}
 		if err != nil {
 			o.why[i] = err.Error()
 			continue
@@ -204,11 +239,14 @@ func (o *Oracle) winners() map[Key]int {
 	return w
 }
 
-// Expected returns the table the log must leave: the newest line per key.
+// Expected returns the table the log must leave: the newest line per key,
+// unless the newest record of the key is a delete.
 func (o *Oracle) Expected() map[Key]Line {
 	out := map[Key]Line{}
 	for k, i := range o.winners() {
-		out[k] = *o.lines[i]
+		if !o.deletes[i] {
+			out[k] = *o.lines[i]
+		}
 	}
 	return out
 }
@@ -250,7 +288,8 @@ type Observed struct {
 type Report struct {
 	Produced   int
 	Applied    int // the newest record of its key (or an exact copy of it), and the table holds it
-	Superseded int // an older version or a stale replay of a key the table holds correctly
+	Superseded int // an older version or a stale replay of a key the table holds correctly (or correctly lacks)
+	Deleted    int // a delete that is the newest record of its key, and the table lacks the key
 	Dead       int // malformed and dead-lettered
 	Lost       int // not accounted for: its key is missing, or it was not dead-lettered, or the ledger never reached it
 	Duplicated int // keys held by more than one row
@@ -262,8 +301,8 @@ type Report struct {
 func (r Report) OK() bool { return r.Lost == 0 && r.Duplicated == 0 && r.Wrong == 0 }
 
 func (r Report) String() string {
-	return fmt.Sprintf("produced=%d applied=%d superseded=%d dead=%d lost=%d duplicated=%d wrong=%d",
-		r.Produced, r.Applied, r.Superseded, r.Dead, r.Lost, r.Duplicated, r.Wrong)
+	return fmt.Sprintf("produced=%d applied=%d superseded=%d deleted=%d dead=%d lost=%d duplicated=%d wrong=%d",
+		r.Produced, r.Applied, r.Superseded, r.Deleted, r.Dead, r.Lost, r.Duplicated, r.Wrong)
 }
 
 const maxProblems = 20
@@ -301,6 +340,9 @@ func (o *Oracle) Check(obs Observed) Report {
 		case !ok:
 			rep.Wrong++
 			rep.problem("row %s: no record of the log has this key", r.Line)
+		case o.deletes[i]:
+			rep.Wrong++
+			rep.problem("row %s: deleted by record %s (version %d)", r.Line, Pos{o.records[i].Partition, o.records[i].Offset}, o.lines[i].Version)
 		case !r.Equal(*o.lines[i]):
 			rep.Wrong++
 			rep.problem("row %s: want %s (record %s)", r.Line, *o.lines[i], Pos{o.records[i].Partition, o.records[i].Offset})
@@ -336,7 +378,23 @@ func (o *Oracle) Check(obs Observed) Report {
 			continue
 		}
 		r, ok := table[l.Key()]
+		w := want[l.Key()]
 		switch {
+		case o.deletes[w]:
+			// The key must be gone; a row of it is counted as wrong above.
+			if !ok && w == i {
+				rep.Deleted++
+			} else if !ok {
+				rep.Superseded++
+			}
+		case o.deletes[i]:
+			// A delete older than the key's newest line.
+			if ok && r.Equal(*o.lines[w]) {
+				rep.Superseded++
+			} else if !ok {
+				rep.Lost++
+				rep.problem("record %s (delete of %s): the key's newer line is not in the table", pos, l.Key())
+			}
 		case !ok:
 			rep.Lost++
 			rep.problem("record %s (%s): its key is not in the table", pos, l)

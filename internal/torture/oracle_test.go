@@ -2,6 +2,7 @@ package torture_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -128,5 +129,51 @@ func TestOracleCheck(t *testing.T) {
 		if r.OK() || !tc.want(r) {
 			t.Errorf("%s: %s %s", tc.name, r, strings.Join(r.Problems, "; "))
 		}
+	}
+}
+
+func tombstone(partition int32, offset, order int64, no int32, version int64) torture.Record {
+	return torture.Record{Partition: partition, Offset: offset,
+		Key: fmt.Appendf(nil, `{"order_id":%d,"line_no":%d,"version":%d}`, order, no, version)}
+}
+
+// With deletes applied, the newest record of a key may be a delete: the
+// key must be gone; a late delete, older than the key's line, changes
+// nothing; a line older than a delete stays deleted.
+func TestOracleDeletes(t *testing.T) {
+	log := []torture.Record{
+		{Partition: 0, Offset: 0, Value: line(1, 1, 1, "placed")},
+		tombstone(0, 1, 1, 1, 2),                                   // deletes 1/1
+		{Partition: 0, Offset: 2, Value: line(1, 1, 1, "stale")},   // older than the delete: stays deleted
+		{Partition: 1, Offset: 0, Value: line(2, 1, 5, "shipped")}, // newer than the late delete below
+		tombstone(1, 1, 2, 1, 4),                                   // late: 2/1 keeps its row
+		{Partition: 1, Offset: 2, Key: []byte("not json")},         // a tombstone with a bad key: malformed
+	}
+	o := torture.NewDeleting(log)
+	exp := o.Expected()
+	if _, ok := exp[torture.Key{OrderID: 1, LineNo: 1}]; ok || exp[torture.Key{OrderID: 2, LineNo: 1}].Status != "shipped" || len(exp) != 1 {
+		t.Fatalf("expected %v", exp)
+	}
+	good := func() torture.Observed {
+		return torture.Observed{Rows: []torture.Row{{Line: exp[torture.Key{OrderID: 2, LineNo: 1}], StoredVersion: 5}},
+			Dead: map[torture.Pos]string{{Partition: 1, Offset: 2}: "bad key"}, Applied: map[int32]int64{0: 2, 1: 2}}
+	}
+	if r := o.Check(good()); !r.OK() || r.Deleted != 1 || r.Superseded != 3 || r.Applied != 1 || r.Dead != 1 {
+		t.Errorf("a correct outcome: %s %v", r, r.Problems)
+	}
+	resurrected := good()
+	l := torture.Line{OrderID: 1, LineNo: 1, Version: 1}
+	resurrected.Rows = append(resurrected.Rows, torture.Row{Line: l, StoredVersion: 1})
+	if r := o.Check(resurrected); r.OK() || r.Wrong != 1 {
+		t.Errorf("a deleted key back in the table: %s %v", r, r.Problems)
+	}
+	lateDeleted := good()
+	lateDeleted.Rows = nil
+	if r := o.Check(lateDeleted); r.OK() || r.Lost == 0 {
+		t.Errorf("a late delete that removed the newer row: %s %v", r, r.Problems)
+	}
+	// Without deletes, a tombstone is malformed as before.
+	if m := torture.New(log).Malformed(); len(m) != 3 {
+		t.Errorf("malformed without deletes: %v", m)
 	}
 }
