@@ -6,7 +6,8 @@
 // apply flushed batches, each on its own PostgreSQL connection. The commit
 // protocol that ties them together is in protocol.go; the batches and
 // their backlog in batches.go; a partition's positions in partition.go;
-// assignment and revocation in rebalance.go.
+// assignment and revocation in rebalance.go; Kafka commits, pausing and
+// the client's plumbing in kafka.go.
 package consume
 
 import (
