@@ -75,7 +75,7 @@ torture: deps ## Run the long torture suite (100 crash cycles).
 	TORTURE_LONG=1 $(GO) test -count=1 -v -timeout 60m ./internal/torture/
 
 .PHONY: bench
-bench: deps ## Run the throughput, replay and memory benchmarks (about 10 minutes).
+bench: deps ## Run the throughput, replay and memory benchmarks (about 3 minutes on 2 cores).
 	$(GO) run ./cmd/bench
 
 .PHONY: bench-quick
@@ -84,8 +84,11 @@ bench-quick: deps ## Run a small benchmark (seconds), and the Go micro-benchmark
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/batch/ ./internal/sink/
 
 .PHONY: fuzz
-fuzz: ## Fuzz the record decoder for 60 seconds.
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./internal/batch/
+FUZZTIME ?= 20s
+FUZZ_BATCH := FuzzDecode FuzzDiff FuzzNumeric FuzzCheckJSON FuzzFitNumeric FuzzAvro FuzzProtobuf FuzzDebezium
+
+fuzz: ## Fuzz every decoder target in internal/batch for FUZZTIME each (default 20s).
+	@for f in $(FUZZ_BATCH); do echo "fuzz: $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./internal/batch/ || exit 1; done
 
 .PHONY: lint
 lint: ## gofmt, go vet, and golangci-lint when installed.
