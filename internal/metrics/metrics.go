@@ -9,6 +9,9 @@ type Metrics struct {
 	// Records counts records by pipeline and result: inserted, updated,
 	// unchanged, stale, superseded, skipped, dead_lettered.
 	Records *prometheus.CounterVec
+	// DeadLetters counts committed dead letters by pipeline and class:
+	// the class their reason starts with (batch.Classes), or "other".
+	DeadLetters *prometheus.CounterVec
 	// Batches counts batch attempts by pipeline and outcome: applied,
 	// verify_failed, fenced, error.
 	Batches *prometheus.CounterVec
@@ -47,6 +50,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		Records: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "idemsink_records_total", Help: "Records by pipeline and result.",
 		}, []string{"pipeline", "result"}),
+		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "idemsink_dead_letters_total", Help: "Committed dead letters by pipeline and class of reason.",
+		}, []string{"pipeline", "class"}),
 		Batches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "idemsink_batches_total", Help: "Batch attempts by pipeline and outcome.",
 		}, []string{"pipeline", "outcome"}),
@@ -83,7 +89,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"pipeline"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Records, m.Batches, m.BatchSeconds, m.VerifyFailures, m.DBRetries, m.RegistryRetries,
+		reg.MustRegister(m.Records, m.DeadLetters, m.Batches, m.BatchSeconds, m.VerifyFailures, m.DBRetries, m.RegistryRetries,
 			m.KafkaCommitErrors, m.Ready, m.Buffered, m.AppliedOffset, m.Lag, m.PendingBatchAge)
 	}
 	return m

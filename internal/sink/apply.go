@@ -47,6 +47,9 @@ func (s *Sink) Apply(ctx context.Context, b *batch.Batch, c Commit) (Result, err
 		"stale": res.Stale, "deleted": res.Deleted, "superseded": res.Superseded, "skipped": res.Skipped, "dead_lettered": res.DeadLettered} {
 		s.m.Records.WithLabelValues(name, result).Add(float64(n))
 	}
+	for class, n := range res.DeadClasses {
+		s.m.DeadLetters.WithLabelValues(name, class).Add(float64(n))
+	}
 	s.m.BatchSeconds.WithLabelValues(name, "stage").Observe(res.Stage.Seconds())
 	s.m.BatchSeconds.WithLabelValues(name, "upsert").Observe(res.Upsert.Seconds())
 	s.m.BatchSeconds.WithLabelValues(name, "verify").Observe(res.Verify.Seconds())
@@ -282,6 +285,12 @@ func (t *txn) record(ctx context.Context) error {
 		}
 	}
 	res.DeadLettered = len(t.dead)
+	for _, d := range t.dead {
+		if res.DeadClasses == nil {
+			res.DeadClasses = map[string]int{}
+		}
+		res.DeadClasses[deadClass(d.Reason)]++
+	}
 
 	ranges, err := json.Marshal(t.b.Ranges())
 	if err != nil {
@@ -349,6 +358,18 @@ func (t *txn) upsertRows(ctx context.Context) error {
 	}
 	t.todo = good
 	return nil
+}
+
+// ClassOther is the class of a dead letter whose reason starts with no
+// known class; with it the metric's class label has a fixed set of values.
+const ClassOther = "other"
+
+// deadClass is the class a dead letter is counted under.
+func deadClass(reason string) string {
+	if c := batch.ClassOf(reason); c != "" {
+		return c
+	}
+	return ClassOther
 }
 
 func insertDead(ctx context.Context, tx pgx.Tx, pipeline string, batchID [16]byte, dead []batch.DeadLetter) error {

@@ -55,6 +55,12 @@ func New(pool *pgxpool.Pool, cfg *config.Config, opts Options) *Sink {
 	for i := range cfg.Pipelines {
 		p := &cfg.Pipelines[i]
 		s.tables[p.Name] = buildStatements(p)
+		// Every class starts at 0, so that rate() sees a pipeline's
+		// first dead letter of a class instead of a new series.
+		for _, class := range batch.Classes {
+			s.m.DeadLetters.WithLabelValues(p.Name, class)
+		}
+		s.m.DeadLetters.WithLabelValues(p.Name, ClassOther)
 	}
 	return s
 }
@@ -82,8 +88,11 @@ type Result struct {
 	Stale          int // older than the stored version, not written
 	Deleted        int
 	DeadLettered   int
-	Stage, Upsert  time.Duration
-	Verify         time.Duration
+	// DeadClasses counts the dead letters written by class: the class
+	// their reason starts with, or ClassOther.
+	DeadClasses   map[string]int
+	Stage, Upsert time.Duration
+	Verify        time.Duration
 	// Applications is how many times this batch id has been applied.
 	Applications int
 }
@@ -100,6 +109,12 @@ func (r *Result) Add(o Result) {
 	r.Stale += o.Stale
 	r.Deleted += o.Deleted
 	r.DeadLettered += o.DeadLettered
+	for class, n := range o.DeadClasses {
+		if r.DeadClasses == nil {
+			r.DeadClasses = map[string]int{}
+		}
+		r.DeadClasses[class] += n
+	}
 	r.Stage += o.Stage
 	r.Upsert += o.Upsert
 	r.Verify += o.Verify
