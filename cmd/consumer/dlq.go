@@ -341,8 +341,9 @@ func dlqReplay(ctx context.Context, pool *pgxpool.Pool, s *sink.Sink, cfg *confi
 	}
 	for _, name := range order {
 		t := tallies[name]
-		fmt.Fprintf(stdout, "pipeline %s: %d replayed (%d inserted, %d updated, %d unchanged, %d stale or superseded), %d still failing, %d oversize kept only in part (not replayable)\n",
-			name, t.replayed, t.applied.Inserted, t.applied.Updated, t.applied.Unchanged, t.replayed-t.applied.Inserted-t.applied.Updated-t.applied.Unchanged,
+		a := t.applied
+		fmt.Fprintf(stdout, "pipeline %s: %d replayed (%d inserted, %d updated, %d deleted, %d unchanged, %d stale or superseded), %d still failing, %d oversize kept only in part (not replayable)\n",
+			name, t.replayed, a.Inserted, a.Updated, a.Deleted, a.Unchanged, t.replayed-a.Inserted-a.Updated-a.Deleted-a.Unchanged,
 			t.failing, t.partial)
 	}
 	return nil

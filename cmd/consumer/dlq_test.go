@@ -307,7 +307,7 @@ AND note = 'Grüße' AND at = '2026-03-01T10:00:00.123Z' AND (doc->>'n')::int = 
 		if attempt == 2 {
 			replayed = 0
 		}
-		want := fmt.Sprintf("pipeline items: %d replayed (%d inserted, 0 updated, 0 unchanged, 0 stale or superseded), %d still failing, 2 oversize kept only in part (not replayable)",
+		want := fmt.Sprintf("pipeline items: %d replayed (%d inserted, 0 updated, 0 deleted, 0 unchanged, 0 stale or superseded), %d still failing, 2 oversize kept only in part (not replayable)",
 			replayed, replayed, len(badInput)-len(fits)-2)
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("replay %d printed:\n%s\nwant a line %s", attempt, out.String(), want)

@@ -25,8 +25,8 @@ log as it is when the replay starts, and applies the records of those dates
 through the same sink as the daemon: the version guard keeps every newer row,
 and unchanged rows are not written. It writes its own ledger rows under a
 temporary group name and deletes them at the end; the live group's offsets
-and ledger rows are not touched. It prints inserted / updated / unchanged /
-stale / dead at the end.
+and ledger rows are not touched. It prints inserted / updated / deleted /
+unchanged / stale / dead at the end.
 
 examples:
   consumer replay -config idemsink.yaml --from 2026-11-02
@@ -101,8 +101,8 @@ func replay(ctx context.Context, e *env, r dateRange, pipelines []*config.Pipeli
 		fmt.Fprintf(e.stdout, "pipeline %s, target dates %s: %d record(s) read, %d of other dates passed over, %d batch(es) applied\n",
 			p.Name, r, n, rp.outside, rp.batches)
 	}
-	fmt.Fprintf(e.stdout, "inserted %d, updated %d, unchanged %d, stale %d, dead %d (in-batch duplicates %d); group %s's offsets and ledger untouched\n",
-		total.Inserted, total.Updated, total.Unchanged, total.Stale, total.DeadLettered, total.Superseded, e.cfg.Group)
+	fmt.Fprintf(e.stdout, "inserted %d, updated %d, deleted %d, unchanged %d, stale %d, dead %d (in-batch duplicates %d); group %s's offsets and ledger untouched\n",
+		total.Inserted, total.Updated, total.Deleted, total.Unchanged, total.Stale, total.DeadLettered, total.Superseded, e.cfg.Group)
 	return nil
 }
 

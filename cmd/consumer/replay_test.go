@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/idemsink/idemsink/internal/kafkatest"
+	"github.com/idemsink/idemsink/internal/sink"
 )
 
 // A replay of target dates on a clean table writes nothing; it restores
@@ -31,7 +32,7 @@ func TestReplayBesideLiveGroup(t *testing.T) {
 	f.drain()
 	before := f.xmins()
 	out, err := f.run("replay", "--from", "2026-11-02")
-	if err != nil || !strings.Contains(out, "inserted 0, updated 0, unchanged 8, stale 0, dead 0") {
+	if err != nil || !strings.Contains(out, "inserted 0, updated 0, deleted 0, unchanged 8, stale 0, dead 0") {
 		t.Fatalf("replay on a clean table: %v\n%s", err, out)
 	}
 	if after := f.xmins(); !maps.Equal(before, after) {
@@ -87,12 +88,9 @@ func TestReplayBesideLiveGroup(t *testing.T) {
 	// Day 2 holds 8 records: 4 deleted rows come back (or are found stale,
 	// if the live group restored them first with a newer version), 2 are
 	// older than the live group's versions, 2 unchanged.
-	var ins, upd, unch, stale, dead int
-	if _, err := fmt.Sscanf(out[strings.Index(out, "inserted"):], "inserted %d, updated %d, unchanged %d, stale %d, dead %d", &ins, &upd, &unch, &stale, &dead); err != nil {
-		t.Fatalf("replay printed %q: %v", out, err)
-	}
-	if ins+stale != 6 || stale < 2 || upd != 0 || unch != 2 || dead != 0 {
-		t.Errorf("replay: inserted %d, updated %d, unchanged %d, stale %d, dead %d; want 4 inserted or stale beyond the 2 stale, 2 unchanged", ins, upd, unch, stale, dead)
+	r := summary(t, out)
+	if r.Inserted+r.Stale != 6 || r.Stale < 2 || r.Updated != 0 || r.Deleted != 0 || r.Unchanged != 2 || r.DeadLettered != 0 {
+		t.Errorf("replay: %+v; want 4 inserted or stale beyond the 2 stale, 2 unchanged, none deleted", r)
 	}
 	f.waitApplied()
 	if err := live.stop(); err != nil {
@@ -137,4 +135,19 @@ func TestReplayBesideLiveGroup(t *testing.T) {
 	if n := f.exec("SELECT FROM idemsink.offsets WHERE group_id <> $1", f.group); n != 0 {
 		t.Errorf("%d ledger rows of other groups left after the replay", n)
 	}
+}
+
+// summary reads the totals a replay prints last.
+func summary(t *testing.T, out string) sink.Result {
+	t.Helper()
+	i := strings.Index(out, "inserted ")
+	if i < 0 {
+		t.Fatalf("no summary in:\n%s", out)
+	}
+	var r sink.Result
+	if _, err := fmt.Sscanf(out[i:], "inserted %d, updated %d, deleted %d, unchanged %d, stale %d, dead %d",
+		&r.Inserted, &r.Updated, &r.Deleted, &r.Unchanged, &r.Stale, &r.DeadLettered); err != nil {
+		t.Fatalf("replay printed %q: %v", out, err)
+	}
+	return r
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/sr"
@@ -52,6 +53,9 @@ type formats struct {
 	reg     *Registry
 	regErr  error
 	regConf *config.SchemaRegistry
+	// backoff is the registry's wait after an outage (base, limit); zero:
+	// the defaults.
+	backoff [2]time.Duration
 }
 
 func newFormats(p *config.Pipeline) *formats { return &formats{p: p, regConf: p.Registry()} }
@@ -63,11 +67,22 @@ func (f *formats) registry() (*Registry, error) {
 			return
 		}
 		f.reg, f.regErr = NewRegistry(f.regConf)
+		if f.reg != nil && f.backoff[0] > 0 {
+			f.reg.setBackoff(f.backoff[0], f.backoff[1])
+		}
 	})
 	if f.regErr != nil {
 		return nil, &RegistryUnavailableError{Err: f.regErr}
 	}
 	return f.reg, nil
+}
+
+// SetRegistryBackoff sets how long the Schema Registry is left alone after
+// it was found out: base, doubling with each outage in a row up to limit.
+// Meanwhile a record whose writer schema is not kept yet fails at once as
+// unavailable. Call it before the first Decode.
+func (d *Decoder) SetRegistryBackoff(base, limit time.Duration) {
+	d.f.backoff = [2]time.Duration{base, limit}
 }
 
 // Decode turns a Kafka record into a row and its target date. A *BadRecord

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -146,6 +147,7 @@ func TestAvroSchemaEvolution(t *testing.T) {
 func TestRegistryErrors(t *testing.T) {
 	reg := srtest.New(t)
 	d := NewDecoder(registryPipeline(t, reg.URL(), orders("avro")))
+	d.SetRegistryBackoff(time.Nanosecond, time.Nanosecond) // asked again at once after the outage
 	_, _, err := d.Decode(nil, srtest.Frame(99, nil, []byte{0}), Position{})
 	if got := badReason(t, err); !strings.HasPrefix(got, "schema: schema id 99: unknown to the schema registry") {
 		t.Errorf("unknown id: %q", got)
@@ -173,6 +175,64 @@ func TestRegistryErrors(t *testing.T) {
 	// Garbage after a valid header is bad input, not a panic.
 	_, _, err = d.Decode(nil, srtest.Frame(1, nil, []byte{0xff, 0xff, 0xff}), Position{})
 	badReason(t, err)
+}
+
+// A registry found out is not asked again until its backoff is over:
+// meanwhile records whose schemas are not kept fail at once as unavailable,
+// so a registry that hangs costs one request timeout, not one per record.
+// Schemas already kept still decode, and once the backoff is over the
+// registry is asked again.
+func TestRegistryOutageBackoff(t *testing.T) {
+	reg := srtest.New(t)
+	kept := reg.Avro("orders-value", orderAvroV1, orderAvroValue())
+	var values [][]byte
+	for i := range 5 {
+		schema := strings.Replace(orderAvroV1, `"name":"Order"`, fmt.Sprintf(`"name":"Order","doc":"v%d"`, i), 1) // an id of its own
+		values = append(values, reg.Avro("orders-value", schema, orderAvroValue()))
+	}
+	var requests atomic.Int64
+	release := make(chan struct{})
+	defer close(release)
+	hang := atomic.Bool{}
+	reg.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		if !hang.Load() {
+			return false
+		}
+		// Accepts the connection, never answers: the client's timeout ends it.
+		requests.Add(1)
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+		return true
+	})
+	p := registryPipeline(t, reg.URL(), orders("avro"))
+	p.Registry().Timeout = 100 * time.Millisecond
+	d := NewDecoder(p)
+	d.SetRegistryBackoff(time.Hour, time.Hour)
+	decodeOK(t, d, nil, kept)
+	hang.Store(true)
+	for i, v := range values {
+		if _, _, err := d.Decode(nil, v, Position{}); !Unavailable(err) {
+			t.Fatalf("record %d with the registry hanging: %v, want RegistryUnavailableError", i, err)
+		}
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("%d registry requests for %d records during one backoff, want 1", n, len(values))
+	}
+	decodeOK(t, d, nil, kept) // a kept schema needs no registry
+	// The backoff is over (moved to the past, not waited for): the
+	// registry is asked again, answers, and every record decodes.
+	hang.Store(false)
+	d.f.reg.mu.Lock()
+	d.f.reg.quietUntil = time.Now().Add(-time.Second)
+	d.f.reg.mu.Unlock()
+	for _, v := range values {
+		decodeOK(t, d, nil, v)
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("%d requests to the hanging registry, want 1", n)
+	}
 }
 
 const orderProto = `syntax = "proto3";

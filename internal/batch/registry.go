@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/sr"
 
@@ -42,11 +43,22 @@ func Unavailable(err error) bool {
 // Registry fetches writer schemas by id and keeps them: a schema id names
 // one schema forever, so nothing is ever refetched, and an id the registry
 // does not know (404) is remembered as bad input too.
+//
+// A registry found out is not asked again until a backoff is over: until
+// then a schema not kept fails at once as unavailable. A registry that
+// hangs so costs one request timeout per backoff, not one per record.
 type Registry struct {
 	cl *sr.Client
 
 	mu      sync.Mutex
 	schemas map[int]*writerSchema
+	// The backoff after an outage: base, doubling with each outage in a
+	// row up to limit; outages counts them, and the registry is not asked
+	// again before quietUntil, the end of the last outage's backoff.
+	base, limit time.Duration
+	outages     int
+	quietUntil  time.Time
+	lastErr     error
 }
 
 // writerSchema is a registry schema, parsed once for its format.
@@ -86,7 +98,39 @@ func NewRegistry(c *config.SchemaRegistry) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("schema registry client: %w", err)
 	}
-	return &Registry{cl: cl, schemas: map[int]*writerSchema{}}, nil
+	return &Registry{cl: cl, schemas: map[int]*writerSchema{}, base: config.DefaultRetryBackoff, limit: config.DefaultRetryBackoffMax}, nil
+}
+
+// setBackoff sets the wait after an outage before the registry is asked
+// again: base, doubling with each outage in a row up to limit.
+func (r *Registry) setBackoff(base, limit time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.base, r.limit = base, max(base, limit)
+}
+
+// quiet returns the last outage's error while its backoff lasts.
+func (r *Registry) quiet() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.outages > 0 && time.Now().Before(r.quietUntil) {
+		return fmt.Errorf("not asked again until %s after: %w", r.quietUntil.Format(time.RFC3339Nano), r.lastErr)
+	}
+	return nil
+}
+
+// answered records the outcome of asking the registry: err is nil when it
+// answered (a schema, a 404), else the outage, which starts a backoff.
+func (r *Registry) answered(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err == nil {
+		r.outages = 0
+		return
+	}
+	r.outages++
+	r.lastErr = err
+	r.quietUntil = time.Now().Add(min(r.base<<min(r.outages-1, 20), r.limit))
 }
 
 // schema returns the parsed schema with the id. A *BadRecord error means
@@ -99,6 +143,9 @@ func (r *Registry) schema(id int) (*writerSchema, error) {
 	if ws != nil {
 		return ws, ws.err
 	}
+	if err := r.quiet(); err != nil {
+		return nil, &RegistryUnavailableError{SchemaID: id, Err: err}
+	}
 	// The http.Client's timeout bounds the request; Decode has no context.
 	s, err := r.cl.SchemaByID(context.Background(), id)
 	if err != nil {
@@ -106,6 +153,7 @@ func (r *Registry) schema(id int) (*writerSchema, error) {
 		if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
 			ws = &writerSchema{id: id, err: bad(ClassSchema, "schema id %d: unknown to the schema registry (%v)", id, err)}
 		} else {
+			r.answered(err)
 			return nil, &RegistryUnavailableError{SchemaID: id, Err: err}
 		}
 	} else {
@@ -113,11 +161,13 @@ func (r *Registry) schema(id int) (*writerSchema, error) {
 		if err != nil {
 			var u *RegistryUnavailableError
 			if errors.As(err, &u) {
+				r.answered(err)
 				return nil, err
 			}
 			ws = &writerSchema{id: id, err: bad(ClassSchema, "schema id %d: %v", id, err)}
 		}
 	}
+	r.answered(nil)
 	r.mu.Lock()
 	r.schemas[id] = ws
 	r.mu.Unlock()

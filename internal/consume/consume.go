@@ -98,11 +98,13 @@ type Consumer struct {
 	base context.Context
 
 	// dbOK is false from a failed database operation until the next one
-	// succeeds; failing is set while a batch waits for a retry. Ready
+	// succeeds; failing is set while a batch waits for a retry; registryOut
+	// while a partition is held back for a Schema Registry outage. Ready
 	// combines them with group membership.
-	dbOK    atomic.Bool
-	failing atomic.Bool
-	stopped atomic.Bool
+	dbOK        atomic.Bool
+	failing     atomic.Bool
+	registryOut atomic.Bool
+	stopped     atomic.Bool
 	// resumeSkips counts records passed over because the ledger had
 	// applied them while Kafka's committed offset lagged behind.
 	resumeSkips atomic.Int64
@@ -164,6 +166,9 @@ func New(opts Options) *Consumer {
 		p := &cfg.Pipelines[i]
 		c.minBatch = min(c.minBatch, p.Batch.MaxRecords)
 		d := batch.NewDecoder(p)
+		// A Schema Registry found out is asked again after the backoff,
+		// not by every held-back partition or record meanwhile.
+		d.SetRegistryBackoff(cfg.RetryBackoff, cfg.RetryBackoffMax)
 		for _, t := range p.Topics {
 			c.decoders[t] = d
 		}
@@ -172,12 +177,13 @@ func New(opts Options) *Consumer {
 }
 
 // Ready reports whether the consumer is in its group, its last database
-// operation succeeded and no batch waits for a retry. A member that owns
+// operation succeeded, no batch waits for a retry and no partition waits
+// for the Schema Registry to answer. A member that owns
 // no partitions (more replicas than partitions) is ready: it is a healthy
 // standby.
 func (c *Consumer) Ready() bool {
 	cl := c.client.Load()
-	if c.stopped.Load() || !c.dbOK.Load() || c.failing.Load() || cl == nil {
+	if c.stopped.Load() || !c.dbOK.Load() || c.failing.Load() || c.registryOut.Load() || cl == nil {
 		return false
 	}
 	_, gen := cl.GroupMetadata()
@@ -427,9 +433,12 @@ func (c *Consumer) add(r *kgo.Record) {
 			"event", EventRegistryRetry, "topic", tp.Topic, "partition", tp.Partition, "offset", r.Offset, "err", err)
 		c.m.RegistryRetries.Inc()
 		ps.holdBack(r.Offset, c.now(), c.bo.base, c.bo.limit)
+		c.registryOut.Store(true)
+		c.updateReady()
 		c.cl.PauseFetchPartitions(map[string][]int32{tp.Topic: {tp.Partition}})
 		return
 	}
+	ps.decoded(r.Offset)
 	if err == nil {
 		c.set.add(dec.Pipeline(), date, tp, c.now(), func(b *batch.Batch) { b.Add(row) })
 		return
@@ -453,6 +462,11 @@ func (c *Consumer) gauges() {
 			c.m.Lag.WithLabelValues(tp.Topic, fmt.Sprint(tp.Partition)).Set(float64(lag))
 		}
 	}
+	held := false
+	for _, ps := range c.parts {
+		held = held || ps.registryHold >= 0
+	}
+	c.registryOut.Store(held)
 	oldest, failing := c.set.pending()
 	now := c.now()
 	for i := range c.cfg.Pipelines {

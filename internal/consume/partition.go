@@ -17,9 +17,15 @@ type partition struct {
 	fenced   bool
 	resyncAt time.Time
 	fences   int // fences in a row; the wait before a resync doubles with them
+	// registryHold is the offset of the record held back because the
+	// Schema Registry was out, until a decode at or past it gets an
+	// answer; -1: none. The consumer is not ready meanwhile.
+	registryHold int64
 }
 
-func newPartition() *partition { return &partition{seen: -1, applied: -1, committed: -1, end: -1} }
+func newPartition() *partition {
+	return &partition{seen: -1, applied: -1, committed: -1, end: -1, registryHold: -1}
+}
 
 // take reports whether a fetched record at off is to be applied. A record
 // at or below the ledger's applied offset is a redelivery; one fetched
@@ -87,8 +93,17 @@ func (p *partition) fence(ledger int64, known bool, now time.Time, backoff, maxW
 // watermarks, stop just before off.
 func (p *partition) holdBack(off int64, now time.Time, backoff, maxWait time.Duration) {
 	p.seen, p.fenced = off-1, true
+	p.registryHold = off
 	p.fences++
 	p.resyncAt = now.Add(min(backoff<<min(p.fences-1, 20), maxWait))
+}
+
+// decoded records that the record at off was decoded without a Schema
+// Registry outage: a hold at or before it is over.
+func (p *partition) decoded(off int64) {
+	if p.registryHold >= 0 && off >= p.registryHold {
+		p.registryHold = -1
+	}
 }
 
 // resync returns the offset to fetch from again if a fenced partition's

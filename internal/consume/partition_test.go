@@ -168,3 +168,26 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// A hold-back for the Schema Registry lasts until the held-back record, or
+// one after it, decodes: not at the resync, and not at a record before it
+// read again after a fence.
+func TestPartitionRegistryHold(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	p := newPartition()
+	p.resume(3, 4)
+	p.take(4)
+	p.holdBack(5, t0, time.Second, time.Second)
+	if p.registryHold != 5 {
+		t.Fatalf("registryHold %d after holding back at 5", p.registryHold)
+	}
+	p.resync(t0.Add(time.Second))
+	p.decoded(4)
+	if p.registryHold != 5 {
+		t.Errorf("hold over after decoding 4, before the held-back record")
+	}
+	p.decoded(5)
+	if p.registryHold != -1 {
+		t.Errorf("registryHold %d after decoding the held-back record, want -1", p.registryHold)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,42 +69,53 @@ func (h *harness) config(group string, pipelines ...config.Pipeline) *config.Con
 // then stops, and returns the totals.
 func (h *harness) run(cfg *config.Config, opts consume.Options, m *metrics.Metrics) sink.Result {
 	h.t.Helper()
+	_, wait := h.start(cfg, opts, m)
+	return wait()
+}
+
+// start starts a consumer with cfg; wait waits until every partition of
+// the topics is applied, then stops it and returns the totals.
+func (h *harness) start(cfg *config.Config, opts consume.Options, m *metrics.Metrics) (c *consume.Consumer, wait func() sink.Result) {
+	h.t.Helper()
 	s := sink.New(h.pool, cfg, sink.Options{Metrics: m})
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	h.t.Cleanup(cancel)
 	if err := s.EnsureTables(ctx, cfg); err != nil {
 		h.t.Fatal(err)
 	}
 	results := make(chan sink.Result, 10000)
 	opts.Config, opts.Sink, opts.Metrics = cfg, s, m
 	opts.OnBatch = func(_ *batch.Batch, r sink.Result) { results <- r }
-	c := consume.New(opts)
+	c = consume.New(opts)
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	ends := map[batch.TP]int64{}
-	for _, topic := range cfg.Topics() {
-		for p, end := range h.k.Ends(topic) {
-			ends[batch.TP{Topic: topic, Partition: p}] = end
+	return c, func() sink.Result {
+		h.t.Helper()
+		ends := map[batch.TP]int64{}
+		for _, topic := range cfg.Topics() {
+			for p, end := range h.k.Ends(topic) {
+				ends[batch.TP{Topic: topic, Partition: p}] = end
+			}
 		}
-	}
-	waitFor(h.t, 60*time.Second, "every partition applied", func() bool {
-		ok, err := s.CaughtUp(ctx, cfg.Group, ends)
-		if err != nil {
-			h.t.Fatal(err)
+		waitFor(h.t, 60*time.Second, "every partition applied", func() bool {
+			ok, err := s.CaughtUp(ctx, cfg.Group, ends)
+			if err != nil {
+				h.t.Fatal(err)
+			}
+			return ok
+		})
+		cancel()
+		if err := <-done; err != nil {
+			h.t.Fatalf("consumer: %v", err)
 		}
-		return ok
-	})
-	cancel()
-	if err := <-done; err != nil {
-		h.t.Fatalf("consumer: %v", err)
-	}
-	var total sink.Result
-	for {
-		select {
-		case r := <-results:
-			total.Add(r)
-		default:
-			return total
+		var total sink.Result
+		for {
+			select {
+			case r := <-results:
+				total.Add(r)
+			default:
+				return total
+			}
 		}
 	}
 }
@@ -248,37 +260,91 @@ func TestRegistryFormatsEndToEnd(t *testing.T) {
 	}
 }
 
-// A registry outage holds the records back: nothing is dead-lettered, and
-// once the registry answers they are applied.
+// avroOrders makes a topic of parts partitions holding n Avro orders of one
+// writer schema, spread over the partitions in turn.
+func (h *harness) avroOrders(parts int32, n int64) string {
+	h.t.Helper()
+	topic := h.k.Topic("avro", parts)
+	var recs []*kgo.Record
+	for id := range n {
+		recs = append(recs, &kgo.Record{Topic: topic, Partition: int32(id % int64(parts)), Value: h.encode("avro", topic+"-value", order{1, id, 1, ""})})
+	}
+	h.k.Produce(recs...)
+	return topic
+}
+
+// A registry outage holds the records back: nothing is dead-lettered, the
+// consumer is not ready meanwhile (as in a database outage, while the
+// database answers), and once the registry answers the records are applied
+// and the consumer is ready again.
 func TestRegistryOutageIsNotBadInput(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	topic := h.k.Topic("avro", 1)
-	var recs []*kgo.Record
-	for id := range int64(5) {
-		recs = append(recs, &kgo.Record{Topic: topic, Value: h.encode("avro", topic+"-value", order{1, id, 1, ""})})
-	}
-	h.k.Produce(recs...)
+	topic := h.avroOrders(2, 6)
 	restore := h.reg.Fail(http.StatusServiceUnavailable)
 	m := metrics.New(nil)
-	// The registry comes back once the consumer has been turned away a
-	// few times.
-	go func() {
-		deadline := time.Now().Add(30 * time.Second)
-		for time.Now().Before(deadline) && testutil.ToFloat64(m.RegistryRetries) < 3 {
-			time.Sleep(10 * time.Millisecond)
-		}
-		restore()
-	}()
-	res := h.run(h.config(kafkatest.Name(t, "g"), ordersPipeline("orders", topic, "avro")), consume.Options{}, m)
-	if res.DeadLettered != 0 || res.Inserted != 5 {
-		t.Errorf("totals %+v: want 5 inserted, none dead-lettered", res)
+	c, wait := h.start(h.config(kafkatest.Name(t, "g"), ordersPipeline("orders", topic, "avro")), consume.Options{}, m)
+	waitFor(t, 30*time.Second, "the consumer turned away by the registry a few times", func() bool {
+		return testutil.ToFloat64(m.RegistryRetries) >= 3
+	})
+	// Held back, the partitions stay so until the registry answers.
+	if c.Ready() || testutil.ToFloat64(m.Ready) != 0 {
+		t.Errorf("ready (Ready() %v, idemsink_ready %v) while the schema registry is out", c.Ready(), testutil.ToFloat64(m.Ready))
 	}
-	if v := testutil.ToFloat64(m.RegistryRetries); v < 3 {
-		t.Errorf("registry retries %v, want at least 3", v)
+	restore()
+	waitFor(t, 30*time.Second, "ready again after the registry answers", func() bool {
+		return c.Ready() && testutil.ToFloat64(m.Ready) == 1
+	})
+	if res := wait(); res.DeadLettered != 0 || res.Inserted != 6 {
+		t.Errorf("totals %+v: want 6 inserted, none dead-lettered", res)
 	}
 	if n := h.query(`SELECT count(*)::text FROM idemsink.dead_letters`); n != "0" {
 		t.Errorf("%s dead letters", n)
+	}
+}
+
+// A registry that accepts connections and never answers costs one request
+// timeout per backoff, not one per held-back partition: while it is known
+// to be out, the other partitions are held back at once, without asking it
+// (and so without holding the poll loop for a timeout each).
+func TestRegistryHangingAskedOncePerBackoff(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	const parts = 4
+	topic := h.avroOrders(parts, 2*parts)
+	var requests atomic.Int64
+	release := make(chan struct{})
+	h.reg.Intercept(func(w http.ResponseWriter, r *http.Request) bool {
+		requests.Add(1)
+		select {
+		case <-r.Context().Done(): // the client's timeout
+		case <-release:
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return true
+	})
+	cfg := h.config(kafkatest.Name(t, "g"), ordersPipeline("orders", topic, "avro"))
+	cfg.SchemaRegistry.Timeout = 300 * time.Millisecond
+	cfg.RetryBackoff, cfg.RetryBackoffMax = 2*time.Second, 2*time.Second
+	m := metrics.New(nil)
+	c, wait := h.start(cfg, consume.Options{}, m)
+	waitFor(t, 60*time.Second, "partitions held back twice over", func() bool {
+		return testutil.ToFloat64(m.RegistryRetries) >= 2*parts
+	})
+	n, retries := requests.Load(), testutil.ToFloat64(m.RegistryRetries)
+	// Asked about one partition's record per backoff (plus one in flight),
+	// the others held back without a request: asked once per partition
+	// and retry, it would be asked as often as it held one back.
+	if float64(2*n) > retries {
+		t.Errorf("%d registry requests for %v held-back partitions: the hanging registry was asked per partition, not once per backoff", n, retries)
+	}
+	if c.Ready() {
+		t.Error("ready while the schema registry hangs")
+	}
+	h.reg.ClearInterceptors()
+	close(release)
+	if res := wait(); res.Inserted != 2*parts || res.DeadLettered != 0 {
+		t.Errorf("totals %+v: want %d inserted, none dead-lettered", res, 2*parts)
 	}
 }
 
