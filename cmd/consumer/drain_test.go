@@ -11,6 +11,7 @@ import (
 
 	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/kafkatest"
+	"github.com/idemsink/idemsink/internal/waittest"
 )
 
 // syncBuffer is a log destination safe for the logging goroutine and the
@@ -54,21 +55,18 @@ func TestLogDrain(t *testing.T) {
 			return out
 		}, 20*time.Millisecond)
 	}()
-	waitFor(t, 10*time.Second, "a backlog line", func() bool { return strings.Contains(buf.String(), "records_left=20 partitions=2") })
+	waittest.For(t, 10*time.Second, "a backlog line", func() bool { return strings.Contains(buf.String(), "records_left=20 partitions=2") })
 	mu.Lock()
 	applied[batch.TP{Topic: f.topic, Partition: 0}] = 9
 	mu.Unlock()
-	waitFor(t, 10*time.Second, "a line with the rate", func() bool {
+	waittest.For(t, 10*time.Second, "a line with the rate", func() bool {
 		return strings.Contains(buf.String(), "records_left=10 partitions=2 rate=") && strings.Contains(buf.String(), "time_left=")
 	})
 	mu.Lock()
 	applied[batch.TP{Topic: f.topic, Partition: 1}] = 8 // one record left: less than a batch
 	mu.Unlock()
-	waitFor(t, 10*time.Second, "quiet", func() bool {
-		n := strings.Count(buf.String(), "\n")
-		time.Sleep(100 * time.Millisecond) // five intervals without a line
-		return strings.Count(buf.String(), "\n") == n
-	})
+	// Quiet: no new line for ten polls (five of the logger's intervals).
+	waittest.Quiet(t, 10*time.Second, 10, "no more backlog lines", func() int { return strings.Count(buf.String(), "\n") })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

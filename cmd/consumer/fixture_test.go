@@ -22,6 +22,7 @@ import (
 	"github.com/idemsink/idemsink/internal/kafkatest"
 	"github.com/idemsink/idemsink/internal/pgtest"
 	"github.com/idemsink/idemsink/internal/sink"
+	"github.com/idemsink/idemsink/internal/waittest"
 )
 
 // fixture is a configured pipeline on a test's Kafka and database: table
@@ -207,27 +208,13 @@ func (f *fixture) waitApplied() {
 		ends[batch.TP{Topic: f.topic, Partition: p}] = end
 	}
 	s := sink.New(f.pool, f.cfg, sink.Options{})
-	waitFor(f.t, 60*time.Second, "the group to apply every record", func() bool {
+	waittest.For(f.t, 60*time.Second, "the group to apply every record", func() bool {
 		ok, err := s.CaughtUp(context.Background(), f.group, ends)
 		if err != nil {
 			f.t.Fatalf("caught up: %v", err)
 		}
 		return ok
 	})
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.After(d)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		case <-tick.C:
-		}
-	}
 }
 
 // ledger returns the group's ledger: applied offset by partition.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/idemsink/idemsink/internal/kafkatest"
 	"github.com/idemsink/idemsink/internal/pgtest"
+	"github.com/idemsink/idemsink/internal/waittest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -111,7 +112,7 @@ func TestOffsetsAndLedgerCheck(t *testing.T) {
 
 	// A running member is named as the owner of every partition.
 	m := f.start()
-	waitFor(t, 30*time.Second, "the member to own every partition", func() bool {
+	waittest.For(t, 30*time.Second, "the member to own every partition", func() bool {
 		out, err := f.run("offsets", "--json")
 		if err != nil {
 			t.Fatalf("offsets --json: %v", err)

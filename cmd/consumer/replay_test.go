@@ -59,11 +59,14 @@ func TestReplayBesideLiveGroup(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		// A steady trickle, one step a tick: pacing, not a condition wait.
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
 				return
-			default:
+			case <-tick.C:
 			}
 			recs := []*kgo.Record{f.record(id(5, 0, i), 0, day(5), 1, "during")}
 			if i < 4 {
@@ -76,7 +79,6 @@ func TestReplayBesideLiveGroup(t *testing.T) {
 				want[id(2, 0, i)] = "3 newest"
 			}
 			mu.Unlock()
-			time.Sleep(5 * time.Millisecond) // a steady trickle, not a condition wait
 		}
 	}()
 	out, err = f.run("replay", "--from", "2026-11-02", "--to", "2026-11-02")

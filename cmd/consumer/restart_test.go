@@ -16,6 +16,7 @@ import (
 
 	"github.com/idemsink/idemsink/internal/kafkatest"
 	"github.com/idemsink/idemsink/internal/pgtest"
+	"github.com/idemsink/idemsink/internal/waittest"
 )
 
 // BenchmarkRestartToFirstBatch measures how long a restarted daemon takes
@@ -106,21 +107,17 @@ pipelines:
 		}
 	}
 	waitApplied := func(offset int64, name string) {
-		deadline := time.Now().Add(3 * time.Minute)
-		for {
+		ok := waittest.Until(3*time.Minute, func() bool {
 			var n int
 			if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM idemsink.offsets WHERE group_id = $1 AND topic = $2 AND applied_offset >= $3`,
 				group, topic, offset).Scan(&n); err != nil && !strings.Contains(err.Error(), "does not exist") {
 				b.Fatal(err)
 			}
-			if n == parts {
-				return
-			}
-			if time.Now().After(deadline) {
-				log, _ := os.ReadFile(filepath.Join(dir, name+".log"))
-				b.Fatalf("offset %d not applied on every partition within 3 minutes\n%s", offset, log)
-			}
-			time.Sleep(20 * time.Millisecond) // polling interval of a condition wait
+			return n == parts
+		})
+		if !ok {
+			log, _ := os.ReadFile(filepath.Join(dir, name+".log"))
+			b.Fatalf("offset %d not applied on every partition within 3 minutes\n%s", offset, log)
 		}
 	}
 	first := start("first")

@@ -17,6 +17,7 @@ import (
 	"github.com/idemsink/idemsink/internal/consume"
 	"github.com/idemsink/idemsink/internal/gen"
 	"github.com/idemsink/idemsink/internal/kafkatest"
+	"github.com/idemsink/idemsink/internal/waittest"
 )
 
 func orderRecords(topic string, parts int32, events []gen.Event) []*kgo.Record {
@@ -35,7 +36,7 @@ func (e *env) tableStats(table string) (ins, upd int) {
 	e.t.Helper()
 	e.pool.Reset()
 	batches := e.count("SELECT count(*) FROM idemsink.batches")
-	waitFor(e.t, 30*time.Second, "table statistics to be flushed", func() bool {
+	waittest.For(e.t, 30*time.Second, "table statistics to be flushed", func() bool {
 		return e.count("SELECT n_tup_ins FROM pg_stat_user_tables WHERE schemaname = 'idemsink' AND relname = 'batches'") >= batches
 	})
 	if err := e.pool.QueryRow(context.Background(), "SELECT n_tup_ins, n_tup_upd FROM pg_stat_user_tables WHERE relname = $1", table).Scan(&ins, &upd); err != nil {
@@ -178,7 +179,7 @@ func TestCrashBeforeKafkaCommit(t *testing.T) {
 
 	second := e.start(e.cfg, consume.Options{})
 	ends := k.Ends(topic)
-	waitFor(t, 30*time.Second, "the ledger position to reach Kafka", func() bool {
+	waittest.For(t, 30*time.Second, "the ledger position to reach Kafka", func() bool {
 		c := k.Committed(e.cfg.Group, topic)
 		return c[0] == ends[0] && c[1] == ends[1]
 	})
@@ -274,7 +275,7 @@ func TestPipelinesAndDatesSplit(t *testing.T) {
 	}
 	k.Produce(recs...)
 	mb := e.start(e.cfg, consume.Options{})
-	waitFor(t, 30*time.Second, "all records buffered", func() bool { return testutil.ToFloat64(mb.m.Buffered) == 12 })
+	waittest.For(t, 30*time.Second, "all records buffered", func() bool { return testutil.ToFloat64(mb.m.Buffered) == 12 })
 	if err := mb.stop(); err != nil { // the shutdown flush applies the open batches
 		t.Fatal(err)
 	}
@@ -318,7 +319,7 @@ func TestShutdownFlushesAndCommits(t *testing.T) {
 		k.Produce(record(topic, 0, rec{ID: int64(i), Status: "x", Qty: 1, TS: "2026-03-01T10:00:00Z"}))
 	}
 	mb := e.start(e.cfg, consume.Options{})
-	waitFor(t, 30*time.Second, "records buffered", func() bool { return testutil.ToFloat64(mb.m.Buffered) == 10 })
+	waittest.For(t, 30*time.Second, "records buffered", func() bool { return testutil.ToFloat64(mb.m.Buffered) == 10 })
 	if n := e.count("SELECT count(*) FROM items"); n != 0 {
 		t.Fatalf("%d rows before shutdown; the batch should still be open", n)
 	}
@@ -367,9 +368,9 @@ func TestRevocationFlushesBeforeHandOver(t *testing.T) {
 	}
 	k.Produce(orderRecords(topic, parts, events)...)
 	first := e.start(e.cfg, consume.Options{})
-	waitFor(t, 30*time.Second, "the first member to buffer records", func() bool { return testutil.ToFloat64(first.m.Buffered) > 0 })
+	waittest.For(t, 30*time.Second, "the first member to buffer records", func() bool { return testutil.ToFloat64(first.m.Buffered) > 0 })
 	second := e.start(e.cfg, consume.Options{})
-	waitFor(t, 30*time.Second, "the second member to own partitions", func() bool { return len(second.c.Applied()) > 0 })
+	waittest.For(t, 30*time.Second, "the second member to own partitions", func() bool { return len(second.c.Applied()) > 0 })
 	if n := e.count("SELECT count(*) FROM order_lines"); n == 0 {
 		t.Error("nothing applied after the rebalance: the first member did not flush on revocation")
 	}
@@ -413,7 +414,7 @@ CREATE TRIGGER swallow BEFORE UPDATE ON items FOR EACH ROW EXECUTE FUNCTION swal
 		t.Fatal(err)
 	}
 	k.Produce(record(topic, 0, rec{ID: 1, Status: "paid", Qty: 1, TS: "2026-03-01T10:00:00Z", V: 2}))
-	waitFor(t, 30*time.Second, "verification failures to be retried", func() bool {
+	waittest.For(t, 30*time.Second, "verification failures to be retried", func() bool {
 		return testutil.ToFloat64(mb.m.VerifyFailures.WithLabelValues("p")) >= 2
 	})
 	if n := e.count("SELECT applied_offset FROM idemsink.offsets"); n != 0 {
@@ -432,7 +433,7 @@ CREATE TRIGGER swallow BEFORE UPDATE ON items FOR EACH ROW EXECUTE FUNCTION swal
 	if n := e.count("SELECT count(*) FROM items WHERE status = 'paid' AND v = 2"); n != 1 {
 		t.Error("the update was not applied after verification passed")
 	}
-	waitFor(t, 10*time.Second, "readiness", mb.c.Ready)
+	waittest.For(t, 10*time.Second, "readiness", mb.c.Ready)
 }
 
 // Bad records are dead-lettered with their raw bytes in the batch's
@@ -495,7 +496,7 @@ func TestStandbyMemberIsReady(t *testing.T) {
 	a := e.start(e.cfg, consume.Options{})
 	b := e.start(e.cfg, consume.Options{})
 	// Readiness comes with joining; the assignment may still settle.
-	waitFor(t, 30*time.Second, "both members ready, one owning the partition", func() bool {
+	waittest.For(t, 30*time.Second, "both members ready, one owning the partition", func() bool {
 		return a.c.Ready() && b.c.Ready() && len(a.c.Applied())+len(b.c.Applied()) == 1
 	})
 	if err := a.stop(); err != nil {

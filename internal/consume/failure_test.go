@@ -18,6 +18,7 @@ import (
 
 	"github.com/idemsink/idemsink/internal/consume"
 	"github.com/idemsink/idemsink/internal/kafkatest"
+	"github.com/idemsink/idemsink/internal/waittest"
 )
 
 // events is a slog handler that keeps the consumer's events with their
@@ -162,7 +163,7 @@ func TestPermissionErrorIsStuck(t *testing.T) {
 	mb := e.start(&cfg, consume.Options{Logger: slog.New(log)})
 	k.Produce(record(topic, 0, rec{ID: 1, Status: "placed", Qty: 1, TS: "2026-03-01T10:00:00Z"}))
 	e.waitApplied(e.cfg.Group, topic)
-	waitFor(t, 10*time.Second, "readiness", mb.c.Ready)
+	waittest.For(t, 10*time.Second, "readiness", mb.c.Ready)
 
 	// The test's role owns the table and is no superuser: it can revoke
 	// its own privilege, and grant it back.
@@ -171,7 +172,7 @@ func TestPermissionErrorIsStuck(t *testing.T) {
 	}
 	k.Produce(record(topic, 0, rec{ID: 2, Status: "placed", Qty: 2, TS: "2026-03-01T11:00:00Z"}))
 	age := mb.m.PendingBatchAge.WithLabelValues("p")
-	waitFor(t, 30*time.Second, "the batch to show as stuck", func() bool {
+	waittest.For(t, 30*time.Second, "the batch to show as stuck", func() bool {
 		return testutil.ToFloat64(age) >= 2 && log.find(consume.EventStuck) != nil
 	})
 	ev := log.find(consume.EventStuck)
@@ -192,14 +193,14 @@ func TestPermissionErrorIsStuck(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitApplied(e.cfg.Group, topic)
-	waitFor(t, 10*time.Second, "readiness after the grant", mb.c.Ready)
+	waittest.For(t, 10*time.Second, "readiness after the grant", mb.c.Ready)
 	if n := e.count("SELECT count(*) FROM items"); n != 2 {
 		t.Errorf("%d rows, want 2", n)
 	}
 	if n := e.count("SELECT count(*) FROM idemsink.dead_letters"); n != 0 {
 		t.Errorf("%d dead letters: a permission error is not bad input", n)
 	}
-	waitFor(t, 10*time.Second, "the pending-batch age back to 0", func() bool { return testutil.ToFloat64(age) == 0 })
+	waittest.For(t, 10*time.Second, "the pending-batch age back to 0", func() bool { return testutil.ToFloat64(age) == 0 })
 }
 
 // A database outage during a rebalance holds neither the group nor the
@@ -222,13 +223,13 @@ func TestOutageDuringRebalance(t *testing.T) {
 
 	px.cut()
 	produce(40, 40)
-	waitFor(t, 30*time.Second, "the member in the outage to retry", func() bool {
+	waittest.For(t, 30*time.Second, "the member in the outage to retry", func() bool {
 		return testutil.ToFloat64(a.m.DBRetries) > 0 && !a.c.Ready()
 	})
 	b := e.start(&cfg, consume.Options{})
-	waitFor(t, 20*time.Second, "the newcomer to own partitions", func() bool { return len(b.c.Applied()) > 0 })
+	waittest.For(t, 20*time.Second, "the newcomer to own partitions", func() bool { return len(b.c.Applied()) > 0 })
 	owned := b.c.Applied()
-	waitFor(t, 30*time.Second, "the newcomer to apply its partitions", func() bool {
+	waittest.For(t, 30*time.Second, "the newcomer to apply its partitions", func() bool {
 		ends := k.Ends(topic)
 		for tp, a := range b.c.Applied() {
 			if a != ends[tp.Partition]-1 {
@@ -249,7 +250,7 @@ func TestOutageDuringRebalance(t *testing.T) {
 	if n := e.count("SELECT count(*) FROM idemsink.dead_letters"); n != 0 {
 		t.Errorf("%d dead letters: an outage is not bad input", n)
 	}
-	waitFor(t, 10*time.Second, "readiness after the outage", a.c.Ready)
+	waittest.For(t, 10*time.Second, "readiness after the outage", a.c.Ready)
 	committed := k.Committed(e.cfg.Group, topic)
 	for p, end := range k.Ends(topic) {
 		if committed[p] > end {
@@ -274,13 +275,13 @@ func TestLagGauge(t *testing.T) {
 	e.waitApplied(e.cfg.Group, topic)
 	px.cut()
 	produce(2, 10)
-	waitFor(t, 30*time.Second, "a lag of 5 on both partitions", func() bool {
+	waittest.For(t, 30*time.Second, "a lag of 5 on both partitions", func() bool {
 		return testutil.CollectAndCount(mb.m.Lag) == 2 &&
 			testutil.ToFloat64(mb.m.Lag.WithLabelValues(topic, "0")) == 5 && testutil.ToFloat64(mb.m.Lag.WithLabelValues(topic, "1")) == 5
 	})
 	px.restore()
 	e.waitApplied(e.cfg.Group, topic)
-	waitFor(t, 30*time.Second, "the lag back to 0", func() bool {
+	waittest.For(t, 30*time.Second, "the lag back to 0", func() bool {
 		return testutil.ToFloat64(mb.m.Lag.WithLabelValues(topic, "0")) == 0 && testutil.ToFloat64(mb.m.Lag.WithLabelValues(topic, "1")) == 0
 	})
 }
@@ -329,7 +330,7 @@ CREATE TRIGGER conflict_once BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTIO
 	if n := e.count("SELECT count(*) FROM items"); n != 3 {
 		t.Errorf("%d rows, want 3", n)
 	}
-	waitFor(t, 10*time.Second, "readiness", mb.c.Ready)
+	waittest.For(t, 10*time.Second, "readiness", mb.c.Ready)
 }
 
 // Open batches alone can fill the backlog (records over many target
@@ -353,7 +354,7 @@ func TestOpenBatchesAtTheCap(t *testing.T) {
 	}
 	k.Produce(recs...)
 	peak := 0.0
-	waitFor(t, 60*time.Second, "all 200 records applied", func() bool {
+	waittest.For(t, 60*time.Second, "all 200 records applied", func() bool {
 		peak = max(peak, testutil.ToFloat64(mb.m.Buffered))
 		return e.count("SELECT count(*) FROM items") == 200
 	})

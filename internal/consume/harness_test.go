@@ -18,6 +18,7 @@ import (
 	"github.com/idemsink/idemsink/internal/metrics"
 	"github.com/idemsink/idemsink/internal/pgtest"
 	"github.com/idemsink/idemsink/internal/sink"
+	"github.com/idemsink/idemsink/internal/waittest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -131,21 +132,6 @@ func (mb *member) sum() sink.Result {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.After(d)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		case <-tick.C:
-		}
-	}
-}
-
 // waitApplied waits until the group's ledger has applied every partition of
 // the topics to their end.
 func (e *env) waitApplied(group string, topics ...string) {
@@ -157,7 +143,7 @@ func (e *env) waitApplied(group string, topics ...string) {
 		}
 	}
 	s := sink.New(e.pool, e.cfg, sink.Options{})
-	waitFor(e.t, 60*time.Second, fmt.Sprintf("group %s to apply %v", group, ends), func() bool {
+	waittest.For(e.t, 60*time.Second, fmt.Sprintf("group %s to apply %v", group, ends), func() bool {
 		ok, err := s.CaughtUp(context.Background(), group, ends)
 		if err != nil {
 			e.t.Fatalf("caught up: %v", err)

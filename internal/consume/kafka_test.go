@@ -15,6 +15,7 @@ import (
 
 	"github.com/idemsink/idemsink/internal/consume"
 	"github.com/idemsink/idemsink/internal/kafkatest"
+	"github.com/idemsink/idemsink/internal/waittest"
 )
 
 // Records produced by kcat, a client nobody here wrote (librdkafka), are
@@ -37,7 +38,7 @@ func TestOutsideProducerKcat(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("kcat: %v: %s", err, out)
 	}
-	waitFor(t, 30*time.Second, "kcat's records to arrive", func() bool {
+	waittest.For(t, 30*time.Second, "kcat's records to arrive", func() bool {
 		n := int64(0)
 		for _, end := range k.Ends(topic) {
 			n += end
@@ -86,13 +87,13 @@ func TestStaleGenerationCommitRefused(t *testing.T) {
 	first := join()
 	stop1 := polling(first)
 	defer stop1()
-	waitFor(t, 30*time.Second, "the first member to join", func() bool { _, g := first.GroupMetadata(); return g > 0 })
+	waittest.For(t, 30*time.Second, "the first member to join", func() bool { _, g := first.GroupMetadata(); return g > 0 })
 	member, gen := first.GroupMetadata()
 
 	second := join()
 	stop2 := polling(second)
 	defer stop2()
-	waitFor(t, 60*time.Second, "a rebalance to a new generation", func() bool { _, g := first.GroupMetadata(); return g > gen })
+	waittest.For(t, 60*time.Second, "a rebalance to a new generation", func() bool { _, g := first.GroupMetadata(); return g > gen })
 
 	req := kmsg.NewPtrOffsetCommitRequest()
 	req.Group, req.Generation, req.MemberID = group, gen, member

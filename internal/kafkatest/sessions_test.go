@@ -13,6 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/idemsink/idemsink/internal/waittest"
 )
 
 const (
@@ -102,19 +104,16 @@ func TestKilledMemberExpires(t *testing.T) {
 	// ownsAll waits until the survivor has been through a rebalance since
 	// the given count and owns every partition, alone in the group.
 	ownsAll := func(since int, within time.Duration) bool {
-		deadline := time.Now().Add(within)
-		for time.Now().Before(deadline) {
+		return waittest.Until(within, func() bool {
 			mu.Lock()
 			n, r := len(owned), revokes
 			mu.Unlock()
-			if n == 4 && r > since {
-				if g, err := k.Admin().DescribeGroups(ctx, group); err == nil && g[group].State == "Stable" && len(g[group].Members) == 1 {
-					return true
-				}
+			if n != 4 || r <= since {
+				return false
 			}
-			time.Sleep(20 * time.Millisecond) // polling interval of a condition wait
-		}
-		return false
+			g, err := k.Admin().DescribeGroups(ctx, group)
+			return err == nil && g[group].State == "Stable" && len(g[group].Members) == 1
+		})
 	}
 	if !ownsAll(-1, 10*time.Second) {
 		t.Fatal("the survivor never owned the topic")

@@ -16,6 +16,7 @@ import (
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/pgtest"
 	"github.com/idemsink/idemsink/internal/sink"
+	"github.com/idemsink/idemsink/internal/waittest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -397,10 +398,9 @@ VALUES ($1, 1, 'other', 1, 0, 'items-topic', 0, 0, $1, now())`, b.Rows[0].ID); e
 		done <- err
 	}()
 	// The batch's insert waits for the open transaction's uncommitted row.
-	deadline := time.Now().Add(10 * time.Second)
-	for f.count("SELECT count(*) FROM pg_locks WHERE NOT granted") == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waittest.For(t, 10*time.Second, "the batch to wait on the open transaction's lock", func() bool {
+		return f.count("SELECT count(*) FROM pg_locks WHERE NOT granted") > 0
+	})
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}

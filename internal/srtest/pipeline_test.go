@@ -28,6 +28,7 @@ import (
 	"github.com/idemsink/idemsink/internal/pgtest"
 	"github.com/idemsink/idemsink/internal/sink"
 	"github.com/idemsink/idemsink/internal/srtest"
+	"github.com/idemsink/idemsink/internal/waittest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -97,7 +98,7 @@ func (h *harness) start(cfg *config.Config, opts consume.Options, m *metrics.Met
 				ends[batch.TP{Topic: topic, Partition: p}] = end
 			}
 		}
-		waitFor(h.t, 60*time.Second, "every partition applied", func() bool {
+		waittest.For(h.t, 60*time.Second, "every partition applied", func() bool {
 			ok, err := s.CaughtUp(ctx, cfg.Group, ends)
 			if err != nil {
 				h.t.Fatal(err)
@@ -117,17 +118,6 @@ func (h *harness) start(cfg *config.Config, opts consume.Options, m *metrics.Met
 				return total
 			}
 		}
-	}
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -284,7 +274,7 @@ func TestRegistryOutageIsNotBadInput(t *testing.T) {
 	restore := h.reg.Fail(http.StatusServiceUnavailable)
 	m := metrics.New(nil)
 	c, wait := h.start(h.config(kafkatest.Name(t, "g"), ordersPipeline("orders", topic, "avro")), consume.Options{}, m)
-	waitFor(t, 30*time.Second, "the consumer turned away by the registry a few times", func() bool {
+	waittest.For(t, 30*time.Second, "the consumer turned away by the registry a few times", func() bool {
 		return testutil.ToFloat64(m.RegistryRetries) >= 3
 	})
 	// Held back, the partitions stay so until the registry answers.
@@ -292,7 +282,7 @@ func TestRegistryOutageIsNotBadInput(t *testing.T) {
 		t.Errorf("ready (Ready() %v, idemsink_ready %v) while the schema registry is out", c.Ready(), testutil.ToFloat64(m.Ready))
 	}
 	restore()
-	waitFor(t, 30*time.Second, "ready again after the registry answers", func() bool {
+	waittest.For(t, 30*time.Second, "ready again after the registry answers", func() bool {
 		return c.Ready() && testutil.ToFloat64(m.Ready) == 1
 	})
 	if res := wait(); res.DeadLettered != 0 || res.Inserted != 6 {
@@ -328,7 +318,7 @@ func TestRegistryHangingAskedOncePerBackoff(t *testing.T) {
 	cfg.RetryBackoff, cfg.RetryBackoffMax = 2*time.Second, 2*time.Second
 	m := metrics.New(nil)
 	c, wait := h.start(cfg, consume.Options{}, m)
-	waitFor(t, 60*time.Second, "partitions held back twice over", func() bool {
+	waittest.For(t, 60*time.Second, "partitions held back twice over", func() bool {
 		return testutil.ToFloat64(m.RegistryRetries) >= 2*parts
 	})
 	n, retries := requests.Load(), testutil.ToFloat64(m.RegistryRetries)
@@ -379,18 +369,14 @@ func TestRegistryOutageMidStream(t *testing.T) {
 	go func() {
 		// The registry comes back once the consumer has been turned away
 		// a few times and the records before the new schema are applied.
-		deadline := time.Now().Add(30 * time.Second)
 		applied := ""
-		for time.Now().Before(deadline) {
+		waittest.Until(30*time.Second, func() bool { // a goroutine: the test checks applied below
 			var a *int64
 			if err := h.pool.QueryRow(context.Background(), `SELECT max(applied_offset) FROM idemsink.offsets WHERE topic = $1`, topic).Scan(&a); err == nil && a != nil {
 				applied = fmt.Sprint(*a)
 			}
-			if testutil.ToFloat64(m.RegistryRetries) >= 3 && applied == "4" {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return testutil.ToFloat64(m.RegistryRetries) >= 3 && applied == "4"
+		})
 		heldApplied <- applied
 		h.reg.ClearInterceptors()
 	}()

@@ -15,6 +15,7 @@ import (
 	"github.com/idemsink/idemsink/internal/gen"
 	"github.com/idemsink/idemsink/internal/kafkatest"
 	"github.com/idemsink/idemsink/internal/sink"
+	"github.com/idemsink/idemsink/internal/waittest"
 )
 
 // TestFencedRecordsAreNotSkipped is the crash loop's loss on real Kafka,
@@ -47,7 +48,7 @@ func TestFencedRecordsAreNotSkipped(t *testing.T) {
 	defer cancel()
 
 	var gen0 int32
-	waitFor(t, 30*time.Second, "the member to claim the partition", func() bool {
+	waittest.For(t, 30*time.Second, "the member to claim the partition", func() bool {
 		_, gens, _, err := e.ledger(ctx)
 		gen0 = gens[0]
 		return err == nil && len(gens) == 1
@@ -62,14 +63,14 @@ func TestFencedRecordsAreNotSkipped(t *testing.T) {
 	if err := e.prod.produce(ctx, 10, fresh); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 30*time.Second, func() bool { return logs.count(consume.EventFenced) >= 1 }, func() string {
+	waittest.Describe(t, 30*time.Second, func() bool { return logs.count(consume.EventFenced) >= 1 }, func() string {
 		return fmt.Sprintf("the batch to be fenced (warnings: %v)", logs.warns)
 	})
 
 	// A rebalance, as after a failed commit or heartbeat: the member rejoins
 	// with a newer generation and keeps its partition.
 	k.Fake.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Heartbeat}, Group: e.group, Err: kerr.RebalanceInProgress, Count: 1})
-	waitFor(t, 30*time.Second, "the group to rebalance past the other writer's generation", func() bool {
+	waittest.For(t, 30*time.Second, "the group to rebalance past the other writer's generation", func() bool {
 		g := k.Fake.GroupInfo(e.group)
 		return g != nil && g.Epoch > gen0 && g.State == "Stable" && g.NumAssigned() == 1
 	})

@@ -38,6 +38,7 @@ import (
 	"github.com/idemsink/idemsink/internal/pgtest"
 	"github.com/idemsink/idemsink/internal/sink"
 	"github.com/idemsink/idemsink/internal/torture"
+	"github.com/idemsink/idemsink/internal/waittest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -51,27 +52,6 @@ func pick[T any](fast, slow T) T {
 		return slow
 	}
 	return fast
-}
-
-// waitFor polls cond until it holds, failing the test at the deadline.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	waitUntil(t, d, cond, func() string { return what })
-}
-
-// waitUntil is waitFor with a description made at the deadline, so that
-// it can tell the last state seen.
-func waitUntil(t testing.TB, d time.Duration, cond func() bool, what func() string) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what())
-		}
-		<-tick.C // the polling interval of a condition wait
-	}
 }
 
 // schedule is a deliberate pause between two actions of a scenario (kills,
@@ -358,7 +338,7 @@ func (e *env) waitApplied(d time.Duration) {
 	e.t.Helper()
 	ends := e.mustEnds()
 	var last map[int32]int64
-	waitUntil(e.t, d, func() bool {
+	waittest.Describe(e.t, d, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		a, _, _, err := e.ledger(ctx)
@@ -837,7 +817,7 @@ func (e *env) startChild(bin, name, cfgPath, metricsAddr, faults string) *child 
 // waitEvent waits until the child has logged event at least n times.
 func (c *child) waitEvent(t *testing.T, d time.Duration, msg string, n int) {
 	t.Helper()
-	waitFor(t, d, fmt.Sprintf("%s to log %q", c.name, msg), func() bool {
+	waittest.For(t, d, fmt.Sprintf("%s to log %q", c.name, msg), func() bool {
 		if c.exited() {
 			t.Fatalf("%s exited (%s):\n%s", c.name, c.state, c.out.tail(40))
 		}

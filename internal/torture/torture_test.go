@@ -18,6 +18,7 @@ import (
 	"github.com/idemsink/idemsink/internal/gen"
 	"github.com/idemsink/idemsink/internal/kafkatest"
 	"github.com/idemsink/idemsink/internal/pgtest"
+	"github.com/idemsink/idemsink/internal/waittest"
 )
 
 // TestTorture tries hard to break the promise that redelivery is harmless:
@@ -383,8 +384,8 @@ func dbOutage(t *testing.T, bin *binary) {
 		code, _, err := c.get("/readyz")
 		return err == nil && code == 200
 	}
-	waitFor(t, time.Minute, "the daemon to be ready", ready)
-	waitFor(t, time.Minute, "the daemon to apply a few hundred records", func() bool {
+	waittest.For(t, time.Minute, "the daemon to be ready", ready)
+	waittest.For(t, time.Minute, "the daemon to apply a few hundred records", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		a, _, _, err := e.ledger(ctx)
@@ -427,7 +428,7 @@ watch:
 		t.Fatalf("restart PostgreSQL: %v", err)
 	}
 	up := time.Now()
-	waitFor(t, time.Minute, "the daemon to be ready again", ready)
+	waittest.For(t, time.Minute, "the daemon to be ready again", ready)
 	readyAfter := time.Since(up)
 	if notReady < 0 {
 		t.Errorf("/readyz never reported not ready during a %s outage", outage)
@@ -473,7 +474,7 @@ func zombie(t *testing.T, bin *binary) {
 	held := float64(len(e.prod.Log()))
 	a := e.startChild(path, "zombie", cfgPath, addr, "")
 	var buffered float64
-	waitUntil(t, 30*time.Second, func() bool {
+	waittest.Describe(t, 30*time.Second, func() bool {
 		b, err := a.gauge("idemsink_buffered_records")
 		buffered = b
 		return err == nil && b == held
@@ -522,11 +523,11 @@ func zombie(t *testing.T, bin *binary) {
 
 	a.signal(syscall.SIGCONT)
 	stopped := time.Since(frozen)
-	waitFor(t, time.Minute, "the zombie to find out", func() bool {
+	waittest.For(t, time.Minute, "the zombie to find out", func() bool {
 		return a.out.count(consume.EventFenced)+a.out.count(consume.EventLost) > 0
 	})
 	// The group settles with both members before anything else is produced.
-	waitFor(t, time.Minute, "the zombie to rejoin", func() bool { return a.out.count(consume.EventAssigned) >= 2 })
+	waittest.For(t, time.Minute, "the zombie to rejoin", func() bool { return a.out.count(consume.EventAssigned) >= 2 })
 	after, _, _, err := e.ledger(ctx)
 	if err != nil {
 		t.Fatal(err)
