@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/pgtest"
 )
@@ -47,14 +45,7 @@ func TestDLQReplayTombstone(t *testing.T) {
 	getenv := func(k string) string { return env[k] }
 	ctx := context.Background()
 	var out bytes.Buffer
-	if err := run(ctx, []string{"migrate", "-config", cfgPath}, getenv, &out, &out); err != nil {
-		t.Fatalf("migrate: %v\n%s", err, out.String())
-	}
-	pool, err := pgxpool.New(ctx, env["IDEMSINK_DATABASE_URL"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := migrated(t, cfgPath, getenv)
 	if _, err := pool.Exec(ctx, `INSERT INTO idemsink.dead_letters (pipeline, topic, partition, kafka_offset, key, value, reason, batch_id)
 VALUES ('items', 'items', 0, 6, NULL, '{"sku":"a","qty":1,"ts":"2026-03-01"}', 'a refusal since fixed', gen_random_uuid()),
        ('items', 'items', 0, 7, '{"sku":"a"}', NULL, 'tombstone: the value is null; deletes are dead-lettered (pipeline deletes: dead_letter)', gen_random_uuid())`); err != nil {

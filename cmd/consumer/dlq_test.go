@@ -134,14 +134,7 @@ func TestBadInputCorpus(t *testing.T) {
 	getenv := func(k string) string { return env[k] }
 	ctx := context.Background()
 	var out bytes.Buffer
-	if err := run(ctx, []string{"migrate", "-config", cfgPath}, getenv, &out, &out); err != nil {
-		t.Fatalf("migrate: %v\n%s", err, out.String())
-	}
-	pool, err := pgxpool.New(ctx, env["IDEMSINK_DATABASE_URL"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := migrated(t, cfgPath, getenv)
 	// What the decoder cannot know: a rule only the database holds.
 	if _, err := pool.Exec(ctx, "ALTER TABLE items ADD CONSTRAINT qty_not_negative CHECK (qty >= 0)"); err != nil {
 		t.Fatal(err)
@@ -397,4 +390,20 @@ func TestCommandHelp(t *testing.T) {
 			t.Errorf("%v printed no usage:\n%s%s", args, out.String(), errOut.String())
 		}
 	}
+}
+
+// migrated runs consumer migrate on the configuration and opens a pool on
+// its database, closed when the test ends.
+func migrated(t *testing.T, cfgPath string, getenv func(string) string) *pgxpool.Pool {
+	t.Helper()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"migrate", "-config", cfgPath}, getenv, &out, &out); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, out.String())
+	}
+	pool, err := pgxpool.New(context.Background(), getenv("IDEMSINK_DATABASE_URL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }
