@@ -2,6 +2,7 @@ package kafkatest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -35,17 +36,23 @@ func memberOpts(brokers []string, group, topic, clientID string) []kgo.Opt {
 	}
 }
 
-// TestHelperMember is the group member the regression test SIGKILLs; it is
-// run in a child process and does nothing on its own.
-func TestHelperMember(t *testing.T) {
-	spec := os.Getenv(envMember)
-	if spec == "" {
-		t.Skip("run by TestKilledMemberExpires")
+// TestMain runs the test binary as the group member the regression test
+// SIGKILLs when the environment says so (a helper process, not a test),
+// and the tests otherwise.
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(envMember); spec != "" {
+		runMember(spec)
 	}
+	os.Exit(m.Run())
+}
+
+// runMember joins the group and polls until it is killed.
+func runMember(spec string) {
 	parts := strings.Split(spec, ",")
 	cl, err := kgo.NewClient(memberOpts(parts[:1], parts[1], parts[2], "doomed")...)
 	if err != nil {
-		t.Fatal(err)
+		fmt.Fprintln(os.Stderr, "member:", err)
+		os.Exit(2)
 	}
 	for {
 		cl.PollFetches(context.Background())
@@ -146,7 +153,7 @@ func TestKilledMemberExpires(t *testing.T) {
 		mu.Unlock()
 		joined.Store(&j)
 		dead.Store(&d)
-		child := exec.Command(os.Args[0], "-test.run=^TestHelperMember$")
+		child := exec.Command(os.Args[0])
 		child.Env = append(os.Environ(), envMember+"="+strings.Join([]string{k.Brokers[0], group, topic}, ","))
 		if err := child.Start(); err != nil {
 			t.Fatal(err)
