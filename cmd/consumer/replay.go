@@ -15,6 +15,7 @@ import (
 
 	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/retry"
 	"github.com/idemsink/idemsink/internal/sink"
 )
 
@@ -187,7 +188,7 @@ func (rp *replayer) batch(p *config.Pipeline, d batch.Date) *batch.Batch {
 // deadlock with the live group's transaction on the same rows, say).
 func (rp *replayer) flush(ctx context.Context, b *batch.Batch) error {
 	delete(rp.open, b.Date)
-	backoff := rp.e.cfg.RetryBackoff
+	bo := retry.Backoff{Base: rp.e.cfg.RetryBackoff, Limit: rp.e.cfg.RetryBackoffMax}
 	for attempt := 1; ; attempt++ {
 		res, err := rp.sink.Apply(ctx, b, rp.commit)
 		if err == nil {
@@ -199,12 +200,9 @@ func (rp *replayer) flush(ctx context.Context, b *batch.Batch) error {
 			return fmt.Errorf("apply batch of %s: %w", b.Date, err)
 		}
 		rp.e.log.Warn("replay: applying a batch failed; retrying", "date", b.Date.String(), "attempt", attempt, "err", err)
-		select {
-		case <-ctx.Done():
+		if !retry.Sleep(ctx, bo.After(attempt)) {
 			return ctx.Err()
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, rp.e.cfg.RetryBackoffMax)
 	}
 }
 

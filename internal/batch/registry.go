@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/retry"
 )
 
 // RegistryUnavailableError means the Schema Registry could not say what a
@@ -130,7 +131,7 @@ func (r *Registry) answered(err error) {
 	}
 	r.outages++
 	r.lastErr = err
-	r.quietUntil = time.Now().Add(min(r.base<<min(r.outages-1, 20), r.limit))
+	r.quietUntil = time.Now().Add(retry.Backoff{Base: r.base, Limit: r.limit}.After(r.outages))
 }
 
 // schema returns the parsed schema with the id. A *BadRecord error means

@@ -25,6 +25,7 @@ import (
 	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/metrics"
+	"github.com/idemsink/idemsink/internal/retry"
 	"github.com/idemsink/idemsink/internal/sink"
 )
 
@@ -90,7 +91,7 @@ type Consumer struct {
 	onBatch func(*batch.Batch, sink.Result)
 	now     func() time.Time
 	opts    Options
-	bo      backoff
+	bo      retry.Backoff
 	cl      *kgo.Client
 	client  atomic.Pointer[kgo.Client] // cl, for Ready on other goroutines
 	// base is the context of apply attempts and commits: it outlives a
@@ -141,7 +142,7 @@ func New(opts Options) *Consumer {
 	c := &Consumer{
 		cfg: cfg, sink: opts.Sink, log: opts.Logger, m: opts.Metrics, fault: opts.Fault,
 		onBatch: opts.OnBatch, now: opts.Now, opts: opts,
-		bo:       backoff{cfg.RetryBackoff, cfg.RetryBackoffMax},
+		bo:       retry.Backoff{Base: cfg.RetryBackoff, Limit: cfg.RetryBackoffMax},
 		decoders: map[string]*batch.Decoder{},
 		set:      newBatches(max(1, cfg.ApplyConnections)),
 		parts:    map[batch.TP]*partition{},
@@ -432,7 +433,7 @@ func (c *Consumer) add(r *kgo.Record) {
 		c.log.Warn("schema registry unavailable; reading the partition again from this record after a backoff",
 			"event", EventRegistryRetry, "topic", tp.Topic, "partition", tp.Partition, "offset", r.Offset, "err", err)
 		c.m.RegistryRetries.Inc()
-		ps.holdBack(r.Offset, c.now(), c.bo.base, c.bo.limit)
+		ps.holdBack(r.Offset, c.now(), c.bo)
 		c.registryOut.Store(true)
 		c.updateReady()
 		c.cl.PauseFetchPartitions(map[string][]int32{tp.Topic: {tp.Partition}})

@@ -1,6 +1,10 @@
 package consume
 
-import "time"
+import (
+	"time"
+
+	"github.com/idemsink/idemsink/internal/retry"
+)
 
 // partition is what the consumer knows of one owned partition. It is pure
 // state: no Kafka, no database, no clock of its own. Offsets are Kafka
@@ -77,13 +81,13 @@ func (p *partition) commitDone(next int64) { p.committed = max(p.committed, next
 // wait that doubles with each fence in a row, from backoff up to maxWait:
 // a writer fenced by a newer generation is about to learn from the group
 // that it lost the partition, and must not spin on the database meanwhile.
-func (p *partition) fence(ledger int64, known bool, now time.Time, backoff, maxWait time.Duration) {
+func (p *partition) fence(ledger int64, known bool, now time.Time, b retry.Backoff) {
 	if known {
 		p.applied = ledger
 	}
 	p.seen, p.fenced = p.applied, true
 	p.fences++
-	p.resyncAt = now.Add(min(backoff<<min(p.fences-1, 20), maxWait))
+	p.resyncAt = now.Add(b.After(p.fences))
 }
 
 // holdBack stops the partition at the record at off, which cannot be
@@ -91,11 +95,11 @@ func (p *partition) fence(ledger int64, known bool, now time.Time, backoff, maxW
 // again from off, with the same doubling wait as a fence. What was taken
 // before off stays in its batches and applies meanwhile: seen, and so the
 // watermarks, stop just before off.
-func (p *partition) holdBack(off int64, now time.Time, backoff, maxWait time.Duration) {
+func (p *partition) holdBack(off int64, now time.Time, b retry.Backoff) {
 	p.seen, p.fenced = off-1, true
 	p.registryHold = off
 	p.fences++
-	p.resyncAt = now.Add(min(backoff<<min(p.fences-1, 20), maxWait))
+	p.resyncAt = now.Add(b.After(p.fences))
 }
 
 // decoded records that the record at off was decoded without a Schema

@@ -3,6 +3,8 @@ package consume
 import (
 	"testing"
 	"time"
+
+	"github.com/idemsink/idemsink/internal/retry"
 )
 
 // Each case runs steps on a fresh partition and checks where it stands.
@@ -63,7 +65,7 @@ func TestPartitionState(t *testing.T) {
 		{"a fence drops back to the ledger and ignores records until the resync", func(t *testing.T, p *partition) {
 			p.resume(3, 4)
 			p.take(10)
-			p.fence(5, true, t0, base, limit)
+			p.fence(5, true, t0, retry.Backoff{Base: base, Limit: limit})
 			if p.take(11) {
 				t.Error("take after a fence: want false until the resync")
 			}
@@ -82,7 +84,7 @@ func TestPartitionState(t *testing.T) {
 			for off := int64(4); off <= 6; off++ {
 				p.take(off)
 			}
-			p.holdBack(6, t0, base, limit)
+			p.holdBack(6, t0, retry.Backoff{Base: base, Limit: limit})
 			if p.take(7) {
 				t.Error("take after a hold-back: want false until the resync")
 			}
@@ -104,7 +106,7 @@ func TestPartitionState(t *testing.T) {
 			p.resume(3, 4)
 			p.take(4)
 			p.take(5)
-			p.holdBack(5, t0, base, limit)
+			p.holdBack(5, t0, retry.Backoff{Base: base, Limit: limit})
 			if from, ok := p.resync(t0.Add(base)); !ok || from != 5 {
 				t.Errorf("resync = %d, %v; want 5", from, ok)
 			}
@@ -112,18 +114,18 @@ func TestPartitionState(t *testing.T) {
 		{"a fence without the ledger's offset keeps the applied one", func(t *testing.T, p *partition) {
 			p.resume(3, -1)
 			p.take(8)
-			p.fence(0, false, t0, base, limit)
+			p.fence(0, false, t0, retry.Backoff{Base: base, Limit: limit})
 		}, want{3, 3, -1}},
 		{"the wait doubles with fences in a row, up to the limit, and resets on success", func(t *testing.T, p *partition) {
 			for i, wait := range []time.Duration{base, 2 * base, 4 * base, 8 * base, limit, limit} {
-				p.fence(-1, true, t0, base, limit)
+				p.fence(-1, true, t0, retry.Backoff{Base: base, Limit: limit})
 				if got := p.resyncAt.Sub(t0); got != wait {
 					t.Errorf("fence %d: wait %v, want %v", i+1, got, wait)
 				}
 				p.resync(p.resyncAt)
 			}
 			p.advance(0)
-			p.fence(0, true, t0, base, limit)
+			p.fence(0, true, t0, retry.Backoff{Base: base, Limit: limit})
 			if got := p.resyncAt.Sub(t0); got != base {
 				t.Errorf("after an applied batch: wait %v, want %v", got, base)
 			}
@@ -159,16 +161,6 @@ func TestPartitionLag(t *testing.T) {
 	}
 }
 
-func TestBackoff(t *testing.T) {
-	b := backoff{100 * time.Millisecond, time.Second}
-	for attempt, want := range map[int]time.Duration{0: 100 * time.Millisecond, 1: 100 * time.Millisecond, 2: 200 * time.Millisecond,
-		4: 800 * time.Millisecond, 5: time.Second, 100: time.Second} {
-		if got := b.after(attempt); got != want {
-			t.Errorf("after(%d) = %v, want %v", attempt, got, want)
-		}
-	}
-}
-
 // A hold-back for the Schema Registry lasts until the held-back record, or
 // one after it, decodes: not at the resync, and not at a record before it
 // read again after a fence.
@@ -177,7 +169,7 @@ func TestPartitionRegistryHold(t *testing.T) {
 	p := newPartition()
 	p.resume(3, 4)
 	p.take(4)
-	p.holdBack(5, t0, time.Second, time.Second)
+	p.holdBack(5, t0, retry.Backoff{Base: time.Second, Limit: time.Second})
 	if p.registryHold != 5 {
 		t.Fatalf("registryHold %d after holding back at 5", p.registryHold)
 	}

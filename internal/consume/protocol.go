@@ -135,7 +135,7 @@ func (c *Consumer) fenced(j *job, err *sink.FencedError) {
 			continue
 		}
 		a, known := err.Ledger[tp]
-		ps.fence(a, known, c.now(), c.bo.base, c.bo.limit)
+		ps.fence(a, known, c.now(), c.bo)
 		pause[tp.Topic] = append(pause[tp.Topic], tp.Partition)
 	}
 	c.cl.PauseFetchPartitions(pause)
@@ -154,7 +154,7 @@ func (c *Consumer) failed(j *job, err error) {
 	}
 	j.attempts++
 	j.err, j.class = err, sink.Classify(err)
-	wait := c.bo.after(j.attempts)
+	wait := c.bo.After(j.attempts)
 	log := c.log.With("pipeline", j.b.Pipeline.Name, "date", j.b.Date.String(), "attempt", j.attempts, "class", j.class.String(), "err", err)
 	switch j.class {
 	case sink.Conflict:

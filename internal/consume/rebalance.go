@@ -12,6 +12,7 @@ import (
 
 	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/kafka"
+	"github.com/idemsink/idemsink/internal/retry"
 	"github.com/idemsink/idemsink/internal/sink"
 )
 
@@ -99,7 +100,7 @@ func (c *Consumer) adjustOffsets(ctx context.Context, offsets map[string]map[int
 		}
 	}
 	var ledger map[batch.TP]sink.Offset
-	err := retry(ctx, c.cfg.ApplyTimeout, c.bo, func(ctx context.Context) error {
+	err := retry.Do(ctx, c.cfg.ApplyTimeout, c.bo, func(ctx context.Context) error {
 		var err error
 		ledger, err = c.sink.Claim(ctx, c.cfg.Group, gen, member, tps)
 		return err
