@@ -81,14 +81,14 @@ bench: deps ## Run the throughput, replay and memory benchmarks (about 3 minutes
 .PHONY: bench-quick
 bench-quick: deps ## Run a small benchmark (seconds), and the Go micro-benchmarks.
 	$(GO) run ./cmd/bench -quick
-	$(GO) test -run '^$$' -bench . -benchmem ./internal/batch/ ./internal/sink/
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/record/ ./internal/decode/ ./internal/batch/ ./internal/sink/
 
 .PHONY: fuzz
 FUZZTIME ?= 20s
-FUZZ_BATCH := FuzzDecode FuzzDiff FuzzNumeric FuzzCheckJSON FuzzFitNumeric FuzzAvro FuzzProtobuf FuzzDebezium
+FUZZ_DECODE := FuzzDecode FuzzDiff FuzzNumeric FuzzCheckJSON FuzzFitNumeric FuzzAvro FuzzProtobuf FuzzDebezium
 
-fuzz: ## Fuzz every decoder target in internal/batch for FUZZTIME each (default 20s).
-	@for f in $(FUZZ_BATCH); do echo "fuzz: $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./internal/batch/ || exit 1; done
+fuzz: ## Fuzz every decoder target in internal/decode for FUZZTIME each (default 20s).
+	@for f in $(FUZZ_DECODE); do echo "fuzz: $$f"; $(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./internal/decode/ || exit 1; done
 
 .PHONY: lint
 lint: ## gofmt, go vet, and golangci-lint when installed.

@@ -16,6 +16,8 @@ import (
 
 	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/decode"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 // ceilingStage is the ceiling's temporary staging table.
@@ -97,11 +99,11 @@ func ceilingChild(ctx context.Context, spec childSpec, log *slog.Logger) ([]phas
 // ceilingPass loads every chunk with the bare loop over lanes
 // connections; with more than one, connection k takes the rows whose
 // record_id hashes to k (split before the clock starts).
-func ceilingPass(ctx context.Context, pool *pgxpool.Pool, spec childSpec, chunks [][]batch.Row, pass, lanes int) (phase, error) {
-	split := make([][][]batch.Row, lanes)
+func ceilingPass(ctx context.Context, pool *pgxpool.Pool, spec childSpec, chunks [][]record.Row, pass, lanes int) (phase, error) {
+	split := make([][][]record.Row, lanes)
 	for lane := range lanes {
 		for _, all := range chunks {
-			var rows []batch.Row
+			var rows []record.Row
 			for _, r := range all {
 				if int(r.ID[15])%lanes == lane {
 					rows = append(rows, r)
@@ -184,7 +186,7 @@ func profileSuffix(path string, pass int) string {
 // readChunks reads the segment from Kafka and decodes it with the
 // product's decoder into batches as the consumer would cut them: per
 // target date, at most the pipeline's batch size, newest row per key.
-func readChunks(ctx context.Context, spec childSpec) ([][]batch.Row, error) {
+func readChunks(ctx context.Context, spec childSpec) ([][]record.Row, error) {
 	offsets := map[int32]kgo.Offset{}
 	left := map[int32]int64{}
 	for p, end := range spec.Ends {
@@ -199,10 +201,10 @@ func readChunks(ctx context.Context, spec childSpec) ([][]batch.Row, error) {
 		return nil, err
 	}
 	defer cl.Close()
-	dec := batch.NewDecoder(&spec.Pipeline)
+	dec := decode.NewDecoder(&spec.Pipeline)
 	size := spec.Pipeline.Batch.MaxRecords
-	open := map[batch.Date]*batch.Batch{}
-	var chunks [][]batch.Row
+	open := map[record.Date]*batch.Batch{}
+	var chunks [][]record.Row
 	now := time.Now()
 	for len(left) > 0 {
 		fetches := cl.PollFetches(ctx)
@@ -214,7 +216,7 @@ func readChunks(ctx context.Context, spec childSpec) ([][]batch.Row, error) {
 			if r.Offset >= spec.Ends[r.Partition] || derr != nil {
 				return
 			}
-			pos := batch.Position{TP: batch.TP{Topic: r.Topic, Partition: r.Partition}, Offset: r.Offset}
+			pos := record.Position{TP: record.TP{Topic: r.Topic, Partition: r.Partition}, Offset: r.Offset}
 			row, date, err := dec.Decode(r.Key, r.Value, pos)
 			if err != nil {
 				derr = fmt.Errorf("decode %v: %w", pos, err)
@@ -246,7 +248,7 @@ func readChunks(ctx context.Context, spec childSpec) ([][]batch.Row, error) {
 
 // copySource feeds rows to COPY in the sink's staging column order.
 type copySource struct {
-	rows []batch.Row
+	rows []record.Row
 	i    int
 	buf  []any
 }

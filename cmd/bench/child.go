@@ -23,6 +23,7 @@ import (
 	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/consume"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/sink"
 )
 
@@ -143,8 +144,8 @@ func consumeChild(ctx context.Context, spec childSpec, log *slog.Logger) (phase,
 	if err != nil {
 		return ph, fmt.Errorf("list end offsets: %w", err)
 	}
-	want := map[batch.TP]int64{}
-	ends.Each(func(o kadm.ListedOffset) { want[batch.TP{Topic: o.Topic, Partition: o.Partition}] = o.Offset })
+	want := map[record.TP]int64{}
+	ends.Each(func(o kadm.ListedOffset) { want[record.TP{Topic: o.Topic, Partition: o.Partition}] = o.Offset })
 
 	var mu sync.Mutex
 	c := consume.New(consume.Options{
@@ -202,7 +203,7 @@ func consumeChild(ctx context.Context, spec childSpec, log *slog.Logger) (phase,
 
 // waitCaughtUp waits until the consumer owns every partition and its
 // ledger has applied each one up to its end offset.
-func waitCaughtUp(ctx context.Context, c *consume.Consumer, want map[batch.TP]int64, done <-chan error) error {
+func waitCaughtUp(ctx context.Context, c *consume.Consumer, want map[record.TP]int64, done <-chan error) error {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {

@@ -10,9 +10,10 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/decode"
 	"github.com/idemsink/idemsink/internal/kafkatest"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 // BenchmarkSearchDate measures one --to-date search of a partition of
@@ -32,11 +33,11 @@ func BenchmarkSearchDate(b *testing.B) {
 		}
 	}
 	cfg := benchConfig(b, k, topic)
-	dec := batch.NewDecoder(&cfg.Pipelines[0])
-	tp := batch.TP{Topic: topic, Partition: 0}
+	dec := decode.NewDecoder(&cfg.Pipelines[0])
+	tp := record.TP{Topic: topic, Partition: 0}
 	want := int64(n / 2) // day 6 starts halfway
 	for b.Loop() {
-		got, err := searchDate(context.Background(), cfg, slog.New(slog.DiscardHandler), dec, tp, 0, n, batch.Date{Year: 2026, Month: 11, Day: 6})
+		got, err := searchDate(context.Background(), cfg, slog.New(slog.DiscardHandler), dec, tp, 0, n, record.Date{Year: 2026, Month: 11, Day: 6})
 		if err != nil || got != want {
 			b.Fatalf("searchDate: %d, %v; want %d", got, err, want)
 		}

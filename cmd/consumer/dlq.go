@@ -18,6 +18,8 @@ import (
 
 	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/decode"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/sink"
 )
 
@@ -224,7 +226,7 @@ func selectDeadLetters(ctx context.Context, pool *pgxpool.Pool, f dlqFilter, fro
 		err := row.Scan(&d.Pipeline, &d.Topic, &d.Partition, &d.Offset, &d.key, &d.value, &headers, &d.Reason, &d.CreatedAt,
 			&d.ReplayedAt, &d.Replays, &d.LastReplayAt)
 		d.null = d.value == nil
-		d.Class = batch.ClassOf(d.Reason)
+		d.Class = record.ClassOf(d.Reason)
 		d.Headers = headers
 		d.ValueBytes = len(d.value)
 		d.KeyBase64 = base64.StdEncoding.EncodeToString(d.key)
@@ -303,9 +305,9 @@ func dlqReplay(ctx context.Context, pool *pgxpool.Pool, s *sink.Sink, cfg *confi
 	if err := s.EnsureTables(ctx, cfg); err != nil {
 		return err
 	}
-	decoders := map[string]*batch.Decoder{}
+	decoders := map[string]*decode.Decoder{}
 	for i := range cfg.Pipelines {
-		decoders[cfg.Pipelines[i].Name] = batch.NewDecoder(&cfg.Pipelines[i])
+		decoders[cfg.Pipelines[i].Name] = decode.NewDecoder(&cfg.Pipelines[i])
 	}
 	tallies := map[string]*replayTally{}
 	var order []string
@@ -352,26 +354,26 @@ func dlqReplay(ctx context.Context, pool *pgxpool.Pool, s *sink.Sink, cfg *confi
 // replayPage decodes one page of dead letters of one pipeline, applies the
 // rows through the sink, one batch per target date, and records the
 // outcome of each dead letter.
-func replayPage(ctx context.Context, pool *pgxpool.Pool, s *sink.Sink, dec *batch.Decoder, group string, dls []deadLetter, t *replayTally) error {
+func replayPage(ctx context.Context, pool *pgxpool.Pool, s *sink.Sink, dec *decode.Decoder, group string, dls []deadLetter, t *replayTally) error {
 	p := dec.Pipeline()
 	var failing []deadLetter
 	var reasons []string
-	batches := map[batch.Date]*batch.Batch{}
-	decoded := map[batch.Date][]batch.Row{}
-	byPos := map[batch.Position]deadLetter{}
+	batches := map[record.Date]*batch.Batch{}
+	decoded := map[record.Date][]record.Row{}
+	byPos := map[record.Position]deadLetter{}
 	for _, d := range dls {
-		if d.Class == batch.ClassOversize {
+		if d.Class == record.ClassOversize {
 			t.partial++ // only its first bytes were kept
 			continue
 		}
-		pos := batch.Position{TP: batch.TP{Topic: d.Topic, Partition: d.Partition}, Offset: d.Offset}
+		pos := record.Position{TP: record.TP{Topic: d.Topic, Partition: d.Partition}, Offset: d.Offset}
 		byPos[pos] = d
 		value := d.value
 		if d.null {
 			value = nil
 		}
 		row, date, err := dec.Decode(d.key, value, pos)
-		if batch.Unavailable(err) {
+		if decode.Unavailable(err) {
 			return fmt.Errorf("replay %s: %w", p.Name, err) // an outage, not a new reason: run again later
 		}
 		if err != nil {
@@ -423,7 +425,7 @@ func replayPage(ctx context.Context, pool *pgxpool.Pool, s *sink.Sink, dec *batc
 
 // whereRowsStand returns, for the rows' record ids, the position of the
 // version the target holds.
-func whereRowsStand(ctx context.Context, pool *pgxpool.Pool, p *config.Pipeline, rows []batch.Row) (map[batch.ID]batch.Row, error) {
+func whereRowsStand(ctx context.Context, pool *pgxpool.Pool, p *config.Pipeline, rows []record.Row) (map[record.ID]record.Row, error) {
 	ids := make([][16]byte, len(rows))
 	for i, r := range rows {
 		ids[i] = r.ID
@@ -433,8 +435,8 @@ func whereRowsStand(ctx context.Context, pool *pgxpool.Pool, p *config.Pipeline,
 	if err != nil {
 		return nil, fmt.Errorf("read replayed rows of %s: %w", p.Table, err)
 	}
-	out := map[batch.ID]batch.Row{}
-	var r batch.Row
+	out := map[record.ID]record.Row{}
+	var r record.Row
 	var id [16]byte
 	_, err = pgx.ForEachRow(res, []any{&id, &r.Version, &r.Pos.Topic, &r.Pos.Partition, &r.Pos.Offset}, func() error {
 		out[id] = r

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/pgtest"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 const dlqDeleteConfig = `group: g
@@ -61,7 +61,7 @@ VALUES ('items', 'items', 0, 6, NULL, '{"sku":"a","qty":1,"ts":"2026-03-01"}', '
 		t.Errorf("replay under deletes: dead_letter printed:\n%s", out.String())
 	}
 	pending := listJSON(t, getenv, "-config", cfgPath, "-limit", "0")
-	if len(pending) != 1 || pending[0].Class != batch.ClassTombstone || !strings.Contains(pending[0].Reason, "(pipeline deletes: dead_letter)") {
+	if len(pending) != 1 || pending[0].Class != record.ClassTombstone || !strings.Contains(pending[0].Reason, "(pipeline deletes: dead_letter)") {
 		t.Fatalf("pending after a replay under deletes: dead_letter: %+v", pending)
 	}
 

@@ -17,9 +17,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/kafkatest"
 	"github.com/idemsink/idemsink/internal/pgtest"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 // badInput is the corpus of the bad-input test: one record per line, each
@@ -32,54 +32,54 @@ var badInput = []struct {
 	value       *string // nil: a tombstone
 	fits        bool
 }{
-	{"empty value", batch.ClassMalformed, "", s(``), false},
-	{"lone brace", batch.ClassMalformed, "", s(`{`), false},
-	{"trailing comma", batch.ClassMalformed, "", s(`{"sku":"x",}`), false},
-	{"trailing data", batch.ClassMalformed, "", s(good("t1", 1) + ` trailing`), false},
-	{"not JSON", batch.ClassMalformed, "", s(`sku=1`), false},
-	{"single quotes", batch.ClassMalformed, "", s(`{'sku':'a'}`), false},
-	{"two objects", batch.ClassMalformed, "", s(good("t2", 1) + good("t3", 1)), false},
-	{"array", batch.ClassNotObject, "", s(`[{"sku":"a"}]`), false},
-	{"string", batch.ClassNotObject, "", s(`"sku"`), false},
-	{"number", batch.ClassNotObject, "", s(`42`), false},
-	{"null", batch.ClassNotObject, "", s(`null`), false},
-	{"boolean", batch.ClassNotObject, "", s(`true`), false},
-	{"tombstone", batch.ClassTombstone, "k", nil, false},
-	{"oversize value", batch.ClassOversize, "", s(`{"sku":"big","ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DE","pad":"` + strings.Repeat("x", 5000) + `"}`), false},
-	{"oversize key", batch.ClassOversize, strings.Repeat("k", 5000), s(good("bigkey", 1)), false},
-	{"invalid UTF-8 in the key", batch.ClassText, "", s("{\"sku\":\"A\xffB\",\"ts\":\"2026-03-01\",\"qty\":1,\"price\":1,\"status\":\"ok\",\"cc\":\"DE\"}"), false},
-	{"other invalid UTF-8 in the key", batch.ClassText, "", s("{\"sku\":\"A\xfeB\",\"ts\":\"2026-03-01\",\"qty\":1,\"price\":1,\"status\":\"ok\",\"cc\":\"DE\"}"), false},
-	{"lone surrogate in the key", batch.ClassText, "", s(`{"sku":"A\ud800B","ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DE"}`), false},
-	{"lone low surrogate", batch.ClassText, "", s(`{"sku":"lo","ts":"2026-03-01","qty":1,"price":1,"status":"\udc00","cc":"DE"}`), false},
-	{"surrogate before a letter", batch.ClassText, "", s(`{"sku":"hi","ts":"2026-03-01","qty":1,"price":1,"status":"\ud83d\u0041","cc":"DE"}`), false},
-	{"invalid UTF-8 nested", batch.ClassText, "", s("{\"sku\":\"nest\",\"ts\":\"2026-03-01\",\"qty\":1,\"price\":1,\"status\":\"ok\",\"cc\":\"DE\",\"meta\":{\"note\":\"K\xf6ln\"}}"), false},
-	{"invalid UTF-8 in a member name", batch.ClassText, "", s("{\"sku\":\"mn\",\"ts\":\"2026-03-01\",\"qty\":1,\"price\":1,\"status\":\"ok\",\"cc\":\"DE\",\"x\xff\":1}"), false},
-	{"invalid UTF-8 in an unread field", batch.ClassText, "", s("{\"sku\":\"ur\",\"ts\":\"2026-03-01\",\"qty\":1,\"price\":1,\"status\":\"ok\",\"cc\":\"DE\",\"other\":\"\xc3\"}"), false},
-	{"NUL in text", batch.ClassText, "", s(`{"sku":"nul","ts":"2026-03-01","qty":1,"price":1,"status":"o\u0000k","cc":"DE"}`), false},
-	{"NUL in jsonb", batch.ClassText, "", s(`{"sku":"nulj","ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DE","doc":{"a":"\u0000"}}`), false},
-	{"missing key", batch.ClassMissing, "", s(`{"ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DE"}`), false},
-	{"null key", batch.ClassMissing, "", s(`{"sku":null,"ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DE"}`), false},
-	{"missing date", batch.ClassMissing, "", s(`{"sku":"nodate","qty":1,"price":1,"status":"ok","cc":"DE"}`), false},
-	{"missing qty", batch.ClassMissing, "", s(`{"sku":"noqty","ts":"2026-03-01","price":1,"status":"ok","cc":"DE"}`), false},
-	{"qty words", batch.ClassType, "", s(`{"sku":"w1","ts":"2026-03-01","qty":"abc","price":1,"status":"ok","cc":"DE"}`), false},
-	{"qty fraction", batch.ClassType, "", s(`{"sku":"w2","ts":"2026-03-01","qty":1.5,"price":1,"status":"ok","cc":"DE"}`), false},
-	{"key is a number", batch.ClassType, "", s(`{"sku":123,"ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DE"}`), false},
-	{"date words", batch.ClassType, "", s(`{"sku":"w3","ts":"yesterday","qty":1,"price":1,"status":"ok","cc":"DE"}`), false},
-	{"date Feb 30", batch.ClassType, "", s(`{"sku":"w4","ts":"2026-02-30","qty":1,"price":1,"status":"ok","cc":"DE"}`), false},
-	{"timestamp words", batch.ClassType, "", s(`{"sku":"w5","ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DE","at":"noon"}`), false},
-	{"price with a comma", batch.ClassType, "", s(`{"sku":"w6","ts":"2026-03-01","qty":1,"price":"1,5","status":"ok","cc":"DE"}`), false},
-	{"price boolean", batch.ClassType, "", s(`{"sku":"w7","ts":"2026-03-01","qty":1,"price":true,"status":"ok","cc":"DE"}`), false},
-	{"country number", batch.ClassType, "", s(`{"sku":"w8","ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":49}`), false},
-	{"price overflows numeric(8,2)", batch.ClassRange, "", s(`{"sku":"r1","ts":"2026-03-01","qty":1,"price":123456789.5,"status":"ok","cc":"DE"}`), true},
-	{"price scale", batch.ClassRange, "", s(`{"sku":"r2","ts":"2026-03-01","qty":1,"price":1.005,"status":"ok","cc":"DE"}`), false},
-	{"price 1e400", batch.ClassRange, "", s(`{"sku":"r3","ts":"2026-03-01","qty":1,"price":1e400,"status":"ok","cc":"DE"}`), false},
-	{"status over varchar(8)", batch.ClassRange, "", s(`{"sku":"r4","ts":"2026-03-01","qty":1,"price":1,"status":"delivered!","cc":"DE"}`), true},
-	{"status far over varchar(8)", batch.ClassRange, "", s(`{"sku":"r5","ts":"2026-03-01","qty":1,"price":1,"status":"` + strings.Repeat("z", 30) + `","cc":"DE"}`), false},
-	{"qty over integer", batch.ClassRange, "", s(`{"sku":"r6","ts":"2026-03-01","qty":3000000000,"price":1,"status":"ok","cc":"DE"}`), false},
-	{"country over char(2)", batch.ClassRange, "", s(`{"sku":"r7","ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DEU"}`), false},
-	{"timestamp precision", batch.ClassRange, "", s(`{"sku":"r8","ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DE","at":"2026-03-01T10:00:00.0001Z"}`), false},
-	{"timestamp beyond PostgreSQL", batch.ClassRange, "", s(`{"sku":"r9","ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DE","at":9223372036854775807}`), false},
-	{"negative qty (CHECK)", batch.ClassRefused, "", s(`{"sku":"c1","ts":"2026-03-01","qty":-1,"price":1,"status":"ok","cc":"DE"}`), false},
+	{"empty value", record.ClassMalformed, "", s(``), false},
+	{"lone brace", record.ClassMalformed, "", s(`{`), false},
+	{"trailing comma", record.ClassMalformed, "", s(`{"sku":"x",}`), false},
+	{"trailing data", record.ClassMalformed, "", s(good("t1", 1) + ` trailing`), false},
+	{"not JSON", record.ClassMalformed, "", s(`sku=1`), false},
+	{"single quotes", record.ClassMalformed, "", s(`{'sku':'a'}`), false},
+	{"two objects", record.ClassMalformed, "", s(good("t2", 1) + good("t3", 1)), false},
+	{"array", record.ClassNotObject, "", s(`[{"sku":"a"}]`), false},
+	{"string", record.ClassNotObject, "", s(`"sku"`), false},
+	{"number", record.ClassNotObject, "", s(`42`), false},
+	{"null", record.ClassNotObject, "", s(`null`), false},
+	{"boolean", record.ClassNotObject, "", s(`true`), false},
+	{"tombstone", record.ClassTombstone, "k", nil, false},
+	{"oversize value", record.ClassOversize, "", s(`{"sku":"big","ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DE","pad":"` + strings.Repeat("x", 5000) + `"}`), false},
+	{"oversize key", record.ClassOversize, strings.Repeat("k", 5000), s(good("bigkey", 1)), false},
+	{"invalid UTF-8 in the key", record.ClassText, "", s("{\"sku\":\"A\xffB\",\"ts\":\"2026-03-01\",\"qty\":1,\"price\":1,\"status\":\"ok\",\"cc\":\"DE\"}"), false},
+	{"other invalid UTF-8 in the key", record.ClassText, "", s("{\"sku\":\"A\xfeB\",\"ts\":\"2026-03-01\",\"qty\":1,\"price\":1,\"status\":\"ok\",\"cc\":\"DE\"}"), false},
+	{"lone surrogate in the key", record.ClassText, "", s(`{"sku":"A\ud800B","ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DE"}`), false},
+	{"lone low surrogate", record.ClassText, "", s(`{"sku":"lo","ts":"2026-03-01","qty":1,"price":1,"status":"\udc00","cc":"DE"}`), false},
+	{"surrogate before a letter", record.ClassText, "", s(`{"sku":"hi","ts":"2026-03-01","qty":1,"price":1,"status":"\ud83d\u0041","cc":"DE"}`), false},
+	{"invalid UTF-8 nested", record.ClassText, "", s("{\"sku\":\"nest\",\"ts\":\"2026-03-01\",\"qty\":1,\"price\":1,\"status\":\"ok\",\"cc\":\"DE\",\"meta\":{\"note\":\"K\xf6ln\"}}"), false},
+	{"invalid UTF-8 in a member name", record.ClassText, "", s("{\"sku\":\"mn\",\"ts\":\"2026-03-01\",\"qty\":1,\"price\":1,\"status\":\"ok\",\"cc\":\"DE\",\"x\xff\":1}"), false},
+	{"invalid UTF-8 in an unread field", record.ClassText, "", s("{\"sku\":\"ur\",\"ts\":\"2026-03-01\",\"qty\":1,\"price\":1,\"status\":\"ok\",\"cc\":\"DE\",\"other\":\"\xc3\"}"), false},
+	{"NUL in text", record.ClassText, "", s(`{"sku":"nul","ts":"2026-03-01","qty":1,"price":1,"status":"o\u0000k","cc":"DE"}`), false},
+	{"NUL in jsonb", record.ClassText, "", s(`{"sku":"nulj","ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DE","doc":{"a":"\u0000"}}`), false},
+	{"missing key", record.ClassMissing, "", s(`{"ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DE"}`), false},
+	{"null key", record.ClassMissing, "", s(`{"sku":null,"ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DE"}`), false},
+	{"missing date", record.ClassMissing, "", s(`{"sku":"nodate","qty":1,"price":1,"status":"ok","cc":"DE"}`), false},
+	{"missing qty", record.ClassMissing, "", s(`{"sku":"noqty","ts":"2026-03-01","price":1,"status":"ok","cc":"DE"}`), false},
+	{"qty words", record.ClassType, "", s(`{"sku":"w1","ts":"2026-03-01","qty":"abc","price":1,"status":"ok","cc":"DE"}`), false},
+	{"qty fraction", record.ClassType, "", s(`{"sku":"w2","ts":"2026-03-01","qty":1.5,"price":1,"status":"ok","cc":"DE"}`), false},
+	{"key is a number", record.ClassType, "", s(`{"sku":123,"ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DE"}`), false},
+	{"date words", record.ClassType, "", s(`{"sku":"w3","ts":"yesterday","qty":1,"price":1,"status":"ok","cc":"DE"}`), false},
+	{"date Feb 30", record.ClassType, "", s(`{"sku":"w4","ts":"2026-02-30","qty":1,"price":1,"status":"ok","cc":"DE"}`), false},
+	{"timestamp words", record.ClassType, "", s(`{"sku":"w5","ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DE","at":"noon"}`), false},
+	{"price with a comma", record.ClassType, "", s(`{"sku":"w6","ts":"2026-03-01","qty":1,"price":"1,5","status":"ok","cc":"DE"}`), false},
+	{"price boolean", record.ClassType, "", s(`{"sku":"w7","ts":"2026-03-01","qty":1,"price":true,"status":"ok","cc":"DE"}`), false},
+	{"country number", record.ClassType, "", s(`{"sku":"w8","ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":49}`), false},
+	{"price overflows numeric(8,2)", record.ClassRange, "", s(`{"sku":"r1","ts":"2026-03-01","qty":1,"price":123456789.5,"status":"ok","cc":"DE"}`), true},
+	{"price scale", record.ClassRange, "", s(`{"sku":"r2","ts":"2026-03-01","qty":1,"price":1.005,"status":"ok","cc":"DE"}`), false},
+	{"price 1e400", record.ClassRange, "", s(`{"sku":"r3","ts":"2026-03-01","qty":1,"price":1e400,"status":"ok","cc":"DE"}`), false},
+	{"status over varchar(8)", record.ClassRange, "", s(`{"sku":"r4","ts":"2026-03-01","qty":1,"price":1,"status":"delivered!","cc":"DE"}`), true},
+	{"status far over varchar(8)", record.ClassRange, "", s(`{"sku":"r5","ts":"2026-03-01","qty":1,"price":1,"status":"` + strings.Repeat("z", 30) + `","cc":"DE"}`), false},
+	{"qty over integer", record.ClassRange, "", s(`{"sku":"r6","ts":"2026-03-01","qty":3000000000,"price":1,"status":"ok","cc":"DE"}`), false},
+	{"country over char(2)", record.ClassRange, "", s(`{"sku":"r7","ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DEU"}`), false},
+	{"timestamp precision", record.ClassRange, "", s(`{"sku":"r8","ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DE","at":"2026-03-01T10:00:00.0001Z"}`), false},
+	{"timestamp beyond PostgreSQL", record.ClassRange, "", s(`{"sku":"r9","ts":"2026-03-01","qty":1,"price":1,"status":"ok","cc":"DE","at":9223372036854775807}`), false},
+	{"negative qty (CHECK)", record.ClassRefused, "", s(`{"sku":"c1","ts":"2026-03-01","qty":-1,"price":1,"status":"ok","cc":"DE"}`), false},
 }
 
 func s(v string) *string { return &v }
@@ -239,8 +239,8 @@ AND note = 'Grüße' AND at = '2026-03-01T10:00:00.123Z' AND (doc->>'n')::int = 
 			t.Errorf("%s: reason %q leaks Go internals", b.name, d.Reason)
 		}
 		switch {
-		case b.class == batch.ClassOversize:
-			if d.ValueBytes > batch.KeptBytes || !strings.Contains(d.Reason, "over max_record_bytes 4096") {
+		case b.class == record.ClassOversize:
+			if d.ValueBytes > record.KeptBytes || !strings.Contains(d.Reason, "over max_record_bytes 4096") {
 				t.Errorf("%s: kept %d bytes, reason %q", b.name, d.ValueBytes, d.Reason)
 			}
 		case b.value == nil:
@@ -258,8 +258,8 @@ AND note = 'Grüße' AND at = '2026-03-01T10:00:00.123Z' AND (doc->>'n')::int = 
 		}
 	}
 	// Filters: a class, a partition, a window.
-	if got := listJSON(t, getenv, "-config", cfgPath, "-reason", "OUT-OF-RANGE"); len(got) != countClass(batch.ClassRange) {
-		t.Errorf("-reason out-of-range lists %d, want %d", len(got), countClass(batch.ClassRange))
+	if got := listJSON(t, getenv, "-config", cfgPath, "-reason", "OUT-OF-RANGE"); len(got) != countClass(record.ClassRange) {
+		t.Errorf("-reason out-of-range lists %d, want %d", len(got), countClass(record.ClassRange))
 	}
 	if got := listJSON(t, getenv, "-config", cfgPath, "-partition", "1", "-topic", topic, "-limit", "0"); len(got) == 0 || slices.ContainsFunc(got, func(d deadLetter) bool { return d.Partition != 1 }) {
 		t.Errorf("-partition 1 lists %d, some of another partition", len(got))
@@ -319,7 +319,7 @@ AND note = 'Grüße' AND at = '2026-03-01T10:00:00.123Z' AND (doc->>'n')::int = 
 	for _, d := range pending {
 		b := badInput[wantBad[where{d.Partition, d.Offset}]]
 		wantReplays := 2
-		if b.class == batch.ClassOversize {
+		if b.class == record.ClassOversize {
 			wantReplays = 0
 		}
 		if d.Class != b.class || d.Replays != wantReplays || d.ReplayedAt != nil {

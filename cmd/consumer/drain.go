@@ -7,9 +7,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
-	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/kafka"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 // drainEvery is how often a running member reports a backlog.
@@ -19,7 +19,7 @@ const drainEvery = 30 * time.Second
 // least a batch behind the end of the log, the records left, the rate they
 // drain at and the time left: after an offsets reset, that is the
 // progress of the backfill. It returns when ctx ends.
-func logDrain(ctx context.Context, cfg *config.Config, log *slog.Logger, applied func() map[batch.TP]int64, every time.Duration) error {
+func logDrain(ctx context.Context, cfg *config.Config, log *slog.Logger, applied func() map[record.TP]int64, every time.Duration) error {
 	adm, closeAdm, err := kafka.NewAdmin(cfg, log)
 	if err != nil {
 		return err
@@ -50,7 +50,7 @@ func logDrain(ctx context.Context, cfg *config.Config, log *slog.Logger, applied
 		}
 		var left int64
 		ends.Each(func(o kadm.ListedOffset) {
-			if a, ok := owned[batch.TP{Topic: o.Topic, Partition: o.Partition}]; ok && o.Offset > a+1 {
+			if a, ok := owned[record.TP{Topic: o.Topic, Partition: o.Partition}]; ok && o.Offset > a+1 {
 				left += o.Offset - a - 1
 			}
 		})

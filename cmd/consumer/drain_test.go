@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/kafkatest"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/waittest"
 )
 
@@ -39,16 +39,16 @@ func TestLogDrain(t *testing.T) {
 	f := newFixture(t, kafkatest.New(t), 2, "")
 	f.produceDay(1, 10)
 	var mu sync.Mutex
-	applied := map[batch.TP]int64{{Topic: f.topic, Partition: 0}: -1, {Topic: f.topic, Partition: 1}: -1}
+	applied := map[record.TP]int64{{Topic: f.topic, Partition: 0}: -1, {Topic: f.topic, Partition: 1}: -1}
 	var buf syncBuffer
 	log := slog.New(slog.NewTextHandler(&buf, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- logDrain(ctx, f.cfg, log, func() map[batch.TP]int64 {
+		done <- logDrain(ctx, f.cfg, log, func() map[record.TP]int64 {
 			mu.Lock()
 			defer mu.Unlock()
-			out := map[batch.TP]int64{}
+			out := map[record.TP]int64{}
 			for tp, a := range applied {
 				out[tp] = a
 			}
@@ -57,13 +57,13 @@ func TestLogDrain(t *testing.T) {
 	}()
 	waittest.For(t, 10*time.Second, "a backlog line", func() bool { return strings.Contains(buf.String(), "records_left=20 partitions=2") })
 	mu.Lock()
-	applied[batch.TP{Topic: f.topic, Partition: 0}] = 9
+	applied[record.TP{Topic: f.topic, Partition: 0}] = 9
 	mu.Unlock()
 	waittest.For(t, 10*time.Second, "a line with the rate", func() bool {
 		return strings.Contains(buf.String(), "records_left=10 partitions=2 rate=") && strings.Contains(buf.String(), "time_left=")
 	})
 	mu.Lock()
-	applied[batch.TP{Topic: f.topic, Partition: 1}] = 8 // one record left: less than a batch
+	applied[record.TP{Topic: f.topic, Partition: 1}] = 8 // one record left: less than a batch
 	mu.Unlock()
 	// Quiet: no new line for ten polls (five of the logger's intervals).
 	waittest.Quiet(t, 10*time.Second, 10, "no more backlog lines", func() int { return strings.Count(buf.String(), "\n") })

@@ -21,6 +21,7 @@ import (
 	"github.com/idemsink/idemsink/internal/consume"
 	"github.com/idemsink/idemsink/internal/kafkatest"
 	"github.com/idemsink/idemsink/internal/pgtest"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/sink"
 	"github.com/idemsink/idemsink/internal/waittest"
 )
@@ -139,19 +140,19 @@ type member struct {
 	cancel func()
 	done   chan error
 	mu     sync.Mutex
-	ranges map[batch.TP][]batch.Range
+	ranges map[record.TP][]batch.Range
 }
 
 // start runs a group member until the test ends or stop.
 func (f *fixture) start() *member {
 	f.t.Helper()
-	m := &member{done: make(chan error, 1), ranges: map[batch.TP][]batch.Range{}}
+	m := &member{done: make(chan error, 1), ranges: map[record.TP][]batch.Range{}}
 	m.c = consume.New(consume.Options{Config: f.cfg, Sink: sink.New(f.pool, f.cfg, sink.Options{}),
 		OnBatch: func(b *batch.Batch, _ sink.Result) {
 			m.mu.Lock()
 			defer m.mu.Unlock()
 			for _, r := range b.Ranges() {
-				tp := batch.TP{Topic: r.Topic, Partition: r.Partition}
+				tp := record.TP{Topic: r.Topic, Partition: r.Partition}
 				m.ranges[tp] = append(m.ranges[tp], r)
 			}
 		}})
@@ -203,9 +204,9 @@ func (f *fixture) drain() map[int32][]int64 {
 
 func (f *fixture) waitApplied() {
 	f.t.Helper()
-	ends := map[batch.TP]int64{}
+	ends := map[record.TP]int64{}
 	for p, end := range f.k.Ends(f.topic) {
-		ends[batch.TP{Topic: f.topic, Partition: p}] = end
+		ends[record.TP{Topic: f.topic, Partition: p}] = end
 	}
 	s := sink.New(f.pool, f.cfg, sink.Options{})
 	waittest.For(f.t, 60*time.Second, "the group to apply every record", func() bool {

@@ -16,9 +16,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 
-	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/kafka"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/sink"
 )
 
@@ -111,7 +111,7 @@ type position struct {
 	LastBatch *time.Time `json:"last_batch,omitempty"`
 }
 
-func (p *position) tp() batch.TP { return batch.TP{Topic: p.Topic, Partition: p.Partition} }
+func (p *position) tp() record.TP { return record.TP{Topic: p.Topic, Partition: p.Partition} }
 
 // resume is where the group would start reading the partition: the further
 // of Kafka's commit and the ledger, else the log start or end by
@@ -155,7 +155,7 @@ func (c *cluster) positions(ctx context.Context, topics []string) ([]position, k
 	if err != nil {
 		return nil, g, err
 	}
-	applied := map[batch.TP]sink.Offset{}
+	applied := map[record.TP]sink.Offset{}
 	for _, o := range ledger {
 		applied[o.TP] = o
 	}
@@ -167,12 +167,12 @@ func (c *cluster) positions(ctx context.Context, topics []string) ([]position, k
 	if err != nil {
 		return nil, g, err
 	}
-	owners := map[batch.TP]string{}
+	owners := map[record.TP]string{}
 	for _, m := range g.Members {
 		if a, ok := m.Assigned.AsConsumer(); ok {
 			for _, t := range a.Topics {
 				for _, p := range t.Partitions {
-					owners[batch.TP{Topic: t.Topic, Partition: p}] = memberName(m)
+					owners[record.TP{Topic: t.Topic, Partition: p}] = memberName(m)
 				}
 			}
 		}

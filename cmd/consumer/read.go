@@ -10,9 +10,10 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/decode"
 	"github.com/idemsink/idemsink/internal/kafka"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 // idle is how long a reader waits for records it expects before it
@@ -24,7 +25,7 @@ const idle = 30 * time.Second
 
 // newReader returns a client that reads the given partitions from the given
 // offsets directly: no group, no commits, read_committed like the daemon.
-func newReader(cfg *config.Config, log *slog.Logger, from map[batch.TP]int64, extra ...kgo.Opt) (*kgo.Client, error) {
+func newReader(cfg *config.Config, log *slog.Logger, from map[record.TP]int64, extra ...kgo.Opt) (*kgo.Client, error) {
 	parts := map[string]map[int32]kgo.Offset{}
 	for tp, o := range from {
 		if parts[tp.Topic] == nil {
@@ -38,9 +39,9 @@ func newReader(cfg *config.Config, log *slog.Logger, from map[batch.TP]int64, ex
 
 // readRange calls fn for every record of each partition from from[tp] up
 // to, not including, to[tp], in offset order per partition.
-func readRange(ctx context.Context, cfg *config.Config, log *slog.Logger, from, to map[batch.TP]int64, fn func(*kgo.Record) error) error {
-	left := map[batch.TP]int64{}
-	start := map[batch.TP]int64{}
+func readRange(ctx context.Context, cfg *config.Config, log *slog.Logger, from, to map[record.TP]int64, fn func(*kgo.Record) error) error {
+	left := map[record.TP]int64{}
+	start := map[record.TP]int64{}
 	for tp, f := range from {
 		if f < to[tp] {
 			left[tp], start[tp] = to[tp], f
@@ -82,7 +83,7 @@ func readRange(ctx context.Context, cfg *config.Config, log *slog.Logger, from, 
 		}
 		for it := fs.RecordIter(); !it.Done(); {
 			r := it.Next()
-			tp := batch.TP{Topic: r.Topic, Partition: r.Partition}
+			tp := record.TP{Topic: r.Topic, Partition: r.Partition}
 			end, ok := left[tp]
 			if !ok || r.Offset >= end {
 				continue
@@ -102,13 +103,13 @@ func readRange(ctx context.Context, cfg *config.Config, log *slog.Logger, from, 
 // target date.
 type dated struct {
 	offset int64
-	date   batch.Date
+	date   record.Date
 }
 
 // firstAtOrAfter reads from offset at onward and returns the first record
 // that decodes, or ok false if there is none before end. Records that do
 // not decode (dead letters) are passed over.
-func firstAtOrAfter(ctx context.Context, cl *kgo.Client, dec *batch.Decoder, tp batch.TP, at, end int64) (dated, bool, error) {
+func firstAtOrAfter(ctx context.Context, cl *kgo.Client, dec *decode.Decoder, tp record.TP, at, end int64) (dated, bool, error) {
 	if at >= end {
 		return dated{}, false, nil
 	}
@@ -131,8 +132,8 @@ func firstAtOrAfter(ctx context.Context, cl *kgo.Client, dec *batch.Decoder, tp 
 			if r.Offset >= end {
 				return dated{}, false, nil
 			}
-			row, d, err := dec.Decode(r.Key, r.Value, batch.Position{TP: tp, Offset: r.Offset})
-			if batch.Unavailable(err) {
+			row, d, err := dec.Decode(r.Key, r.Value, record.Position{TP: tp, Offset: r.Offset})
+			if decode.Unavailable(err) {
 				return dated{}, false, err // an outage, not a record to pass over
 			}
 			if err == nil && !row.Delete && !row.Ignore { // a delete has a key, not a date
@@ -148,13 +149,13 @@ func firstAtOrAfter(ctx context.Context, cl *kgo.Client, dec *batch.Decoder, tp 
 // over offsets that reads one record per step. It assumes dates grow with
 // offsets, as they do for records produced as events happen; a record
 // produced out of date order can make it land a few records early or late.
-func searchDate(ctx context.Context, cfg *config.Config, log *slog.Logger, dec *batch.Decoder, tp batch.TP, start, end int64, day batch.Date) (int64, error) {
+func searchDate(ctx context.Context, cfg *config.Config, log *slog.Logger, dec *decode.Decoder, tp record.TP, start, end int64, day record.Date) (int64, error) {
 	if start >= end {
 		return end, nil
 	}
 	// Each step needs one record: small fetches (the broker still sends
 	// a whole record batch) keep a step to one round trip of a few KiB.
-	cl, err := newReader(cfg, log, map[batch.TP]int64{tp: start}, kgo.FetchMaxPartitionBytes(16<<10), kgo.FetchMaxBytes(16<<10))
+	cl, err := newReader(cfg, log, map[record.TP]int64{tp: start}, kgo.FetchMaxPartitionBytes(16<<10), kgo.FetchMaxBytes(16<<10))
 	if err != nil {
 		return 0, err
 	}
@@ -180,13 +181,13 @@ func searchDate(ctx context.Context, cfg *config.Config, log *slog.Logger, dec *
 	return lo, nil
 }
 
-func before(a, b batch.Date) bool { return a.Time().Before(b.Time()) }
+func before(a, b record.Date) bool { return a.Time().Before(b.Time()) }
 
 // decoderFor returns the decoder of the pipeline that reads topic.
-func decoderFor(cfg *config.Config, topic string) *batch.Decoder {
+func decoderFor(cfg *config.Config, topic string) *decode.Decoder {
 	for i := range cfg.Pipelines {
 		if slices.Contains(cfg.Pipelines[i].Topics, topic) {
-			return batch.NewDecoder(&cfg.Pipelines[i])
+			return decode.NewDecoder(&cfg.Pipelines[i])
 		}
 	}
 	return nil

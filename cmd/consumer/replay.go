@@ -15,6 +15,8 @@ import (
 
 	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/decode"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/retry"
 	"github.com/idemsink/idemsink/internal/sink"
 )
@@ -59,7 +61,7 @@ type replayer struct {
 	e      *env
 	sink   *sink.Sink
 	commit sink.Commit
-	open   map[batch.Date]*batch.Batch
+	open   map[record.Date]*batch.Batch
 	total  sink.Result
 	// outside counts records read whose target date is not replayed.
 	outside int64
@@ -90,7 +92,7 @@ func replay(ctx context.Context, e *env, r dateRange, pipelines []*config.Pipeli
 	var total sink.Result
 	var read, outside int64
 	for _, p := range pipelines {
-		rp := &replayer{e: e, sink: c.sink, open: map[batch.Date]*batch.Batch{},
+		rp := &replayer{e: e, sink: c.sink, open: map[record.Date]*batch.Batch{},
 			commit: sink.Commit{Group: tmp, Generation: 1, Member: "replay@" + host}}
 		n, err := rp.run(ctx, c, p, r)
 		read += n
@@ -113,8 +115,8 @@ func (rp *replayer) run(ctx context.Context, c *cluster, p *config.Pipeline, r d
 	if err != nil {
 		return 0, err
 	}
-	dec := batch.NewDecoder(p)
-	from, to := map[batch.TP]int64{}, map[batch.TP]int64{}
+	dec := decode.NewDecoder(p)
+	from, to := map[record.TP]int64{}, map[record.TP]int64{}
 	var total int64
 	for _, pos := range ps {
 		start, err := searchDate(ctx, rp.e.cfg, rp.e.log, dec, pos.tp(), pos.Start, pos.End, r.From)
@@ -129,22 +131,22 @@ func (rp *replayer) run(ctx context.Context, c *cluster, p *config.Pipeline, r d
 	err = readRange(ctx, rp.e.cfg, rp.e.log, from, to, func(kr *kgo.Record) error {
 		prog.add(1)
 		n++
-		pos := batch.Position{TP: batch.TP{Topic: kr.Topic, Partition: kr.Partition}, Offset: kr.Offset}
+		pos := record.Position{TP: record.TP{Topic: kr.Topic, Partition: kr.Partition}, Offset: kr.Offset}
 		row, d, err := dec.Decode(kr.Key, kr.Value, pos)
 		var b *batch.Batch
 		switch {
-		case batch.Unavailable(err):
+		case decode.Unavailable(err):
 			return fmt.Errorf("decode %s at %d: %w", pos.TP, pos.Offset, err) // an outage: run the replay again later
 		case err != nil:
 			// Bad input is dead-lettered again; the dead-letter table
 			// keeps one row per position, so nothing is doubled.
-			b = rp.batch(p, batch.Date{})
-			b.AddDead(batch.DeadLetter{Pos: pos, Key: kr.Key, Value: kr.Value, Reason: err.Error(), Headers: headers(kr)})
+			b = rp.batch(p, record.Date{})
+			b.AddDead(record.DeadLetter{Pos: pos, Key: kr.Key, Value: kr.Value, Reason: err.Error(), Headers: headers(kr)})
 		case row.Delete:
 			// A delete names a key, not a date: it is applied wherever it
 			// lies in what is read, under the version guard (a delete
 			// applied before writes nothing).
-			b = rp.batch(p, batch.Date{})
+			b = rp.batch(p, record.Date{})
 			b.Add(row)
 		case row.Ignore || !r.has(d):
 			rp.outside++
@@ -162,11 +164,11 @@ func (rp *replayer) run(ctx context.Context, c *cluster, p *config.Pipeline, r d
 	if err != nil {
 		return n, err
 	}
-	dates := make([]batch.Date, 0, len(rp.open))
+	dates := make([]record.Date, 0, len(rp.open))
 	for d := range rp.open {
 		dates = append(dates, d)
 	}
-	slices.SortFunc(dates, func(a, b batch.Date) int { return a.Time().Compare(b.Time()) })
+	slices.SortFunc(dates, func(a, b record.Date) int { return a.Time().Compare(b.Time()) })
 	for _, d := range dates {
 		if err := rp.flush(ctx, rp.open[d]); err != nil {
 			return n, err
@@ -175,7 +177,7 @@ func (rp *replayer) run(ctx context.Context, c *cluster, p *config.Pipeline, r d
 	return n, nil
 }
 
-func (rp *replayer) batch(p *config.Pipeline, d batch.Date) *batch.Batch {
+func (rp *replayer) batch(p *config.Pipeline, d record.Date) *batch.Batch {
 	b := rp.open[d]
 	if b == nil {
 		b = batch.New(p, d, time.Now())

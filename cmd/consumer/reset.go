@@ -12,9 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/twmb/franz-go/pkg/kadm"
-
-	"github.com/idemsink/idemsink/internal/batch"
 )
 
 const resetHelp = `Move the group's offsets for a backfill, in Kafka and in the ledger. Exactly
@@ -67,7 +66,7 @@ type target struct {
 	mode     string
 	offset   int64 // --to-offset, --shift-by
 	at       time.Time
-	date     batch.Date
+	date     record.Date
 	topics   topicFlag
 	execute  bool
 	asJSON   bool
@@ -122,7 +121,7 @@ func resetFlags(fs *flag.FlagSet) func(context.Context, *env) error {
 			}
 			t.at = time.Now().Add(-*byDuration)
 		case "to-date":
-			d, err := batch.ParseDate(*toDate)
+			d, err := record.ParseDate(*toDate)
 			if err != nil {
 				return fmt.Errorf("offsets reset: --to-date %q is not YYYY-MM-DD", *toDate)
 			}
@@ -227,7 +226,7 @@ func (c *cluster) plan(ctx context.Context, e *env, t target) ([]move, error) {
 			return nil, err
 		}
 	}
-	have := map[batch.TP]bool{}
+	have := map[record.TP]bool{}
 	var moves []move
 	for _, p := range ps {
 		have[p.tp()] = true
@@ -261,7 +260,7 @@ func (c *cluster) plan(ctx context.Context, e *env, t target) ([]move, error) {
 	}
 	for topic, parts := range t.topics {
 		for _, p := range parts {
-			if !have[batch.TP{Topic: topic, Partition: p}] {
+			if !have[record.TP{Topic: topic, Partition: p}] {
 				return nil, fmt.Errorf("offsets reset: topic %s has no partition %d", topic, p)
 			}
 		}
@@ -275,10 +274,10 @@ func (c *cluster) plan(ctx context.Context, e *env, t target) ([]move, error) {
 // group has members, so a member that joined after the check undoes
 // nothing: the commit fails and the ledger rolls back.
 func (c *cluster) apply(ctx context.Context, moves []move) error {
-	next := map[batch.TP]int64{}
+	next := map[record.TP]int64{}
 	var offs kadm.Offsets
 	for _, m := range moves {
-		next[batch.TP{Topic: m.Topic, Partition: m.Partition}] = m.New
+		next[record.TP{Topic: m.Topic, Partition: m.Partition}] = m.New
 		offs.AddOffset(m.Topic, m.Partition, m.New, -1)
 	}
 	return c.sink.SetOffsets(ctx, c.cfg.Group, next, func(ctx context.Context) error {

@@ -15,8 +15,9 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/decode"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 const verifyHelp = `Check that Kafka's committed offsets never pass the ledger's applied ones
@@ -69,17 +70,17 @@ func verifyFlags(fs *flag.FlagSet) func(context.Context, *env) error {
 }
 
 // dateRange is an inclusive range of target dates; zero means none.
-type dateRange struct{ From, To batch.Date }
+type dateRange struct{ From, To record.Date }
 
 func parseRange(from, to string) (dateRange, error) {
 	var r dateRange
 	var err error
-	if r.From, err = batch.ParseDate(from); err != nil {
+	if r.From, err = record.ParseDate(from); err != nil {
 		return r, fmt.Errorf("%q is not a date (YYYY-MM-DD)", from)
 	}
 	r.To = r.From
 	if to != "" {
-		if r.To, err = batch.ParseDate(to); err != nil {
+		if r.To, err = record.ParseDate(to); err != nil {
 			return r, fmt.Errorf("%q is not a date (YYYY-MM-DD)", to)
 		}
 	}
@@ -89,7 +90,7 @@ func parseRange(from, to string) (dateRange, error) {
 	return r, nil
 }
 
-func (r dateRange) has(d batch.Date) bool { return !before(d, r.From) && !before(r.To, d) }
+func (r dateRange) has(d record.Date) bool { return !before(d, r.From) && !before(r.To, d) }
 
 func (r dateRange) String() string {
 	if r.From == r.To {
@@ -224,8 +225,8 @@ func (rep *verifyReport) print(w io.Writer) {
 // newest is what the log says of a key: its newest record, with the
 // decoded row kept only when the record falls on the dates reconciled.
 type newest struct {
-	row  batch.Row
-	date batch.Date
+	row  record.Row
+	date record.Date
 }
 
 // reconcile reads p's topics from the start of the log to the end as it is
@@ -233,7 +234,7 @@ type newest struct {
 // record falls in r with the table, in a transaction it rolls back.
 func (c *cluster) reconcile(ctx context.Context, e *env, p *config.Pipeline, r dateRange, ps []position) (reconciliation, error) {
 	rec := reconciliation{Pipeline: p.Name, Table: p.Schema + "." + p.Table, Dates: r.String(), Findings: []finding{}}
-	from, to := map[batch.TP]int64{}, map[batch.TP]int64{}
+	from, to := map[record.TP]int64{}, map[record.TP]int64{}
 	var total int64
 	for _, pos := range ps {
 		if slices.Contains(p.Topics, pos.Topic) {
@@ -241,14 +242,14 @@ func (c *cluster) reconcile(ctx context.Context, e *env, p *config.Pipeline, r d
 			total += pos.End - pos.Start
 		}
 	}
-	dec := batch.NewDecoder(p)
-	keys := map[batch.ID]*newest{}
+	dec := decode.NewDecoder(p)
+	keys := map[record.ID]*newest{}
 	prog := newProgress(e.stderr, e.log, "verify: read "+p.Name, total)
 	err := readRange(ctx, e.cfg, e.log, from, to, func(kr *kgo.Record) error {
 		prog.add(1)
 		rec.Records++
-		row, d, err := dec.Decode(kr.Key, kr.Value, batch.Position{TP: batch.TP{Topic: kr.Topic, Partition: kr.Partition}, Offset: kr.Offset})
-		if batch.Unavailable(err) {
+		row, d, err := dec.Decode(kr.Key, kr.Value, record.Position{TP: record.TP{Topic: kr.Topic, Partition: kr.Partition}, Offset: kr.Offset})
+		if decode.Unavailable(err) {
 			return err // an outage: the reconciliation cannot be trusted
 		}
 		if err != nil {
@@ -302,7 +303,7 @@ func (c *cluster) reconcile(ctx context.Context, e *env, p *config.Pipeline, r d
 	}
 	var kind string
 	var key []string
-	var pos batch.Position
+	var pos record.Position
 	bad := 0
 	if _, err := pgx.ForEachRow(rows, []any{&kind, &key, &pos.Topic, &pos.Partition, &pos.Offset}, func() error {
 		bad++
@@ -332,8 +333,8 @@ func (c *cluster) reconcile(ctx context.Context, e *env, p *config.Pipeline, r d
 	var version int64
 	if _, err := pgx.ForEachRow(rows, []any{&key, &id, &version, &pos.Topic, &pos.Partition, &pos.Offset}, func() error {
 		f := finding{Kind: "extra", Key: showKey(p, key), Detail: "no record of the topics has this key"}
-		if n, ok := keys[batch.ID(id.Bytes)]; ok {
-			t := batch.Row{Version: version, Pos: pos}
+		if n, ok := keys[record.ID(id.Bytes)]; ok {
+			t := record.Row{Version: version, Pos: pos}
 			f.Kind, f.Detail = "differs", fmt.Sprintf("the table dates it in %s, but its newest record (%s at offset %d) is of %s", r, n.row.Pos.TP, n.row.Pos.Offset, n.date)
 			if n.row.Newer(&t) {
 				f.Kind = "older"

@@ -1,3 +1,8 @@
+// Package batch groups decoded rows into micro-batches: the newest row per
+// record_id (in-batch dedup under the ordering of record.Row.Newer), the
+// dead letters beside them, the offset range taken from each partition,
+// and the flush policy (records, bytes, age). A batch's run id and batch id
+// are deterministic, so a redelivered batch is recognised as the same one.
 package batch
 
 import (
@@ -7,16 +12,8 @@ import (
 	"time"
 
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/record"
 )
-
-// DeadLetter is a record that cannot be applied, kept with its raw bytes.
-type DeadLetter struct {
-	Pos     Position
-	Key     []byte
-	Value   []byte
-	Headers map[string]string
-	Reason  string
-}
 
 // Range is the span of offsets a batch took from one partition.
 type Range struct {
@@ -31,9 +28,9 @@ type Range struct {
 // the newest row per record_id; the records it superseded are counted.
 type Batch struct {
 	Pipeline *config.Pipeline
-	Date     Date // zero for a batch that holds only dead letters
-	Rows     []Row
-	Dead     []DeadLetter
+	Date     record.Date // zero for a batch that holds only dead letters
+	Rows     []record.Row
+	Dead     []record.DeadLetter
 	// Records counts every record added, dead letters included.
 	Records int
 	// Superseded counts records replaced in the batch by a newer version.
@@ -41,17 +38,17 @@ type Batch struct {
 	Bytes      int
 	Opened     time.Time
 
-	index  map[ID]int
-	ranges map[TP]*Range
+	index  map[record.ID]int
+	ranges map[record.TP]*Range
 }
 
 // New returns an empty batch opened at now.
-func New(p *config.Pipeline, d Date, now time.Time) *Batch {
-	return &Batch{Pipeline: p, Date: d, Opened: now, index: map[ID]int{}, ranges: map[TP]*Range{}}
+func New(p *config.Pipeline, d record.Date, now time.Time) *Batch {
+	return &Batch{Pipeline: p, Date: d, Opened: now, index: map[record.ID]int{}, ranges: map[record.TP]*Range{}}
 }
 
 // Add puts r in the batch, keeping only the newest row per record_id.
-func (b *Batch) Add(r Row) {
+func (b *Batch) Add(r record.Row) {
 	b.note(r.Pos, r.Size)
 	if r.Ignore {
 		// Taken from Kafka, changes nothing: counted with the superseded
@@ -71,12 +68,12 @@ func (b *Batch) Add(r Row) {
 }
 
 // AddDead puts a dead letter in the batch; it is written with the batch.
-func (b *Batch) AddDead(d DeadLetter) {
+func (b *Batch) AddDead(d record.DeadLetter) {
 	b.note(d.Pos, len(d.Value)+len(d.Key))
 	b.Dead = append(b.Dead, d)
 }
 
-func (b *Batch) note(pos Position, size int) {
+func (b *Batch) note(pos record.Position, size int) {
 	b.Records++
 	b.Bytes += size
 	r := b.ranges[pos.TP]
@@ -108,7 +105,7 @@ func (b *Batch) Ranges() []Range {
 }
 
 // First returns the lowest offset the batch holds from tp, if any.
-func (b *Batch) First(tp TP) (int64, bool) {
+func (b *Batch) First(tp record.TP) (int64, bool) {
 	r := b.ranges[tp]
 	if r == nil {
 		return 0, false
@@ -121,9 +118,9 @@ func (b *Batch) First(tp TP) (int64, bool) {
 // partitions stay whole, including records superseded within the batch, so
 // that the watermarks computed from them stay right. It reports whether
 // anything is left.
-func (b *Batch) Drop(lost func(TP) bool) bool {
+func (b *Batch) Drop(lost func(record.TP) bool) bool {
 	rows, dead := b.Rows[:0], b.Dead[:0]
-	b.index = map[ID]int{}
+	b.index = map[record.ID]int{}
 	b.Bytes = 0
 	for _, r := range b.Rows {
 		if !lost(r.Pos.TP) {
@@ -167,7 +164,7 @@ func (b *Batch) Deadline() time.Time { return b.Opened.Add(b.Pipeline.Batch.Ling
 
 // RunID is deterministic from the pipeline and target date: every batch of
 // one day of one pipeline shares it, in every process and every replay.
-func RunID(pipeline string, d Date) [16]byte {
+func RunID(pipeline string, d record.Date) [16]byte {
 	h := sha256.New()
 	h.Write([]byte("idemsink/run_id/v1\x00" + pipeline + "\x00" + d.String()))
 	var id [16]byte

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 var t0 = time.Date(2026, 3, 29, 12, 0, 0, 0, time.UTC)
@@ -25,12 +26,12 @@ func batchPipeline(t testing.TB, name string, b config.Batch) *config.Pipeline {
 }
 
 // row is a row of key k at topic/partition/offset with version v and size 10.
-func row(k int64, v int64, topic string, part int32, off int64) Row {
-	return Row{
-		ID:      RecordID([]string{"bigint"}, []any{k}),
+func row(k int64, v int64, topic string, part int32, off int64) record.Row {
+	return record.Row{
+		ID:      record.RecordID([]string{"bigint"}, []any{k}),
 		Values:  []any{k},
 		Version: v,
-		Pos:     Position{TP{topic, part}, off},
+		Pos:     record.Position{TP: record.TP{Topic: topic, Partition: part}, Offset: off},
 		Size:    10,
 	}
 }
@@ -64,58 +65,58 @@ func TestPermutations(t *testing.T) {
 func TestAddKeepsNewest(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		rows []Row
-		want []Row // the newest per key
+		rows []record.Row
+		want []record.Row // the newest per key
 	}{
 		{
 			name: "higher version wins over a later offset",
-			rows: []Row{row(1, 1, "a", 0, 10), row(1, 3, "a", 1, 5), row(1, 2, "a", 0, 20), row(1, 3, "a", 2, 4)},
-			want: []Row{row(1, 3, "a", 1, 5)},
+			rows: []record.Row{row(1, 1, "a", 0, 10), row(1, 3, "a", 1, 5), row(1, 2, "a", 0, 20), row(1, 3, "a", 2, 4)},
+			want: []record.Row{row(1, 3, "a", 1, 5)},
 		},
 		{
 			name: "same version: later offset wins",
-			rows: []Row{row(1, 0, "a", 0, 5), row(1, 0, "a", 0, 7), row(1, 0, "a", 1, 6), row(1, 0, "a", 0, 6)},
-			want: []Row{row(1, 0, "a", 0, 7)},
+			rows: []record.Row{row(1, 0, "a", 0, 5), row(1, 0, "a", 0, 7), row(1, 0, "a", 1, 6), row(1, 0, "a", 0, 6)},
+			want: []record.Row{row(1, 0, "a", 0, 7)},
 		},
 		{
 			name: "same version and offset: higher partition wins",
-			rows: []Row{row(1, 4, "a", 2, 9), row(1, 4, "a", 10, 9), row(1, 4, "a", 3, 9)},
-			want: []Row{row(1, 4, "a", 10, 9)},
+			rows: []record.Row{row(1, 4, "a", 2, 9), row(1, 4, "a", 10, 9), row(1, 4, "a", 3, 9)},
+			want: []record.Row{row(1, 4, "a", 10, 9)},
 		},
 		{
 			name: "negative versions",
-			rows: []Row{row(1, -5, "a", 0, 9), row(1, -1, "a", 0, 1), row(1, -3, "a", 0, 5)},
-			want: []Row{row(1, -1, "a", 0, 1)},
+			rows: []record.Row{row(1, -5, "a", 0, 9), row(1, -1, "a", 0, 1), row(1, -3, "a", 0, 5)},
+			want: []record.Row{row(1, -1, "a", 0, 1)},
 		},
 		{
 			name: "same version, offset and partition in two topics",
-			rows: []Row{row(1, 0, "a", 0, 0), row(1, 0, "b", 0, 0), row(1, 0, "a", 0, 1)},
-			want: []Row{row(1, 0, "a", 0, 1)},
+			rows: []record.Row{row(1, 0, "a", 0, 0), row(1, 0, "b", 0, 0), row(1, 0, "a", 0, 1)},
+			want: []record.Row{row(1, 0, "a", 0, 1)},
 		},
 		{
 			name: "tie across topics alone",
-			rows: []Row{row(1, 7, "a", 0, 3), row(1, 7, "b", 0, 3), row(1, 7, "c", 0, 3)},
-			want: []Row{row(1, 7, "c", 0, 3)},
+			rows: []record.Row{row(1, 7, "a", 0, 3), row(1, 7, "b", 0, 3), row(1, 7, "c", 0, 3)},
+			want: []record.Row{row(1, 7, "c", 0, 3)},
 		},
 		{
 			name: "two keys interleaved",
-			rows: []Row{row(1, 1, "a", 0, 1), row(2, 5, "a", 0, 2), row(1, 2, "a", 0, 3), row(2, 4, "b", 0, 4)},
-			want: []Row{row(1, 2, "a", 0, 3), row(2, 5, "a", 0, 2)},
+			rows: []record.Row{row(1, 1, "a", 0, 1), row(2, 5, "a", 0, 2), row(1, 2, "a", 0, 3), row(2, 4, "b", 0, 4)},
+			want: []record.Row{row(1, 2, "a", 0, 3), row(2, 5, "a", 0, 2)},
 		},
 		{
 			name: "distinct keys",
-			rows: []Row{row(1, 0, "a", 0, 1), row(2, 0, "a", 0, 2), row(3, 0, "a", 0, 3)},
-			want: []Row{row(1, 0, "a", 0, 1), row(2, 0, "a", 0, 2), row(3, 0, "a", 0, 3)},
+			rows: []record.Row{row(1, 0, "a", 0, 1), row(2, 0, "a", 0, 2), row(3, 0, "a", 0, 3)},
+			want: []record.Row{row(1, 0, "a", 0, 1), row(2, 0, "a", 0, 2), row(3, 0, "a", 0, 3)},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := batchPipeline(t, "p", config.Batch{})
-			want := map[ID]Row{}
+			want := map[record.ID]record.Row{}
 			for _, r := range tc.want {
 				want[r.ID] = r
 			}
 			for _, order := range permutations(len(tc.rows)) {
-				b := New(p, Date{2026, 3, 29}, t0)
+				b := New(p, record.Date{Year: 2026, Month: 3, Day: 29}, t0)
 				for _, i := range order {
 					b.Add(tc.rows[i])
 				}
@@ -141,7 +142,7 @@ func TestAddKeepsNewest(t *testing.T) {
 // TestNewerIsATotalOrder checks that of two distinct positions exactly one
 // is newer, which is what makes dedup independent of arrival order.
 func TestNewerIsATotalOrder(t *testing.T) {
-	var rows []Row
+	var rows []record.Row
 	for _, v := range []int64{0, 1} {
 		for _, topic := range []string{"a", "b"} {
 			for _, part := range []int32{0, 1} {
@@ -166,7 +167,7 @@ func TestNewerIsATotalOrder(t *testing.T) {
 
 func TestRanges(t *testing.T) {
 	p := batchPipeline(t, "p", config.Batch{})
-	b := New(p, Date{2026, 3, 29}, t0)
+	b := New(p, record.Date{Year: 2026, Month: 3, Day: 29}, t0)
 	if r := b.Ranges(); len(r) != 0 {
 		t.Errorf("empty batch ranges = %+v", r)
 	}
@@ -175,9 +176,9 @@ func TestRanges(t *testing.T) {
 	b.Add(row(3, 0, "a", 2, 50))
 	b.Add(row(4, 0, "a", 2, 40))
 	b.Add(row(3, 0, "a", 2, 45)) // superseded by a/2@50, still taken from a/2
-	b.AddDead(DeadLetter{Pos: Position{TP{"a", 2}, 60}, Key: []byte("k"), Value: []byte("oops"), Reason: "bad"})
+	b.AddDead(record.DeadLetter{Pos: record.Position{TP: record.TP{Topic: "a", Partition: 2}, Offset: 60}, Key: []byte("k"), Value: []byte("oops"), Reason: "bad"})
 	b.Add(row(5, 0, "b", 0, 3))
-	b.AddDead(DeadLetter{Pos: Position{TP{"a", 0}, 1}, Value: []byte("x")})
+	b.AddDead(record.DeadLetter{Pos: record.Position{TP: record.TP{Topic: "a", Partition: 0}, Offset: 1}, Value: []byte("x")})
 	want := []Range{
 		{Topic: "a", Partition: 0, First: 1, Last: 1, Count: 1},
 		{Topic: "a", Partition: 2, First: 40, Last: 60, Count: 4},
@@ -192,15 +193,15 @@ func TestRanges(t *testing.T) {
 			b.Records, b.Superseded, b.Bytes, len(b.Rows), len(b.Dead))
 	}
 	for _, tc := range []struct {
-		tp    TP
+		tp    record.TP
 		first int64
 		ok    bool
 	}{
-		{TP{"a", 2}, 40, true},
-		{TP{"b", 0}, 3, true},
-		{TP{"a", 0}, 1, true},
-		{TP{"a", 1}, 0, false},
-		{TP{"c", 0}, 0, false},
+		{record.TP{Topic: "a", Partition: 2}, 40, true},
+		{record.TP{Topic: "b", Partition: 0}, 3, true},
+		{record.TP{Topic: "a", Partition: 0}, 1, true},
+		{record.TP{Topic: "a", Partition: 1}, 0, false},
+		{record.TP{Topic: "c", Partition: 0}, 0, false},
 	} {
 		if first, ok := b.First(tc.tp); first != tc.first || ok != tc.ok {
 			t.Errorf("First(%s) = %d, %v; want %d, %v", tc.tp, first, ok, tc.first, tc.ok)
@@ -211,20 +212,22 @@ func TestRanges(t *testing.T) {
 func TestDrop(t *testing.T) {
 	p := batchPipeline(t, "p", config.Batch{})
 	fill := func() *Batch {
-		b := New(p, Date{2026, 3, 29}, t0)
+		b := New(p, record.Date{Year: 2026, Month: 3, Day: 29}, t0)
 		b.Add(row(1, 0, "a", 0, 10))
 		b.Add(row(2, 0, "a", 1, 20))
 		b.Add(row(3, 0, "b", 0, 30))
 		b.Add(row(4, 0, "a", 1, 21))
 		b.Add(row(5, 0, "a", 0, 11))
-		b.AddDead(DeadLetter{Pos: Position{TP{"a", 1}, 22}, Value: []byte("1234")})
-		b.AddDead(DeadLetter{Pos: Position{TP{"b", 0}, 31}, Value: []byte("12345")})
+		b.AddDead(record.DeadLetter{Pos: record.Position{TP: record.TP{Topic: "a", Partition: 1}, Offset: 22}, Value: []byte("1234")})
+		b.AddDead(record.DeadLetter{Pos: record.Position{TP: record.TP{Topic: "b", Partition: 0}, Offset: 31}, Value: []byte("12345")})
 		return b
 	}
-	lostSet := func(tps ...TP) func(TP) bool { return func(tp TP) bool { return slices.Contains(tps, tp) } }
+	lostSet := func(tps ...record.TP) func(record.TP) bool {
+		return func(tp record.TP) bool { return slices.Contains(tps, tp) }
+	}
 
 	b := fill()
-	if !b.Drop(lostSet(TP{"a", 1})) {
+	if !b.Drop(lostSet(record.TP{Topic: "a", Partition: 1})) {
 		t.Fatal("Drop of a/1 reports nothing left")
 	}
 	var keys []int64
@@ -247,10 +250,10 @@ func TestDrop(t *testing.T) {
 	if b.Records != 4 || b.Bytes != 3*10+5 || b.Superseded != 0 {
 		t.Errorf("after Drop(a/1): records %d, bytes %d, superseded %d; want 4, 35, 0", b.Records, b.Bytes, b.Superseded)
 	}
-	if _, ok := b.First(TP{"a", 1}); ok {
+	if _, ok := b.First(record.TP{Topic: "a", Partition: 1}); ok {
 		t.Error("First(a/1) still answers after a/1 was dropped")
 	}
-	if !b.Opened.Equal(t0) || b.Pipeline != p || b.Date != (Date{2026, 3, 29}) {
+	if !b.Opened.Equal(t0) || b.Pipeline != p || b.Date != (record.Date{Year: 2026, Month: 3, Day: 29}) {
 		t.Errorf("Drop changed the batch identity: opened %s, pipeline %p, date %s", b.Opened, b.Pipeline, b.Date)
 	}
 	// The index is rebuilt: a newer version of a kept key replaces it, an
@@ -275,7 +278,7 @@ func TestDrop(t *testing.T) {
 	}
 
 	b = fill()
-	if b.Drop(lostSet(TP{"a", 0}, TP{"a", 1}, TP{"b", 0})) {
+	if b.Drop(lostSet(record.TP{Topic: "a", Partition: 0}, record.TP{Topic: "a", Partition: 1}, record.TP{Topic: "b", Partition: 0})) {
 		t.Error("Drop of every partition reports something left")
 	}
 	if b.Records != 0 || b.Bytes != 0 || len(b.Rows) != 0 || len(b.Dead) != 0 || len(b.Ranges()) != 0 || b.Due(t0.Add(time.Hour)) {
@@ -284,7 +287,7 @@ func TestDrop(t *testing.T) {
 
 	b = fill()
 	before := b.ID()
-	if !b.Drop(lostSet(TP{"c", 0})) {
+	if !b.Drop(lostSet(record.TP{Topic: "c", Partition: 0})) {
 		t.Error("Drop of a partition the batch does not hold reports nothing left")
 	}
 	if b.Records != 7 || len(b.Rows) != 5 || len(b.Dead) != 2 || b.ID() != before {
@@ -294,7 +297,7 @@ func TestDrop(t *testing.T) {
 
 func TestFull(t *testing.T) {
 	p := batchPipeline(t, "p", config.Batch{MaxRecords: 3, MaxBytes: 100})
-	b := New(p, Date{2026, 3, 29}, t0)
+	b := New(p, record.Date{Year: 2026, Month: 3, Day: 29}, t0)
 	if b.Full() {
 		t.Error("an empty batch is Full")
 	}
@@ -305,24 +308,24 @@ func TestFull(t *testing.T) {
 		}
 	}
 
-	b = New(p, Date{2026, 3, 29}, t0)
+	b = New(p, record.Date{Year: 2026, Month: 3, Day: 29}, t0)
 	r := row(1, 0, "a", 0, 1)
 	r.Size = 60
 	b.Add(r)
 	if b.Full() {
 		t.Error("60 of 100 bytes: Full")
 	}
-	b.AddDead(DeadLetter{Pos: Position{TP{"a", 0}, 2}, Key: []byte("k"), Value: make([]byte, 38)})
+	b.AddDead(record.DeadLetter{Pos: record.Position{TP: record.TP{Topic: "a", Partition: 0}, Offset: 2}, Key: []byte("k"), Value: make([]byte, 38)})
 	if b.Full() {
 		t.Errorf("99 of 100 bytes: Full (bytes %d)", b.Bytes)
 	}
-	b.AddDead(DeadLetter{Pos: Position{TP{"a", 0}, 3}, Value: []byte("x")})
+	b.AddDead(record.DeadLetter{Pos: record.Position{TP: record.TP{Topic: "a", Partition: 0}, Offset: 3}, Value: []byte("x")})
 	if !b.Full() {
 		t.Errorf("100 of 100 bytes: not Full (bytes %d, records %d)", b.Bytes, b.Records)
 	}
 
 	// Duplicates count: the limit is on records taken, not rows kept.
-	b = New(p, Date{2026, 3, 29}, t0)
+	b = New(p, record.Date{Year: 2026, Month: 3, Day: 29}, t0)
 	for i := range 3 {
 		b.Add(row(1, int64(i), "a", 0, int64(i)))
 	}
@@ -333,7 +336,7 @@ func TestFull(t *testing.T) {
 
 func TestDueAndDeadline(t *testing.T) {
 	p := batchPipeline(t, "p", config.Batch{Linger: 2 * time.Second})
-	b := New(p, Date{2026, 3, 29}, t0)
+	b := New(p, record.Date{Year: 2026, Month: 3, Day: 29}, t0)
 	if got, want := b.Deadline(), t0.Add(2*time.Second); !got.Equal(want) {
 		t.Errorf("Deadline() = %s, want %s", got, want)
 	}
@@ -361,8 +364,8 @@ func TestDueAndDeadline(t *testing.T) {
 		t.Errorf("Deadline() after another record = %s, want %s", got, want)
 	}
 	// A batch of dead letters only is due too: they must be written.
-	d := New(p, Date{}, t0)
-	d.AddDead(DeadLetter{Pos: Position{TP{"a", 0}, 3}})
+	d := New(p, record.Date{}, t0)
+	d.AddDead(record.DeadLetter{Pos: record.Position{TP: record.TP{Topic: "a", Partition: 0}, Offset: 3}})
 	if !d.Due(t0.Add(2 * time.Second)) {
 		t.Error("a batch of dead letters is never due")
 	}
@@ -370,9 +373,9 @@ func TestDueAndDeadline(t *testing.T) {
 
 func TestBatchID(t *testing.T) {
 	p := batchPipeline(t, "orders", config.Batch{})
-	day := Date{2026, 3, 29}
-	rows := []Row{row(1, 0, "a", 0, 10), row(2, 0, "a", 1, 20), row(1, 1, "b", 0, 5), row(3, 0, "a", 0, 12)}
-	build := func(p *config.Pipeline, d Date, opened time.Time, order []int) *Batch {
+	day := record.Date{Year: 2026, Month: 3, Day: 29}
+	rows := []record.Row{row(1, 0, "a", 0, 10), row(2, 0, "a", 1, 20), row(1, 1, "b", 0, 5), row(3, 0, "a", 0, 12)}
+	build := func(p *config.Pipeline, d record.Date, opened time.Time, order []int) *Batch {
 		b := New(p, d, opened)
 		for _, i := range order {
 			b.Add(rows[i])
@@ -390,7 +393,7 @@ func TestBatchID(t *testing.T) {
 	}
 	other := batchPipeline(t, "payments", config.Batch{})
 	for name, id := range map[string][16]byte{
-		"another date":     build(p, Date{2026, 3, 30}, t0, []int{0, 1, 2, 3}).ID(),
+		"another date":     build(p, record.Date{Year: 2026, Month: 3, Day: 30}, t0, []int{0, 1, 2, 3}).ID(),
 		"another pipeline": build(other, day, t0, []int{0, 1, 2, 3}).ID(),
 		"one record less":  build(p, day, t0, []int{0, 1, 2}).ID(),
 		"one record more": func() [16]byte {
@@ -400,7 +403,7 @@ func TestBatchID(t *testing.T) {
 		}(),
 		"a dead letter more": func() [16]byte {
 			b := build(p, day, t0, []int{0, 1, 2, 3})
-			b.AddDead(DeadLetter{Pos: Position{TP{"a", 1}, 21}})
+			b.AddDead(record.DeadLetter{Pos: record.Position{TP: record.TP{Topic: "a", Partition: 1}, Offset: 21}})
 			return b.ID()
 		}(),
 	} {
@@ -418,9 +421,9 @@ func TestBatchID(t *testing.T) {
 }
 
 func TestRunID(t *testing.T) {
-	day := Date{2026, 3, 29}
+	day := record.Date{Year: 2026, Month: 3, Day: 29}
 	ref := RunID("orders", day)
-	if RunID("orders", Date{2026, time.March, 29}) != ref {
+	if RunID("orders", record.Date{Year: 2026, Month: time.March, Day: 29}) != ref {
 		t.Error("RunID is not deterministic")
 	}
 	p := batchPipeline(t, "orders", config.Batch{})
@@ -432,11 +435,11 @@ func TestRunID(t *testing.T) {
 		t.Error("batches of different records share a batch id")
 	}
 	for name, id := range map[string][16]byte{
-		"another date":      RunID("orders", Date{2026, 3, 30}),
-		"another year":      RunID("orders", Date{2025, 3, 29}),
+		"another date":      RunID("orders", record.Date{Year: 2026, Month: 3, Day: 30}),
+		"another year":      RunID("orders", record.Date{Year: 2025, Month: 3, Day: 29}),
 		"another pipeline":  RunID("order", day),
-		"undated":           RunID("orders", Date{}),
-		"name holding date": RunID("orders\x002026-03-29", Date{}),
+		"undated":           RunID("orders", record.Date{}),
+		"name holding date": RunID("orders\x002026-03-29", record.Date{}),
 	} {
 		if id == ref {
 			t.Errorf("%s: same run id %x", name, id)
@@ -449,7 +452,7 @@ func TestRunID(t *testing.T) {
 }
 
 func TestTPString(t *testing.T) {
-	if got := (TP{"orders.v1", 12}).String(); got != "orders.v1/12" {
+	if got := (record.TP{Topic: "orders.v1", Partition: 12}).String(); got != "orders.v1/12" {
 		t.Errorf("TP.String() = %q", got)
 	}
 }

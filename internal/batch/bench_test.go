@@ -1,13 +1,12 @@
 package batch
 
 import (
-	"encoding/json"
-	"fmt"
 	"testing"
 	"time"
 
-	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/decode"
 	"github.com/idemsink/idemsink/internal/gen"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 // Micro-benchmarks of the per-record work, on the order-line events the
@@ -16,7 +15,7 @@ import (
 //	go test -run '^$' -bench . -benchmem ./internal/batch/
 
 // benchEvents returns n generated order-line events and their pipeline.
-func benchEvents(b *testing.B, n int, o gen.Options) (*Decoder, [][]byte, [][]byte) {
+func benchEvents(b *testing.B, n int, o gen.Options) (*decode.Decoder, [][]byte, [][]byte) {
 	b.Helper()
 	p := pipeline(b, gen.Pipeline("orders", "orders", "order_lines"))
 	g := gen.New(o)
@@ -25,7 +24,7 @@ func benchEvents(b *testing.B, n int, o gen.Options) (*Decoder, [][]byte, [][]by
 		e := g.Next()
 		keys[i], values[i] = gen.KafkaKey(e.Key()), e.Value
 	}
-	return NewDecoder(p), keys, values
+	return decode.NewDecoder(p), keys, values
 }
 
 func meanLen(vs [][]byte) int64 {
@@ -34,108 +33,6 @@ func meanLen(vs [][]byte) int64 {
 		sum += len(v)
 	}
 	return int64(sum / len(vs))
-}
-
-// BenchmarkDecode is the whole per-record decode: JSON, eleven typed
-// columns, target date, version and record_id.
-func BenchmarkDecode(b *testing.B) {
-	dec, keys, values := benchEvents(b, 1024, gen.Options{Seed: 1})
-	b.SetBytes(meanLen(values))
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		j := i % len(values)
-		if _, _, err := dec.Decode(keys[j], values[j], Position{TP: TP{"orders", 0}, Offset: int64(i)}); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkDecodeJSON is the generic JSON step alone, as Decode does it,
-// to show its share of BenchmarkDecode.
-func BenchmarkDecodeJSON(b *testing.B) {
-	_, _, values := benchEvents(b, 1024, gen.Options{Seed: 1})
-	b.SetBytes(meanLen(values))
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		var obj map[string]any
-		if err := json.Unmarshal(values[i%len(values)], &obj); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkConvert is the typed conversion of one field by column type,
-// from the values encoding/json hands over.
-func BenchmarkConvert(b *testing.B) {
-	for _, c := range []struct {
-		typ string
-		raw any
-	}{
-		{"text", "SKU-4711"},
-		{"bigint", json.Number("123456789")},
-		{"integer", json.Number("3")},
-		{"numeric", json.Number("12.30")},
-		{"numeric", "199.99"},
-		{"timestamptz", "2026-03-29T01:30:00Z"},
-		{"date", "2026-03-29"},
-		{"uuid", "6ba7b810-9dad-11d1-80b4-00c04fd430c8"},
-	} {
-		b.Run(fmt.Sprintf("%s/%v", c.typ, c.raw), func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := convert(config.ColumnType{Base: c.typ}, c.raw); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}
-
-// BenchmarkCanonical is the canonical encoding of the order-line key
-// (bigint, integer), without the hash.
-func BenchmarkCanonical(b *testing.B) {
-	vals := []any{int64(123456789), int32(3)}
-	types := []string{"bigint", "integer"}
-	buf := make([]byte, 0, 256)
-	b.ReportAllocs()
-	for b.Loop() {
-		buf = append(buf[:0], idDomain...)
-		for i, v := range vals {
-			buf = appendCanonical(buf, types[i], v)
-		}
-	}
-}
-
-// BenchmarkRecordID is canonical encoding and SHA-256 of a key.
-func BenchmarkRecordID(b *testing.B) {
-	for _, c := range []struct {
-		name  string
-		types []string
-		vals  []any
-	}{
-		{"bigint,integer", []string{"bigint", "integer"}, []any{int64(123456789), int32(3)}},
-		{"text,date", []string{"text", "date"}, []any{"customer-000123456", time.Date(2026, 3, 29, 0, 0, 0, 0, time.UTC)}},
-		{"numeric,timestamptz,uuid", []string{"numeric", "timestamptz", "uuid"},
-			[]any{Numeric("12.3"), time.Date(2026, 3, 29, 1, 30, 0, 0, time.UTC), [16]byte{1, 2, 3}}},
-	} {
-		b.Run(c.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				RecordID(c.types, c.vals)
-			}
-		})
-	}
-}
-
-// BenchmarkNumericValue is the conversion of a canonical Numeric to what
-// pgx encodes, done once per numeric value at COPY time.
-func BenchmarkNumericValue(b *testing.B) {
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := Numeric("12.3").NumericValue(); err != nil {
-			b.Fatal(err)
-		}
-	}
 }
 
 // BenchmarkAdd is in-batch dedup: adding decoded rows to batches of the
@@ -151,9 +48,9 @@ func BenchmarkAdd(b *testing.B) {
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			dec, keys, values := benchEvents(b, 20000, c.o)
-			rows := make([]Row, len(values))
+			rows := make([]record.Row, len(values))
 			for i := range values {
-				r, _, err := dec.Decode(keys[i], values[i], Position{TP: TP{"orders", 0}, Offset: int64(i)})
+				r, _, err := dec.Decode(keys[i], values[i], record.Position{TP: record.TP{Topic: "orders", Partition: 0}, Offset: int64(i)})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -161,11 +58,11 @@ func BenchmarkAdd(b *testing.B) {
 			}
 			p := dec.Pipeline()
 			size := p.Batch.MaxRecords
-			bt := New(p, Date{2026, 3, 29}, time.Time{})
+			bt := New(p, record.Date{Year: 2026, Month: 3, Day: 29}, time.Time{})
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
 				if i%size == 0 {
-					bt = New(p, Date{2026, 3, 29}, time.Time{})
+					bt = New(p, record.Date{Year: 2026, Month: 3, Day: 29}, time.Time{})
 				}
 				bt.Add(rows[i%len(rows)])
 			}
@@ -176,9 +73,9 @@ func BenchmarkAdd(b *testing.B) {
 // BenchmarkBatchID is the deterministic batch id, computed once per batch.
 func BenchmarkBatchID(b *testing.B) {
 	dec, keys, values := benchEvents(b, 5000, gen.Options{Seed: 1})
-	bt := New(dec.Pipeline(), Date{2026, 3, 29}, time.Time{})
+	bt := New(dec.Pipeline(), record.Date{Year: 2026, Month: 3, Day: 29}, time.Time{})
 	for i := range values {
-		r, _, err := dec.Decode(keys[i], values[i], Position{TP: TP{"orders", int32(i % 6)}, Offset: int64(i)})
+		r, _, err := dec.Decode(keys[i], values[i], record.Position{TP: record.TP{Topic: "orders", Partition: int32(i % 6)}, Offset: int64(i)})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/sink"
 )
 
@@ -20,7 +21,7 @@ import (
 // after the other, in the order they were flushed.
 type batchKey struct {
 	pipeline string
-	date     batch.Date
+	date     record.Date
 	lane     int
 }
 
@@ -59,7 +60,7 @@ func newBatches(lanes int) *batches {
 }
 
 // laneOf is stable for a partition whatever the order of assignment.
-func (s *batches) laneOf(tp batch.TP) int {
+func (s *batches) laneOf(tp record.TP) int {
 	h := fnv.New32a()
 	h.Write([]byte(tp.Topic))
 	return int((h.Sum32() + uint32(tp.Partition)) % uint32(s.lanes))
@@ -68,7 +69,7 @@ func (s *batches) laneOf(tp batch.TP) int {
 // add puts one record into the open batch of its pipeline, date and lane,
 // through put, and flushes the batch as soon as it is full: a batch never
 // holds more than max_records.
-func (s *batches) add(p *config.Pipeline, d batch.Date, tp batch.TP, now time.Time, put func(*batch.Batch)) {
+func (s *batches) add(p *config.Pipeline, d record.Date, tp record.TP, now time.Time, put func(*batch.Batch)) {
 	k := batchKey{p.Name, d, s.laneOf(tp)}
 	b := s.open[k]
 	if b == nil {
@@ -168,7 +169,7 @@ func (s *batches) done(j *job) {
 }
 
 // first returns the lowest offset of tp held by any batch but except.
-func (s *batches) first(tp batch.TP, except *batch.Batch) (int64, bool) {
+func (s *batches) first(tp record.TP, except *batch.Batch) (int64, bool) {
 	lowest, found := int64(0), false
 	note := func(b *batch.Batch) {
 		if b == except {
@@ -192,7 +193,7 @@ func (s *batches) first(tp batch.TP, except *batch.Batch) (int64, bool) {
 // drop removes the records of the gone partitions from every batch not in
 // flight; batches left empty go away. A batch in flight is dropped from
 // when its attempt returns.
-func (s *batches) drop(gone func(batch.TP) bool) {
+func (s *batches) drop(gone func(record.TP) bool) {
 	for k, b := range s.open {
 		if !holds(b, gone) {
 			continue
@@ -217,7 +218,7 @@ func (s *batches) drop(gone func(batch.TP) bool) {
 
 // shrink drops the gone partitions' records from a job that is not in
 // flight; it reports whether anything is left, and removes the job if not.
-func (s *batches) shrink(j *job, gone func(batch.TP) bool) bool {
+func (s *batches) shrink(j *job, gone func(record.TP) bool) bool {
 	if !holds(j.b, gone) {
 		return true
 	}
@@ -234,7 +235,7 @@ func (s *batches) shrink(j *job, gone func(batch.TP) bool) bool {
 
 // holding reports whether any batch, open or flushed, holds records of the
 // gone partitions.
-func (s *batches) holding(gone func(batch.TP) bool) bool {
+func (s *batches) holding(gone func(record.TP) bool) bool {
 	for _, b := range s.open {
 		if holds(b, gone) {
 			return true
@@ -251,7 +252,7 @@ func (s *batches) holding(gone func(batch.TP) bool) bool {
 }
 
 // flushHolding flushes the open batches that hold the gone partitions.
-func (s *batches) flushHolding(gone func(batch.TP) bool, now time.Time) {
+func (s *batches) flushHolding(gone func(record.TP) bool, now time.Time) {
 	for _, k := range s.sortedOpen() {
 		if holds(s.open[k], gone) {
 			s.flush(k, now)
@@ -315,9 +316,9 @@ func (s *batches) empty() bool {
 	return true
 }
 
-func holds(b *batch.Batch, gone func(batch.TP) bool) bool {
+func holds(b *batch.Batch, gone func(record.TP) bool) bool {
 	for _, r := range b.Ranges() {
-		if gone(batch.TP{Topic: r.Topic, Partition: r.Partition}) {
+		if gone(record.TP{Topic: r.Topic, Partition: r.Partition}) {
 			return true
 		}
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 func testPipeline(maxRecords int) *config.Pipeline {
@@ -13,20 +14,20 @@ func testPipeline(maxRecords int) *config.Pipeline {
 	return p
 }
 
-func row(tp batch.TP, off int64) batch.Row {
-	var id batch.ID
+func row(tp record.TP, off int64) record.Row {
+	var id record.ID
 	id[0], id[1] = byte(off), byte(tp.Partition)
-	return batch.Row{ID: id, Pos: batch.Position{TP: tp, Offset: off}, Size: 10}
+	return record.Row{ID: id, Pos: record.Position{TP: tp, Offset: off}, Size: 10}
 }
 
 // A batch never holds more than max_records: it is flushed the moment it
 // is full, and the next record opens a new one.
 func TestBatchesMaxRecordsIsHard(t *testing.T) {
 	s := newBatches(1)
-	p, now, tp := testPipeline(3), time.Now(), batch.TP{Topic: "t"}
+	p, now, tp := testPipeline(3), time.Now(), record.TP{Topic: "t"}
 	for off := range int64(7) {
 		r := row(tp, off)
-		s.add(p, batch.Date{Year: 2026, Month: 1, Day: 1}, tp, now, func(b *batch.Batch) { b.Add(r) })
+		s.add(p, record.Date{Year: 2026, Month: 1, Day: 1}, tp, now, func(b *batch.Batch) { b.Add(r) })
 	}
 	if got := len(s.queues[0]); got != 2 {
 		t.Fatalf("%d flushed batches, want 2", got)
@@ -51,7 +52,7 @@ func TestBatchesLanes(t *testing.T) {
 	s := newBatches(2)
 	lanes := map[int]bool{}
 	for p := range int32(8) {
-		tp := batch.TP{Topic: "orders", Partition: p}
+		tp := record.TP{Topic: "orders", Partition: p}
 		l := s.laneOf(tp)
 		if l != s.laneOf(tp) {
 			t.Fatal("laneOf is not stable")
@@ -62,12 +63,12 @@ func TestBatchesLanes(t *testing.T) {
 		t.Errorf("8 partitions use lanes %v, want both", lanes)
 	}
 	p, now := testPipeline(2), time.Now()
-	a, b := batch.TP{Topic: "orders", Partition: 0}, batch.TP{Topic: "orders", Partition: 1}
+	a, b := record.TP{Topic: "orders", Partition: 0}, record.TP{Topic: "orders", Partition: 1}
 	if s.laneOf(a) == s.laneOf(b) {
 		b.Partition = 2
 	}
-	d1, d2 := batch.Date{Year: 2026, Month: 1, Day: 1}, batch.Date{Year: 2026, Month: 1, Day: 2}
-	put := func(tp batch.TP, d batch.Date, off int64) {
+	d1, d2 := record.Date{Year: 2026, Month: 1, Day: 1}, record.Date{Year: 2026, Month: 1, Day: 2}
+	put := func(tp record.TP, d record.Date, off int64) {
 		r := row(tp, off)
 		s.add(p, d, tp, now, func(b *batch.Batch) { b.Add(r) })
 	}
@@ -96,8 +97,8 @@ func TestBatchesLanes(t *testing.T) {
 	if got := s.ready(now); len(got) != 2 {
 		t.Errorf("after d1 applied: %d ready, want 2 (d2 of a's lane, b's batch)", len(got))
 	}
-	s.drop(func(tp batch.TP) bool { return tp == a })
-	if s.holding(func(tp batch.TP) bool { return tp == a }) || s.records != 1 {
+	s.drop(func(tp record.TP) bool { return tp == a })
+	if s.holding(func(tp record.TP) bool { return tp == a }) || s.records != 1 {
 		t.Errorf("after dropping a: holding it, or %d records left (want 1)", s.records)
 	}
 }

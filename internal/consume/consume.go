@@ -24,7 +24,9 @@ import (
 
 	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/decode"
 	"github.com/idemsink/idemsink/internal/metrics"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/retry"
 	"github.com/idemsink/idemsink/internal/sink"
 )
@@ -112,8 +114,8 @@ type Consumer struct {
 	// hurry is set when a rebalance waits for the poll loop.
 	hurry atomic.Bool
 
-	decoders map[string]*batch.Decoder // by topic
-	minBatch int                       // the smallest max_records of any pipeline
+	decoders map[string]*decode.Decoder // by topic
+	minBatch int                        // the smallest max_records of any pipeline
 
 	jobs chan attempt   // to the connections
 	done chan outcome   // from them
@@ -125,7 +127,7 @@ type Consumer struct {
 	// while they hand batches over.
 	mu      sync.Mutex
 	set     *batches
-	parts   map[batch.TP]*partition
+	parts   map[record.TP]*partition
 	closing bool // the connections are gone: dispatch nothing
 }
 
@@ -143,9 +145,9 @@ func New(opts Options) *Consumer {
 		cfg: cfg, sink: opts.Sink, log: opts.Logger, m: opts.Metrics, fault: opts.Fault,
 		onBatch: opts.OnBatch, now: opts.Now, opts: opts,
 		bo:       retry.Backoff{Base: cfg.RetryBackoff, Limit: cfg.RetryBackoffMax},
-		decoders: map[string]*batch.Decoder{},
+		decoders: map[string]*decode.Decoder{},
 		set:      newBatches(max(1, cfg.ApplyConnections)),
-		parts:    map[batch.TP]*partition{},
+		parts:    map[record.TP]*partition{},
 		wake:     make(chan struct{}, 1),
 	}
 	c.jobs = make(chan attempt, c.set.lanes)
@@ -166,7 +168,7 @@ func New(opts Options) *Consumer {
 	for i := range cfg.Pipelines {
 		p := &cfg.Pipelines[i]
 		c.minBatch = min(c.minBatch, p.Batch.MaxRecords)
-		d := batch.NewDecoder(p)
+		d := decode.NewDecoder(p)
 		// A Schema Registry found out is asked again after the backoff,
 		// not by every held-back partition or record meanwhile.
 		d.SetRegistryBackoff(cfg.RetryBackoff, cfg.RetryBackoffMax)
@@ -209,10 +211,10 @@ func (c *Consumer) updateReady() {
 func (c *Consumer) SkippedOnResume() int64 { return c.resumeSkips.Load() }
 
 // Applied returns the ledger's applied offset of each owned partition.
-func (c *Consumer) Applied() map[batch.TP]int64 {
+func (c *Consumer) Applied() map[record.TP]int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[batch.TP]int64, len(c.parts))
+	out := make(map[record.TP]int64, len(c.parts))
 	for tp, p := range c.parts {
 		out[tp] = p.applied
 	}
@@ -277,7 +279,7 @@ func (c *Consumer) shutdown() {
 	c.cl.PauseFetchTopics(c.cfg.Topics()...)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	all := func(batch.TP) bool { return true }
+	all := func(record.TP) bool { return true }
 	if !c.handOver(all, c.now().Add(c.cfg.ShutdownTimeout), true) {
 		c.log.Warn("shutdown: abandoning batches", "event", EventAbandoned, "records", c.set.records)
 		c.set.drop(all)
@@ -365,7 +367,7 @@ func (c *Consumer) turn(fetches kgo.Fetches) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-		if ps := c.parts[batch.TP{Topic: p.Topic, Partition: p.Partition}]; ps != nil && p.HighWatermark >= 0 {
+		if ps := c.parts[record.TP{Topic: p.Topic, Partition: p.Partition}]; ps != nil && p.HighWatermark >= 0 {
 			ps.end = p.HighWatermark
 		}
 	})
@@ -375,7 +377,7 @@ func (c *Consumer) turn(fetches kgo.Fetches) {
 	c.dispatch()
 	c.resync()
 	if !c.hurry.Swap(false) {
-		all := make([]batch.TP, 0, len(c.parts))
+		all := make([]record.TP, 0, len(c.parts))
 		for tp := range c.parts {
 			all = append(all, tp)
 		}
@@ -411,7 +413,7 @@ func (c *Consumer) drain() {
 
 // add puts one record into the batch of its pipeline, target date and lane.
 func (c *Consumer) add(r *kgo.Record) {
-	tp := batch.TP{Topic: r.Topic, Partition: r.Partition}
+	tp := record.TP{Topic: r.Topic, Partition: r.Partition}
 	ps := c.parts[tp]
 	if ps == nil || ps.fenced {
 		// Revoked or lost after it was fetched (its new owner reads it
@@ -424,9 +426,9 @@ func (c *Consumer) add(r *kgo.Record) {
 		c.m.Records.WithLabelValues(dec.Pipeline().Name, "skipped").Inc()
 		return
 	}
-	pos := batch.Position{TP: tp, Offset: r.Offset}
+	pos := record.Position{TP: tp, Offset: r.Offset}
 	row, date, err := dec.Decode(r.Key, r.Value, pos)
-	if batch.Unavailable(err) {
+	if decode.Unavailable(err) {
 		// A Schema Registry outage is an outage, not bad input: the
 		// partition stops at this record and reads it again after a
 		// backoff; what it held from before applies meanwhile.
@@ -444,7 +446,7 @@ func (c *Consumer) add(r *kgo.Record) {
 		c.set.add(dec.Pipeline(), date, tp, c.now(), func(b *batch.Batch) { b.Add(row) })
 		return
 	}
-	dl := batch.DeadLetterFor(pos, r.Key, r.Value, err)
+	dl := record.DeadLetterFor(pos, r.Key, r.Value, err)
 	if len(r.Headers) > 0 {
 		dl.Headers = map[string]string{}
 		for _, h := range r.Headers {
@@ -452,7 +454,7 @@ func (c *Consumer) add(r *kgo.Record) {
 		}
 	}
 	c.log.Warn("dead-lettering record", "event", EventDeadLetter, "topic", tp.Topic, "partition", tp.Partition, "offset", r.Offset, "reason", dl.Reason)
-	c.set.add(dec.Pipeline(), batch.Date{}, tp, c.now(), func(b *batch.Batch) { b.AddDead(dl) })
+	c.set.add(dec.Pipeline(), record.Date{}, tp, c.now(), func(b *batch.Batch) { b.AddDead(dl) })
 }
 
 // gauges updates the backlog, lag, pending age and readiness metrics.

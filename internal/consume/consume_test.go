@@ -17,6 +17,7 @@ import (
 	"github.com/idemsink/idemsink/internal/consume"
 	"github.com/idemsink/idemsink/internal/gen"
 	"github.com/idemsink/idemsink/internal/kafkatest"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/waittest"
 )
 
@@ -239,9 +240,9 @@ func TestOldVersionNeverOverwrites(t *testing.T) {
 	topic := k.Topic("t", 1)
 	e := newEnv(t, k, simplePipeline("p", topic, "items", true))
 	mb := e.start(e.cfg, consume.Options{})
-	k.Produce(record(topic, 0, rec{ID: 1, Status: "shipped", Qty: 2, TS: "2026-03-01T10:00:00Z", V: 5}))
+	k.Produce(kafkaRecord(topic, 0, rec{ID: 1, Status: "shipped", Qty: 2, TS: "2026-03-01T10:00:00Z", V: 5}))
 	e.waitApplied(e.cfg.Group, topic)
-	k.Produce(record(topic, 0, rec{ID: 1, Status: "placed", Qty: 1, TS: "2026-03-01T09:00:00Z", V: 3}))
+	k.Produce(kafkaRecord(topic, 0, rec{ID: 1, Status: "placed", Qty: 1, TS: "2026-03-01T09:00:00Z", V: 3}))
 	e.waitApplied(e.cfg.Group, topic)
 	if err := mb.stop(); err != nil {
 		t.Fatal(err)
@@ -270,8 +271,8 @@ func TestPipelinesAndDatesSplit(t *testing.T) {
 	e := newEnv(t, k, pa, pb)
 	var recs []*kgo.Record
 	for i, ts := range []string{"2026-03-01T23:59:59Z", "2026-03-02T00:00:00Z", "2026-03-01T01:00:00Z", "2026-03-02T12:00:00Z"} {
-		recs = append(recs, record(ta, 0, rec{ID: int64(i), Status: "a", Qty: 1, TS: ts}))
-		recs = append(recs, record(tb, 0, rec{ID: int64(i), Status: "b", Qty: 1, TS: ts}), record(tb, 0, rec{ID: int64(10 + i), Status: "b", Qty: 1, TS: ts}))
+		recs = append(recs, kafkaRecord(ta, 0, rec{ID: int64(i), Status: "a", Qty: 1, TS: ts}))
+		recs = append(recs, kafkaRecord(tb, 0, rec{ID: int64(i), Status: "b", Qty: 1, TS: ts}), kafkaRecord(tb, 0, rec{ID: int64(10 + i), Status: "b", Qty: 1, TS: ts}))
 	}
 	k.Produce(recs...)
 	mb := e.start(e.cfg, consume.Options{})
@@ -293,7 +294,7 @@ func TestPipelinesAndDatesSplit(t *testing.T) {
 		if err := rows.Scan(&p, &d, &run, &n); err != nil {
 			t.Fatal(err)
 		}
-		date, _ := batch.ParseDate(d)
+		date, _ := record.ParseDate(d)
 		id := batch.RunID(p, date)
 		if want := uuidString(id); run != want {
 			t.Errorf("batch %s/%s has run id %s, want %s", p, d, run, want)
@@ -316,7 +317,7 @@ func TestShutdownFlushesAndCommits(t *testing.T) {
 	p.Batch.Linger = time.Hour
 	e := newEnv(t, k, p)
 	for i := range 10 {
-		k.Produce(record(topic, 0, rec{ID: int64(i), Status: "x", Qty: 1, TS: "2026-03-01T10:00:00Z"}))
+		k.Produce(kafkaRecord(topic, 0, rec{ID: int64(i), Status: "x", Qty: 1, TS: "2026-03-01T10:00:00Z"}))
 	}
 	mb := e.start(e.cfg, consume.Options{})
 	waittest.For(t, 30*time.Second, "records buffered", func() bool { return testutil.ToFloat64(mb.m.Buffered) == 10 })
@@ -406,14 +407,14 @@ func TestVerificationFailureIsRetried(t *testing.T) {
 	topic := k.Topic("t", 1)
 	e := newEnv(t, k, simplePipeline("p", topic, "items", true))
 	mb := e.start(e.cfg, consume.Options{})
-	k.Produce(record(topic, 0, rec{ID: 1, Status: "placed", Qty: 1, TS: "2026-03-01T10:00:00Z", V: 1}))
+	k.Produce(kafkaRecord(topic, 0, rec{ID: 1, Status: "placed", Qty: 1, TS: "2026-03-01T10:00:00Z", V: 1}))
 	e.waitApplied(e.cfg.Group, topic)
 	ctx := context.Background()
 	if _, err := e.pool.Exec(ctx, `CREATE FUNCTION swallow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
 CREATE TRIGGER swallow BEFORE UPDATE ON items FOR EACH ROW EXECUTE FUNCTION swallow()`); err != nil {
 		t.Fatal(err)
 	}
-	k.Produce(record(topic, 0, rec{ID: 1, Status: "paid", Qty: 1, TS: "2026-03-01T10:00:00Z", V: 2}))
+	k.Produce(kafkaRecord(topic, 0, rec{ID: 1, Status: "paid", Qty: 1, TS: "2026-03-01T10:00:00Z", V: 2}))
 	waittest.For(t, 30*time.Second, "verification failures to be retried", func() bool {
 		return testutil.ToFloat64(mb.m.VerifyFailures.WithLabelValues("p")) >= 2
 	})
@@ -444,11 +445,11 @@ func TestBadRecordsDeadLettered(t *testing.T) {
 	topic := k.Topic("t", 1)
 	e := newEnv(t, k, simplePipeline("p", topic, "items", false))
 	k.Produce(
-		record(topic, 0, rec{ID: 1, Status: "ok", Qty: 1, TS: "2026-03-01T10:00:00Z"}),
+		kafkaRecord(topic, 0, rec{ID: 1, Status: "ok", Qty: 1, TS: "2026-03-01T10:00:00Z"}),
 		&kgo.Record{Topic: topic, Value: []byte(`{"id": 2, "status": "x", "qty": 1, "ts": "yesterday"}`)},
 		&kgo.Record{Topic: topic, Value: []byte(`[1,2,3]`), Headers: []kgo.RecordHeader{{Key: "source", Value: []byte("legacy")}}},
 		&kgo.Record{Topic: topic, Key: []byte("k"), Value: nil},
-		record(topic, 0, rec{ID: 3, Status: "ok", Qty: 99999999, TS: "2026-03-01T10:00:00Z"}),
+		kafkaRecord(topic, 0, rec{ID: 3, Status: "ok", Qty: 99999999, TS: "2026-03-01T10:00:00Z"}),
 		&kgo.Record{Topic: topic, Value: []byte(`{"id": 4, "status": "ok", "qty": 4000000000, "ts": "2026-03-01T10:00:00Z"}`)},
 	)
 	mb := e.start(e.cfg, consume.Options{})

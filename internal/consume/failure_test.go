@@ -161,7 +161,7 @@ func TestPermissionErrorIsStuck(t *testing.T) {
 	cfg := *e.cfg
 	cfg.MaxBufferedRecords = 1
 	mb := e.start(&cfg, consume.Options{Logger: slog.New(log)})
-	k.Produce(record(topic, 0, rec{ID: 1, Status: "placed", Qty: 1, TS: "2026-03-01T10:00:00Z"}))
+	k.Produce(kafkaRecord(topic, 0, rec{ID: 1, Status: "placed", Qty: 1, TS: "2026-03-01T10:00:00Z"}))
 	e.waitApplied(e.cfg.Group, topic)
 	waittest.For(t, 10*time.Second, "readiness", mb.c.Ready)
 
@@ -170,7 +170,7 @@ func TestPermissionErrorIsStuck(t *testing.T) {
 	if _, err := e.pool.Exec(ctx, "REVOKE INSERT ON items FROM CURRENT_USER"); err != nil {
 		t.Fatal(err)
 	}
-	k.Produce(record(topic, 0, rec{ID: 2, Status: "placed", Qty: 2, TS: "2026-03-01T11:00:00Z"}))
+	k.Produce(kafkaRecord(topic, 0, rec{ID: 2, Status: "placed", Qty: 2, TS: "2026-03-01T11:00:00Z"}))
 	age := mb.m.PendingBatchAge.WithLabelValues("p")
 	waittest.For(t, 30*time.Second, "the batch to show as stuck", func() bool {
 		return testutil.ToFloat64(age) >= 2 && log.find(consume.EventStuck) != nil
@@ -292,7 +292,7 @@ func TestLagGauge(t *testing.T) {
 func produceSpread(k *kafkatest.Cluster, topic string, partitions, from, n int) {
 	var recs []*kgo.Record
 	for i := from; i < from+n; i++ {
-		recs = append(recs, record(topic, int32(i%partitions), rec{ID: int64(i), Status: "s", Qty: i, TS: "2026-03-01T10:00:00Z"}))
+		recs = append(recs, kafkaRecord(topic, int32(i%partitions), rec{ID: int64(i), Status: "s", Qty: i, TS: "2026-03-01T10:00:00Z"}))
 	}
 	k.Produce(recs...)
 }
@@ -350,7 +350,7 @@ func TestOpenBatchesAtTheCap(t *testing.T) {
 	var recs []*kgo.Record
 	for i := range 200 {
 		ts := fmt.Sprintf("2026-03-%02dT10:00:00Z", 1+i%25)
-		recs = append(recs, record(topic, int32(i%2), rec{ID: int64(i), Status: "s", Qty: i, TS: ts}))
+		recs = append(recs, kafkaRecord(topic, int32(i%2), rec{ID: int64(i), Status: "s", Qty: i, TS: ts}))
 	}
 	k.Produce(recs...)
 	peak := 0.0

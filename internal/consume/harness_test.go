@@ -17,6 +17,7 @@ import (
 	"github.com/idemsink/idemsink/internal/kafkatest"
 	"github.com/idemsink/idemsink/internal/metrics"
 	"github.com/idemsink/idemsink/internal/pgtest"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/sink"
 	"github.com/idemsink/idemsink/internal/waittest"
 )
@@ -136,10 +137,10 @@ func (mb *member) sum() sink.Result {
 // the topics to their end.
 func (e *env) waitApplied(group string, topics ...string) {
 	e.t.Helper()
-	ends := map[batch.TP]int64{}
+	ends := map[record.TP]int64{}
 	for _, topic := range topics {
 		for p, end := range e.k.Ends(topic) {
-			ends[batch.TP{Topic: topic, Partition: p}] = end
+			ends[record.TP{Topic: topic, Partition: p}] = end
 		}
 	}
 	s := sink.New(e.pool, e.cfg, sink.Options{})
@@ -184,7 +185,7 @@ func (e *env) xmins(table string) map[string]string {
 	return out
 }
 
-func record(topic string, partition int32, v any) *kgo.Record {
+func kafkaRecord(topic string, partition int32, v any) *kgo.Record {
 	b, err := json.Marshal(v)
 	if err != nil {
 		panic(err)

@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/idemsink/idemsink/internal/batch"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 type (
@@ -23,7 +24,7 @@ func errorForCode(code int16) error { return kerr.ErrorForCode(code) }
 // each partition, only for partitions this member still owns and only
 // forward. A failed commit loses nothing: the ledger holds the position
 // and wins on reassignment.
-func (c *Consumer) commitKafka(tps []batch.TP) {
+func (c *Consumer) commitKafka(tps []record.TP) {
 	if c.opts.NoKafkaCommit {
 		return
 	}
@@ -55,7 +56,7 @@ func (c *Consumer) commitKafka(tps []batch.TP) {
 		}
 		for _, t := range resp.Topics {
 			for _, p := range t.Partitions {
-				tp := batch.TP{Topic: t.Topic, Partition: p.Partition}
+				tp := record.TP{Topic: t.Topic, Partition: p.Partition}
 				if kerrErr := errorForCode(p.ErrorCode); kerrErr != nil {
 					commitErr = fmt.Errorf("%s: %w", tp, kerrErr)
 					continue
@@ -83,7 +84,7 @@ func (c *Consumer) pause(b *batch.Batch) {
 }
 
 // resume fetches the owned, unfenced partitions among tps again.
-func (c *Consumer) resume(tps []batch.TP) {
+func (c *Consumer) resume(tps []record.TP) {
 	resume := map[string][]int32{}
 	for _, tp := range tps {
 		if ps := c.parts[tp]; ps != nil && !ps.fenced {

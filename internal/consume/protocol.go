@@ -27,6 +27,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/idemsink/idemsink/internal/batch"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/sink"
 )
 
@@ -54,10 +55,10 @@ func (c *Consumer) dispatch() {
 // watermarks computes, for each partition of b, the end of the contiguous
 // applied prefix once b is applied: just below the first offset any other
 // batch holds from it, or the highest offset seen if none does.
-func (c *Consumer) watermarks(b *batch.Batch) map[batch.TP]int64 {
-	out := map[batch.TP]int64{}
+func (c *Consumer) watermarks(b *batch.Batch) map[record.TP]int64 {
+	out := map[record.TP]int64{}
 	for _, r := range b.Ranges() {
-		tp := batch.TP{Topic: r.Topic, Partition: r.Partition}
+		tp := record.TP{Topic: r.Topic, Partition: r.Partition}
 		ps := c.parts[tp]
 		if ps == nil {
 			continue
@@ -95,7 +96,7 @@ func (c *Consumer) applied(j *job, res sink.Result) {
 		"batch_id", fmt.Sprintf("%x", res.BatchID), "records", res.Records, "inserted", res.Inserted, "updated", res.Updated,
 		"unchanged", res.Unchanged, "stale", res.Stale, "deleted", res.Deleted, "superseded", res.Superseded, "skipped", res.Skipped,
 		"dead_lettered", res.DeadLettered)
-	tps := make([]batch.TP, 0, len(j.commit.Applied))
+	tps := make([]record.TP, 0, len(j.commit.Applied))
 	for tp, a := range j.commit.Applied {
 		if ps := c.parts[tp]; ps != nil {
 			ps.advance(a)
@@ -123,11 +124,11 @@ func (c *Consumer) applied(j *job, res sink.Result) {
 func (c *Consumer) fenced(j *job, err *sink.FencedError) {
 	c.log.Warn("batch fenced; dropping it and reading its partitions again from the ledger", "event", EventFenced,
 		"pipeline", j.b.Pipeline.Name, "date", j.b.Date.String(), "err", err)
-	gone := map[batch.TP]bool{}
+	gone := map[record.TP]bool{}
 	for _, r := range j.b.Ranges() {
-		gone[batch.TP{Topic: r.Topic, Partition: r.Partition}] = true
+		gone[record.TP{Topic: r.Topic, Partition: r.Partition}] = true
 	}
-	c.set.drop(func(tp batch.TP) bool { return gone[tp] })
+	c.set.drop(func(tp record.TP) bool { return gone[tp] })
 	pause := map[string][]int32{}
 	for tp := range gone {
 		ps := c.parts[tp]
@@ -145,7 +146,7 @@ func (c *Consumer) fenced(j *job, err *sink.FencedError) {
 // pauses its partitions; what the error is decides when and how loudly.
 func (c *Consumer) failed(j *job, err error) {
 	// Partitions lost or revoked while the attempt ran leave the batch now.
-	if !c.set.shrink(j, func(tp batch.TP) bool { return c.parts[tp] == nil }) {
+	if !c.set.shrink(j, func(tp record.TP) bool { return c.parts[tp] == nil }) {
 		return
 	}
 	if j.canceled {
@@ -181,7 +182,7 @@ func (c *Consumer) failed(j *job, err error) {
 // before rebalances are allowed, as SetOffsets requires.
 func (c *Consumer) resync() {
 	offsets := map[string]map[int32]kgo.EpochOffset{}
-	var tps []batch.TP
+	var tps []record.TP
 	for tp, ps := range c.parts {
 		from, ok := ps.resync(c.now())
 		if !ok {

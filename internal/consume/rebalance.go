@@ -10,8 +10,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kprom"
 
-	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/kafka"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/retry"
 	"github.com/idemsink/idemsink/internal/sink"
 )
@@ -73,7 +73,7 @@ func (c *Consumer) assigned(_ context.Context, cl *kgo.Client, tps map[string][]
 	defer c.mu.Unlock()
 	for topic, parts := range tps {
 		for _, p := range parts {
-			c.parts[batch.TP{Topic: topic, Partition: p}] = newPartition()
+			c.parts[record.TP{Topic: topic, Partition: p}] = newPartition()
 		}
 	}
 	// A partition paused after a fence or a failure and then lost stays
@@ -93,13 +93,13 @@ func (c *Consumer) adjustOffsets(ctx context.Context, offsets map[string]map[int
 	c.mu.Lock() // see Run: c.cl is set
 	member, gen := c.cl.GroupMetadata()
 	c.mu.Unlock()
-	var tps []batch.TP
+	var tps []record.TP
 	for topic, parts := range offsets {
 		for p := range parts {
-			tps = append(tps, batch.TP{Topic: topic, Partition: p})
+			tps = append(tps, record.TP{Topic: topic, Partition: p})
 		}
 	}
-	var ledger map[batch.TP]sink.Offset
+	var ledger map[record.TP]sink.Offset
 	err := retry.Do(ctx, c.cfg.ApplyTimeout, c.bo, func(ctx context.Context) error {
 		var err error
 		ledger, err = c.sink.Claim(ctx, c.cfg.Group, gen, member, tps)
@@ -150,7 +150,7 @@ func (c *Consumer) revoked(_ context.Context, _ *kgo.Client, tps map[string][]in
 	}
 	c.fault(FaultDuringRebalance)
 	gone := toSet(tps)
-	in := func(tp batch.TP) bool { return gone[tp] }
+	in := func(tp record.TP) bool { return gone[tp] }
 	if !c.handOver(in, c.now().Add(c.cfg.RebalanceTimeout*3/4), false) {
 		c.log.Warn("revocation: abandoning batches to the next owner", "event", EventAbandoned, "partitions", fmtTPs(tps))
 	}
@@ -172,7 +172,7 @@ func (c *Consumer) lost(_ context.Context, _ *kgo.Client, tps map[string][]int32
 		c.fault(FaultDuringRebalance)
 	}
 	gone := toSet(tps)
-	c.set.drop(func(tp batch.TP) bool { return gone[tp] })
+	c.set.drop(func(tp record.TP) bool { return gone[tp] })
 	c.forget(gone)
 	c.log.Warn("partitions lost", "event", EventLost, "partitions", fmtTPs(tps))
 }
@@ -183,7 +183,7 @@ func (c *Consumer) lost(_ context.Context, _ *kgo.Client, tps map[string][]int32
 // retry, failed batches are retried after their backoff until the
 // deadline; without, only conflicts are. It reports whether everything
 // was applied; if not, no batch holding the partitions is left in flight.
-func (c *Consumer) handOver(gone func(batch.TP) bool, deadline time.Time, retry bool) bool {
+func (c *Consumer) handOver(gone func(record.TP) bool, deadline time.Time, retry bool) bool {
 	c.set.flushHolding(gone, c.now())
 	for c.set.holding(gone) {
 		if !retry && !c.dbOK.Load() {
@@ -223,7 +223,7 @@ func (c *Consumer) handOver(gone func(batch.TP) bool, deadline time.Time, retry 
 
 // stopInFlight cancels the attempts holding the gone partitions and waits
 // for them to return; a cancel ends an attempt at once.
-func (c *Consumer) stopInFlight(gone func(batch.TP) bool) {
+func (c *Consumer) stopInFlight(gone func(record.TP) bool) {
 	for _, j := range c.set.inflight() {
 		if holds(j.b, gone) {
 			j.canceled = true
@@ -235,18 +235,18 @@ func (c *Consumer) stopInFlight(gone func(batch.TP) bool) {
 	}
 }
 
-func (c *Consumer) forget(gone map[batch.TP]bool) {
+func (c *Consumer) forget(gone map[record.TP]bool) {
 	for tp := range gone {
 		delete(c.parts, tp)
 		c.m.Lag.DeleteLabelValues(tp.Topic, fmt.Sprint(tp.Partition))
 	}
 }
 
-func toSet(tps map[string][]int32) map[batch.TP]bool {
-	out := map[batch.TP]bool{}
+func toSet(tps map[string][]int32) map[record.TP]bool {
+	out := map[record.TP]bool{}
 	for t, ps := range tps {
 		for _, p := range ps {
-			out[batch.TP{Topic: t, Partition: p}] = true
+			out[record.TP{Topic: t, Partition: p}] = true
 		}
 	}
 	return out

@@ -23,6 +23,7 @@ import (
 	"github.com/idemsink/idemsink/internal/consume"
 	"github.com/idemsink/idemsink/internal/gen"
 	"github.com/idemsink/idemsink/internal/pglocal"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/sink"
 )
 
@@ -252,8 +253,8 @@ func (d *demo) waitApplied(ctx context.Context, c *consume.Consumer, done <-chan
 	if err != nil {
 		return fmt.Errorf("list end offsets: %w", err)
 	}
-	want := map[batch.TP]int64{}
-	ends.Each(func(o kadm.ListedOffset) { want[batch.TP{Topic: o.Topic, Partition: o.Partition}] = o.Offset })
+	want := map[record.TP]int64{}
+	ends.Each(func(o kadm.ListedOffset) { want[record.TP{Topic: o.Topic, Partition: o.Partition}] = o.Offset })
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(60 * time.Second)

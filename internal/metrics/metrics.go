@@ -10,7 +10,7 @@ type Metrics struct {
 	// unchanged, stale, superseded, skipped, dead_lettered.
 	Records *prometheus.CounterVec
 	// DeadLetters counts committed dead letters by pipeline and class:
-	// the class their reason starts with (batch.Classes), or "other".
+	// the class their reason starts with (record.Classes), or "other".
 	DeadLetters *prometheus.CounterVec
 	// Batches counts batch attempts by pipeline and outcome: applied,
 	// verify_failed, fenced, error.

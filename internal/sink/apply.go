@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/idemsink/idemsink/internal/batch"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 // Apply writes the batch and its ledger entries in one transaction. Only
@@ -65,11 +66,11 @@ type txn struct {
 	st     *statements
 	b      *batch.Batch
 	c      Commit
-	tps    []batch.TP
+	tps    []record.TP
 	res    Result
-	todo   []batch.Row // rows still to apply after the ledger's skips
-	dels   []batch.Row // deletes still to apply after the ledger's skips
-	dead   []batch.DeadLetter
+	todo   []record.Row // rows still to apply after the ledger's skips
+	dels   []record.Row // deletes still to apply after the ledger's skips
+	dead   []record.DeadLetter
 	copied int64
 	// tombstoned counts the rows a kept tombstone supersedes: taken out
 	// before the upsert, counted stale (see delete.go).
@@ -83,7 +84,7 @@ func (s *Sink) apply(ctx context.Context, b *batch.Batch, c Commit, rowByRow boo
 	t := &txn{s: s, st: s.tables[b.Pipeline.Name], b: b, c: c,
 		res: Result{BatchID: b.ID(), RunID: batch.RunID(b.Pipeline.Name, b.Date), Records: b.Records, Superseded: b.Superseded}}
 	for _, r := range b.Ranges() {
-		t.tps = append(t.tps, batch.TP{Topic: r.Topic, Partition: r.Partition})
+		t.tps = append(t.tps, record.TP{Topic: r.Topic, Partition: r.Partition})
 	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
@@ -123,7 +124,7 @@ func (s *Sink) apply(ctx context.Context, b *batch.Batch, c Commit, rowByRow boo
 // fence claims and locks the batch's ledger rows for this generation and
 // refuses to go on if a newer generation has claimed any of them. It
 // returns the partitions' applied offsets.
-func (t *txn) fence(ctx context.Context) (map[batch.TP]int64, error) {
+func (t *txn) fence(ctx context.Context) (map[record.TP]int64, error) {
 	topics, parts := splitTPs(t.tps)
 	if _, err := t.tx.Exec(ctx, claimOffsets, t.c.Group, t.c.Generation, t.c.Member, topics, parts); err != nil {
 		return nil, fmt.Errorf("claim ledger rows: %w", err)
@@ -132,10 +133,10 @@ func (t *txn) fence(ctx context.Context) (map[batch.TP]int64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock ledger rows: %w", err)
 	}
-	applied := map[batch.TP]int64{}
+	applied := map[record.TP]int64{}
 	var fenced *FencedError
 	for rows.Next() {
-		var tp batch.TP
+		var tp record.TP
 		var off int64
 		var gen int32
 		if err := rows.Scan(&tp.Topic, &tp.Partition, &off, &gen); err != nil {
@@ -159,13 +160,13 @@ func (t *txn) fence(ctx context.Context) (map[batch.TP]int64, error) {
 // pending leaves out what an earlier transaction applied (a redelivery):
 // the records at or below the ledger's applied offset. It separates the
 // deletes from the upserts.
-func (t *txn) pending(applied map[batch.TP]int64) {
-	done := func(p batch.Position) bool { return p.Offset <= applied[p.TP] }
+func (t *txn) pending(applied map[record.TP]int64) {
+	done := func(p record.Position) bool { return p.Offset <= applied[p.TP] }
 	t.todo = t.b.Rows
 	for i, r := range t.b.Rows {
 		if done(r.Pos) {
 			// Copy on the first skip only: the common case skips nothing.
-			t.todo = append(make([]batch.Row, 0, len(t.b.Rows)), t.b.Rows[:i]...)
+			t.todo = append(make([]record.Row, 0, len(t.b.Rows)), t.b.Rows[:i]...)
 			for _, r := range t.b.Rows[i:] {
 				if done(r.Pos) {
 					t.res.Skipped++
@@ -366,13 +367,13 @@ const ClassOther = "other"
 
 // deadClass is the class a dead letter is counted under.
 func deadClass(reason string) string {
-	if c := batch.ClassOf(reason); c != "" {
+	if c := record.ClassOf(reason); c != "" {
 		return c
 	}
 	return ClassOther
 }
 
-func insertDead(ctx context.Context, tx pgx.Tx, pipeline string, batchID [16]byte, dead []batch.DeadLetter) error {
+func insertDead(ctx context.Context, tx pgx.Tx, pipeline string, batchID [16]byte, dead []record.DeadLetter) error {
 	n := len(dead)
 	topics, parts, offs := make([]string, n), make([]int32, n), make([]int64, n)
 	keys, values, headers, reasons := make([][]byte, n), make([][]byte, n), make([][]byte, n), make([]string, n)

@@ -5,9 +5,10 @@ import (
 
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/decode"
 	"github.com/idemsink/idemsink/internal/gen"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 // BenchmarkCopyEncode is the client side of staging one row: rowSource
@@ -19,12 +20,12 @@ func BenchmarkCopyEncode(b *testing.B) {
 	c := config.Config{Pipelines: []config.Pipeline{gen.Pipeline("orders", "orders", "order_lines")}}
 	c.SetDefaults()
 	p := &c.Pipelines[0]
-	dec := batch.NewDecoder(p)
+	dec := decode.NewDecoder(p)
 	g := gen.New(gen.Options{Seed: 1})
-	rows := make([]batch.Row, 5000)
+	rows := make([]record.Row, 5000)
 	for i := range rows {
 		e := g.NextNew()
-		r, _, err := dec.Decode(gen.KafkaKey(e.Key()), e.Value, batch.Position{TP: batch.TP{Topic: "orders"}, Offset: int64(i)})
+		r, _, err := dec.Decode(gen.KafkaKey(e.Key()), e.Value, record.Position{TP: record.TP{Topic: "orders"}, Offset: int64(i)})
 		if err != nil {
 			b.Fatal(err)
 		}

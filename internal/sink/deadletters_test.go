@@ -8,8 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/metrics"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/sink"
 )
 
@@ -28,7 +28,7 @@ func TestDeadLettersCountedByClass(t *testing.T) {
 	}
 	counts := func() map[string]float64 {
 		got := map[string]float64{}
-		for _, class := range append([]string{sink.ClassOther}, batch.Classes...) {
+		for _, class := range append([]string{sink.ClassOther}, record.Classes...) {
 			if n := testutil.ToFloat64(m.DeadLetters.WithLabelValues("items", class)); n != 0 {
 				got[class] = n
 			}
@@ -45,13 +45,13 @@ func TestDeadLettersCountedByClass(t *testing.T) {
 		t.Helper()
 		checkCounts(when, counts(), want)
 	}
-	if n := testutil.CollectAndCount(m.DeadLetters); n != len(batch.Classes)+1 {
-		t.Errorf("%d dead-letter series before any batch, want %d: every class of the pipeline at 0", n, len(batch.Classes)+1)
+	if n := testutil.CollectAndCount(m.DeadLetters); n != len(record.Classes)+1 {
+		t.Errorf("%d dead-letter series before any batch, want %d: every class of the pipeline at 0", n, len(record.Classes)+1)
 	}
 
 	b := f.batchOf("items", 0, `{"id":1,"qty":1,"day":"2026-03-01"}`, `not json`, `[1]`, `{"qty":2,"day":"2026-03-01"}`,
 		`{"id":2,"qty":0,"day":"2026-03-01"}`, `{oops`)
-	b.AddDead(batch.DeadLetter{Pos: batch.Position{TP: batch.TP{Topic: "items-topic"}, Offset: 6}, Reason: "a reason with no class"})
+	b.AddDead(record.DeadLetter{Pos: record.Position{TP: record.TP{Topic: "items-topic"}, Offset: 6}, Reason: "a reason with no class"})
 	r, err := f.s.Apply(ctx, b, commitFor(b, 1))
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +61,7 @@ func TestDeadLettersCountedByClass(t *testing.T) {
 	}
 	var total sink.Result
 	total.Add(r)
-	want := map[string]float64{batch.ClassMalformed: 2, batch.ClassNotObject: 1, batch.ClassMissing: 1, batch.ClassRefused: 1, sink.ClassOther: 1}
+	want := map[string]float64{record.ClassMalformed: 2, record.ClassNotObject: 1, record.ClassMissing: 1, record.ClassRefused: 1, sink.ClassOther: 1}
 	check("after the batch", want)
 	if got := testutil.ToFloat64(m.Records.WithLabelValues("items", "dead_lettered")); got != 6 {
 		t.Errorf("records_total{dead_lettered} %v, want 6, the sum over classes", got)
@@ -96,8 +96,8 @@ CREATE CONSTRAINT TRIGGER refuse_dead AFTER INSERT ON idemsink.dead_letters DEFE
 		t.Fatal(err)
 	}
 	total.Add(r)
-	want[batch.ClassNotObject]++
-	want[batch.ClassType] = 1
+	want[record.ClassNotObject]++
+	want[record.ClassType] = 1
 	check("after the retried batch", want)
 	added := map[string]float64{}
 	for class, n := range total.DeadClasses {

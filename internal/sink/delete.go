@@ -4,9 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/jackc/pgx/v5"
-
-	"github.com/idemsink/idemsink/internal/batch"
 )
 
 // Deletes keep the deleted key's position in idemsink.tombstones (see
@@ -24,11 +23,11 @@ import (
 // writes nothing at all, like an unchanged row.
 
 // splitDeletes separates a batch's deletes from its upserts.
-func splitDeletes(rows []batch.Row) (upserts, deletes []batch.Row) {
+func splitDeletes(rows []record.Row) (upserts, deletes []record.Row) {
 	for i, r := range rows {
 		if r.Delete {
 			if deletes == nil {
-				upserts = append(make([]batch.Row, 0, len(rows)), rows[:i]...)
+				upserts = append(make([]record.Row, 0, len(rows)), rows[:i]...)
 			}
 			deletes = append(deletes, r)
 		} else if deletes != nil {
@@ -56,12 +55,12 @@ WHERE k.pipeline = $1 AND k.record_id = s.record_id
 // applyDeletes keeps the tombstones and removes the rows older than them,
 // then verifies that no key of the batch's deletes is left at an older
 // position. It returns the number of target rows removed.
-func applyDeletes(ctx context.Context, tx pgx.Tx, st *statements, pipeline string, batchID [16]byte, dels []batch.Row) (int, error) {
+func applyDeletes(ctx context.Context, tx pgx.Tx, st *statements, pipeline string, batchID [16]byte, dels []record.Row) (int, error) {
 	if len(dels) == 0 {
 		return 0, nil
 	}
 	n := len(dels)
-	ids, versions, topics, parts, offs := make([]batch.ID, n), make([]int64, n), make([]string, n), make([]int32, n), make([]int64, n)
+	ids, versions, topics, parts, offs := make([]record.ID, n), make([]int64, n), make([]string, n), make([]int32, n), make([]int64, n)
 	for i, r := range dels {
 		ids[i], versions[i], topics[i], parts[i], offs[i] = r.ID, r.Version, r.Pos.Topic, r.Pos.Partition, r.Pos.Offset
 	}
@@ -89,7 +88,7 @@ gone AS (
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM kept), (SELECT count(*) FROM gone)`, input(2), st.target),
-		pipeline, ids, versions, topics, parts, offs, batch.ID(batchID)).Scan(&kept, &gone)
+		pipeline, ids, versions, topics, parts, offs, record.ID(batchID)).Scan(&kept, &gone)
 	if err != nil {
 		return 0, fmt.Errorf("delete from %s: %w", st.target, err)
 	}
@@ -109,12 +108,12 @@ WHERE (t._version, t._src_offset, t._src_partition, t._src_topic) < (d.version, 
 
 // withoutTombstoned is dropTombstoned for the row-by-row path, which
 // upserts before it stages: it returns the rows no tombstone supersedes.
-func withoutTombstoned(ctx context.Context, tx pgx.Tx, pipeline string, rows []batch.Row) ([]batch.Row, int64, error) {
+func withoutTombstoned(ctx context.Context, tx pgx.Tx, pipeline string, rows []record.Row) ([]record.Row, int64, error) {
 	if len(rows) == 0 {
 		return rows, 0, nil
 	}
 	n := len(rows)
-	ids, versions, topics, parts, offs := make([]batch.ID, n), make([]int64, n), make([]string, n), make([]int32, n), make([]int64, n)
+	ids, versions, topics, parts, offs := make([]record.ID, n), make([]int64, n), make([]string, n), make([]int32, n), make([]int64, n)
 	for i, r := range rows {
 		ids[i], versions[i], topics[i], parts[i], offs[i] = r.ID, r.Version, r.Pos.Topic, r.Pos.Partition, r.Pos.Offset
 	}
@@ -131,11 +130,11 @@ WHERE (k.version, k.src_offset, k.src_partition, k.src_topic) >= (x.version, x.o
 	if len(gone) == 0 {
 		return rows, 0, nil
 	}
-	drop := map[batch.ID]bool{}
+	drop := map[record.ID]bool{}
 	for _, id := range gone {
 		drop[id] = true
 	}
-	kept := make([]batch.Row, 0, n-len(gone))
+	kept := make([]record.Row, 0, n-len(gone))
 	for _, r := range rows {
 		if !drop[r.ID] {
 			kept = append(kept, r)

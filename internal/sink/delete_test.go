@@ -7,6 +7,7 @@ import (
 
 	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/sink"
 )
 
@@ -16,8 +17,8 @@ func deletingPipeline(name string, version bool) config.Pipeline {
 	return p
 }
 
-// record is one Kafka record for batchMixed: a tombstone when value is "".
-type record struct {
+// kafkaRec is one Kafka record for batchMixed: a tombstone when value is "".
+type kafkaRec struct {
 	offset     int64
 	key, value string
 }
@@ -25,12 +26,12 @@ type record struct {
 // batchMixed decodes records of partition 0, tombstones included, into
 // one batch as the consumer would (deletes carry no target date; the
 // tests put everything in one batch to exercise both paths at once).
-func (f *fixture) batchMixed(pipeline string, recs ...record) *batch.Batch {
+func (f *fixture) batchMixed(pipeline string, recs ...kafkaRec) *batch.Batch {
 	f.t.Helper()
 	d := f.dec[pipeline]
-	b := batch.New(d.Pipeline(), batch.Date{}, time.Now())
+	b := batch.New(d.Pipeline(), record.Date{}, time.Now())
 	for _, r := range recs {
-		pos := batch.Position{TP: batch.TP{Topic: pipeline + "-topic"}, Offset: r.offset}
+		pos := record.Position{TP: record.TP{Topic: pipeline + "-topic"}, Offset: r.offset}
 		var value []byte
 		if r.value != "" {
 			value = []byte(r.value)
@@ -69,9 +70,9 @@ func TestDeleteByTombstone(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, deletingPipeline("gone", false))
 	f.apply(f.batchMixed("gone",
-		record{0, "", `{"id":1,"qty":1,"day":"2026-03-01"}`},
-		record{1, "", `{"id":2,"qty":2,"day":"2026-03-01"}`}))
-	res := f.apply(f.batchMixed("gone", record{2, `{"id":1}`, ""}))
+		kafkaRec{0, "", `{"id":1,"qty":1,"day":"2026-03-01"}`},
+		kafkaRec{1, "", `{"id":2,"qty":2,"day":"2026-03-01"}`}))
+	res := f.apply(f.batchMixed("gone", kafkaRec{2, `{"id":1}`, ""}))
 	if res.Deleted != 1 {
 		t.Errorf("deleted %d, want 1 (%+v)", res.Deleted, res)
 	}
@@ -94,7 +95,7 @@ func TestDeleteByTombstone(t *testing.T) {
 	if _, err := f.s.ResetLedger(context.Background(), "g", []string{"gone-topic"}); err != nil {
 		t.Fatal(err)
 	}
-	res = f.apply(f.batchMixed("gone", record{0, "", `{"id":1,"qty":1,"day":"2026-03-01"}`}))
+	res = f.apply(f.batchMixed("gone", kafkaRec{0, "", `{"id":1,"qty":1,"day":"2026-03-01"}`}))
 	if res.Stale != 1 || res.Inserted != 0 {
 		t.Errorf("replayed upsert: %+v, want 1 stale, 0 inserted", res)
 	}
@@ -103,7 +104,7 @@ func TestDeleteByTombstone(t *testing.T) {
 	}
 	// The delete again: nothing to delete, and the ledger's row of the
 	// batch says what this application did.
-	res = f.apply(f.batchMixed("gone", record{2, `{"id":1}`, ""}))
+	res = f.apply(f.batchMixed("gone", kafkaRec{2, `{"id":1}`, ""}))
 	if res.Deleted != 0 || res.Applications != 2 {
 		t.Errorf("replayed delete: %+v, want 0 deleted, second application", res)
 	}
@@ -111,7 +112,7 @@ func TestDeleteByTombstone(t *testing.T) {
 		t.Errorf("the replayed batch's ledger row says %d deleted", n)
 	}
 	// A newer upsert of the key is a new row.
-	res = f.apply(f.batchMixed("gone", record{3, "", `{"id":1,"qty":3,"day":"2026-03-01"}`}))
+	res = f.apply(f.batchMixed("gone", kafkaRec{3, "", `{"id":1,"qty":3,"day":"2026-03-01"}`}))
 	if q, ok := f.qty("gone", 1); !ok || q != 3 || res.Inserted != 1 {
 		t.Errorf("upsert after the delete: qty %d, %v, %+v; want the row back with qty 3", q, ok, res)
 	}
@@ -123,22 +124,22 @@ func TestDeleteByTombstone(t *testing.T) {
 func TestDeleteVersionGuard(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, deletingPipeline("vdel", true))
-	f.apply(f.batchMixed("vdel", record{0, "", `{"id":1,"qty":1,"v":9,"day":"2026-03-01"}`}))
+	f.apply(f.batchMixed("vdel", kafkaRec{0, "", `{"id":1,"qty":1,"v":9,"day":"2026-03-01"}`}))
 
-	res := f.apply(f.batchMixed("vdel", record{1, `{"id":1,"v":7}`, ""}))
+	res := f.apply(f.batchMixed("vdel", kafkaRec{1, `{"id":1,"v":7}`, ""}))
 	if q, ok := f.qty("vdel", 1); !ok || q != 1 || res.Deleted != 0 {
 		t.Errorf("late delete (v7) vs row v9: qty %d, %v, %+v; want the row kept", q, ok, res)
 	}
-	res = f.apply(f.batchMixed("vdel", record{2, `{"id":1,"v":10}`, ""}))
+	res = f.apply(f.batchMixed("vdel", kafkaRec{2, `{"id":1,"v":10}`, ""}))
 	if _, ok := f.qty("vdel", 1); ok || res.Deleted != 1 {
 		t.Errorf("delete v10 vs row v9: row still there or %+v", res)
 	}
 	// Later in Kafka, older in version: stale.
-	res = f.apply(f.batchMixed("vdel", record{3, "", `{"id":1,"qty":4,"v":8,"day":"2026-03-01"}`}))
+	res = f.apply(f.batchMixed("vdel", kafkaRec{3, "", `{"id":1,"qty":4,"v":8,"day":"2026-03-01"}`}))
 	if _, ok := f.qty("vdel", 1); ok || res.Stale != 1 {
 		t.Errorf("upsert v8 after delete v10 brought the row back, or %+v", res)
 	}
-	res = f.apply(f.batchMixed("vdel", record{4, "", `{"id":1,"qty":5,"v":11,"day":"2026-03-01"}`}))
+	res = f.apply(f.batchMixed("vdel", kafkaRec{4, "", `{"id":1,"qty":5,"v":11,"day":"2026-03-01"}`}))
 	if q, ok := f.qty("vdel", 1); !ok || q != 5 || res.Inserted != 1 {
 		t.Errorf("upsert v11 after delete v10: qty %d, %v, %+v; want it inserted", q, ok, res)
 	}
@@ -149,11 +150,11 @@ func TestDeleteInBatch(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, deletingPipeline("inb", false))
 	res := f.apply(f.batchMixed("inb",
-		record{0, "", `{"id":1,"qty":1,"day":"2026-03-01"}`},
-		record{1, `{"id":1}`, ""},
-		record{2, "", `{"id":2,"qty":2,"day":"2026-03-01"}`},
-		record{3, `{"id":2}`, ""},
-		record{4, "", `{"id":2,"qty":3,"day":"2026-03-01"}`}))
+		kafkaRec{0, "", `{"id":1,"qty":1,"day":"2026-03-01"}`},
+		kafkaRec{1, `{"id":1}`, ""},
+		kafkaRec{2, "", `{"id":2,"qty":2,"day":"2026-03-01"}`},
+		kafkaRec{3, `{"id":2}`, ""},
+		kafkaRec{4, "", `{"id":2,"qty":3,"day":"2026-03-01"}`}))
 	if _, ok := f.qty("inb", 1); ok {
 		t.Error("row 1 exists; its delete was the newest record")
 	}
@@ -170,7 +171,7 @@ func TestDeleteInBatch(t *testing.T) {
 func TestDeleteReplayWritesNothing(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, deletingPipeline("rep", false))
-	recs := []record{
+	recs := []kafkaRec{
 		{0, "", `{"id":1,"qty":1,"day":"2026-03-01"}`},
 		{1, "", `{"id":2,"qty":1,"day":"2026-03-01"}`},
 		{2, `{"id":1}`, ""},
@@ -216,7 +217,7 @@ func TestDeleteRowByRow(t *testing.T) {
 	if _, err := f.pool.Exec(ctx, "ALTER TABLE rbr ADD CONSTRAINT qty_positive CHECK (qty > 0)"); err != nil {
 		t.Fatal(err)
 	}
-	f.apply(f.batchMixed("rbr", record{0, "", `{"id":1,"qty":1,"day":"2026-03-01"}`}, record{1, `{"id":1}`, ""}))
+	f.apply(f.batchMixed("rbr", kafkaRec{0, "", `{"id":1,"qty":1,"day":"2026-03-01"}`}, kafkaRec{1, `{"id":1}`, ""}))
 	if _, ok := f.qty("rbr", 1); ok {
 		t.Fatal("row 1 is still there after its tombstone")
 	}
@@ -224,9 +225,9 @@ func TestDeleteRowByRow(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := f.apply(f.batchMixed("rbr",
-		record{0, "", `{"id":1,"qty":1,"day":"2026-03-01"}`}, // older than the tombstone at offset 1
-		record{2, "", `{"id":2,"qty":0,"day":"2026-03-01"}`}, // refused by the check
-		record{3, "", `{"id":3,"qty":3,"day":"2026-03-01"}`}))
+		kafkaRec{0, "", `{"id":1,"qty":1,"day":"2026-03-01"}`}, // older than the tombstone at offset 1
+		kafkaRec{2, "", `{"id":2,"qty":0,"day":"2026-03-01"}`}, // refused by the check
+		kafkaRec{3, "", `{"id":3,"qty":3,"day":"2026-03-01"}`}))
 	if res.Stale != 1 || res.Inserted != 1 || res.DeadLettered != 1 || res.Deleted != 0 {
 		t.Errorf("%+v; want 1 stale, 1 inserted, 1 dead-lettered, 0 deleted", res)
 	}

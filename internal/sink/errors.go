@@ -5,9 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/idemsink/idemsink/internal/batch"
 )
 
 // ErrFenced means a writer from a newer group generation owns a partition
@@ -20,9 +19,9 @@ var ErrFenced = errors.New("fenced by a newer consumer generation")
 // found for the batch's partitions: where they really stand, and where the
 // consumer must read them again from.
 type FencedError struct {
-	TP                   batch.TP // the first partition found claimed by a newer generation
-	Generation, Ledgered int32    // the writer's generation and the ledger's
-	Ledger               map[batch.TP]int64
+	TP                   record.TP // the first partition found claimed by a newer generation
+	Generation, Ledgered int32     // the writer's generation and the ledger's
+	Ledger               map[record.TP]int64
 }
 
 func (e *FencedError) Error() string {

@@ -8,7 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/idemsink/idemsink/internal/batch"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/migrations"
 )
 
@@ -40,12 +40,12 @@ func (s *Sink) Offsets(ctx context.Context, group string) ([]Offset, error) {
 // CaughtUp reports whether the group's ledger has applied every partition
 // up to the given end offsets (the next offset to be written, as Kafka's
 // high watermark).
-func (s *Sink) CaughtUp(ctx context.Context, group string, ends map[batch.TP]int64) (bool, error) {
+func (s *Sink) CaughtUp(ctx context.Context, group string, ends map[record.TP]int64) (bool, error) {
 	offs, err := s.Offsets(ctx, group)
 	if err != nil {
 		return false, err
 	}
-	applied := map[batch.TP]int64{}
+	applied := map[record.TP]int64{}
 	for _, o := range offs {
 		applied[o.TP] = o.Applied
 	}
@@ -78,7 +78,7 @@ func (s *Sink) ResetLedger(ctx context.Context, group string, topics []string) (
 // joins meanwhile blocks on those rows when it claims them, and then reads
 // the new ledger beside the new Kafka offsets, never one without the other.
 // Generations are kept, so older writers stay fenced out.
-func (s *Sink) SetOffsets(ctx context.Context, group string, next map[batch.TP]int64, commit func(context.Context) error) error {
+func (s *Sink) SetOffsets(ctx context.Context, group string, next map[record.TP]int64, commit func(context.Context) error) error {
 	topics, parts, applied := make([]string, 0, len(next)), make([]int32, 0, len(next)), make([]int64, 0, len(next))
 	for tp, n := range next {
 		topics, parts, applied = append(topics, tp.Topic), append(parts, tp.Partition), append(applied, n-1)
@@ -103,13 +103,13 @@ ON CONFLICT (group_id, topic, partition) DO UPDATE
 // LastBatches returns, per partition, when the group last applied a batch
 // that held records of it. It reads the whole batch log of the group: an
 // operator's command, not something to run per batch.
-func (s *Sink) LastBatches(ctx context.Context, group string) (map[batch.TP]time.Time, error) {
+func (s *Sink) LastBatches(ctx context.Context, group string) (map[record.TP]time.Time, error) {
 	rows, err := s.pool.Query(ctx, lastBatches, group)
 	if err != nil {
 		return nil, fmt.Errorf("read last batches: %w", err)
 	}
-	out := map[batch.TP]time.Time{}
-	var tp batch.TP
+	out := map[record.TP]time.Time{}
+	var tp record.TP
 	var at time.Time
 	_, err = pgx.ForEachRow(rows, []any{&tp.Topic, &tp.Partition, &at}, func() error {
 		out[tp] = at

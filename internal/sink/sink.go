@@ -12,9 +12,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/metrics"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 // Fault points a test build can crash at (see internal/fault).
@@ -57,7 +57,7 @@ func New(pool *pgxpool.Pool, cfg *config.Config, opts Options) *Sink {
 		s.tables[p.Name] = buildStatements(p)
 		// Every class starts at 0, so that rate() sees a pipeline's
 		// first dead letter of a class instead of a new series.
-		for _, class := range batch.Classes {
+		for _, class := range record.Classes {
 			s.m.DeadLetters.WithLabelValues(p.Name, class)
 		}
 		s.m.DeadLetters.WithLabelValues(p.Name, ClassOther)
@@ -72,7 +72,7 @@ type Commit struct {
 	Member     string
 	// Applied is, per partition, the end of the contiguous applied prefix
 	// once this batch commits.
-	Applied map[batch.TP]int64
+	Applied map[record.TP]int64
 }
 
 // Result reports what applying a batch did.
@@ -122,7 +122,7 @@ func (r *Result) Add(o Result) {
 
 // Offset is a partition's ledger entry.
 type Offset struct {
-	TP         batch.TP
+	TP         record.TP
 	Applied    int64 // -1: nothing applied yet
 	Generation int32
 	Member     string
@@ -132,13 +132,13 @@ type Offset struct {
 // Claim makes the caller's generation the owner of the partitions' ledger
 // rows, fencing out writers of older generations, and returns each
 // partition's applied offset.
-func (s *Sink) Claim(ctx context.Context, group string, generation int32, member string, tps []batch.TP) (map[batch.TP]Offset, error) {
+func (s *Sink) Claim(ctx context.Context, group string, generation int32, member string, tps []record.TP) (map[record.TP]Offset, error) {
 	topics, parts := splitTPs(tps)
 	rows, err := s.pool.Query(ctx, claimOffsets, group, generation, member, topics, parts)
 	if err != nil {
 		return nil, fmt.Errorf("claim ledger rows: %w", err)
 	}
-	out := map[batch.TP]Offset{}
+	out := map[record.TP]Offset{}
 	for rows.Next() {
 		var o Offset
 		if err := rows.Scan(&o.TP.Topic, &o.TP.Partition, &o.Applied, &o.Generation); err != nil {
@@ -155,7 +155,7 @@ func (s *Sink) Claim(ctx context.Context, group string, generation int32, member
 // Ping checks that the database answers.
 func (s *Sink) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
 
-func splitTPs(tps []batch.TP) ([]string, []int32) {
+func splitTPs(tps []record.TP) ([]string, []int32) {
 	topics, parts := make([]string, len(tps)), make([]int32, len(tps))
 	for i, tp := range tps {
 		topics[i], parts[i] = tp.Topic, tp.Partition
@@ -167,7 +167,7 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // rowSource feeds rows to COPY without building an intermediate [][]any.
 type rowSource struct {
-	rows []batch.Row
+	rows []record.Row
 	i    int
 	buf  []any
 }

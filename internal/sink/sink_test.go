@@ -14,7 +14,9 @@ import (
 
 	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/decode"
 	"github.com/idemsink/idemsink/internal/pgtest"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/sink"
 	"github.com/idemsink/idemsink/internal/waittest"
 )
@@ -47,18 +49,18 @@ type fixture struct {
 	pool *pgxpool.Pool
 	cfg  *config.Config
 	s    *sink.Sink
-	dec  map[string]*batch.Decoder
+	dec  map[string]*decode.Decoder
 }
 
 func newFixture(t *testing.T, pipelines ...config.Pipeline) *fixture {
 	t.Helper()
-	f := &fixture{t: t, pool: pgtest.Pool(t), cfg: testConfig(pipelines...), dec: map[string]*batch.Decoder{}}
+	f := &fixture{t: t, pool: pgtest.Pool(t), cfg: testConfig(pipelines...), dec: map[string]*decode.Decoder{}}
 	f.s = sink.New(f.pool, f.cfg, sink.Options{})
 	if err := f.s.EnsureTables(context.Background(), f.cfg); err != nil {
 		t.Fatal(err)
 	}
 	for i := range f.cfg.Pipelines {
-		f.dec[f.cfg.Pipelines[i].Name] = batch.NewDecoder(&f.cfg.Pipelines[i])
+		f.dec[f.cfg.Pipelines[i].Name] = decode.NewDecoder(&f.cfg.Pipelines[i])
 	}
 	return f
 }
@@ -72,12 +74,12 @@ func (f *fixture) batchOf(pipeline string, first int64, values ...string) *batch
 func (f *fixture) batchOn(pipeline string, partition int32, first int64, values ...string) *batch.Batch {
 	f.t.Helper()
 	d := f.dec[pipeline]
-	b := batch.New(d.Pipeline(), batch.Date{Year: 2026, Month: 3, Day: 1}, time.Now())
+	b := batch.New(d.Pipeline(), record.Date{Year: 2026, Month: 3, Day: 1}, time.Now())
 	for i, v := range values {
-		pos := batch.Position{TP: batch.TP{Topic: pipeline + "-topic", Partition: partition}, Offset: first + int64(i)}
+		pos := record.Position{TP: record.TP{Topic: pipeline + "-topic", Partition: partition}, Offset: first + int64(i)}
 		row, _, err := d.Decode(nil, []byte(v), pos)
 		if err != nil {
-			b.AddDead(batch.DeadLetter{Pos: pos, Value: []byte(v), Reason: err.Error()})
+			b.AddDead(record.DeadLetter{Pos: pos, Value: []byte(v), Reason: err.Error()})
 			continue
 		}
 		b.Add(row)
@@ -86,9 +88,9 @@ func (f *fixture) batchOn(pipeline string, partition int32, first int64, values 
 }
 
 func commitFor(b *batch.Batch, gen int32) sink.Commit {
-	c := sink.Commit{Group: "g", Generation: gen, Member: "m", Applied: map[batch.TP]int64{}}
+	c := sink.Commit{Group: "g", Generation: gen, Member: "m", Applied: map[record.TP]int64{}}
 	for _, r := range b.Ranges() {
-		c.Applied[batch.TP{Topic: r.Topic, Partition: r.Partition}] = r.Last
+		c.Applied[record.TP{Topic: r.Topic, Partition: r.Partition}] = r.Last
 	}
 	return c
 }
@@ -172,7 +174,7 @@ func TestFencedByNewerGeneration(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, pipeline("items", false))
 	ctx := context.Background()
-	if _, err := f.s.Claim(ctx, "g", 7, "new-owner", []batch.TP{{Topic: "items-topic"}}); err != nil {
+	if _, err := f.s.Claim(ctx, "g", 7, "new-owner", []record.TP{{Topic: "items-topic"}}); err != nil {
 		t.Fatal(err)
 	}
 	b := f.batchOf("items", 0, `{"id":1,"qty":1,"day":"2026-03-01"}`)
@@ -181,7 +183,7 @@ func TestFencedByNewerGeneration(t *testing.T) {
 	if !errors.As(err, &fenced) || !errors.Is(err, sink.ErrFenced) {
 		t.Fatalf("apply from generation 5: %v, want a FencedError", err)
 	}
-	if tp := (batch.TP{Topic: "items-topic"}); fenced.Ledger[tp] != -1 || fenced.Ledgered != 7 || fenced.TP != tp {
+	if tp := (record.TP{Topic: "items-topic"}); fenced.Ledger[tp] != -1 || fenced.Ledgered != 7 || fenced.TP != tp {
 		t.Errorf("fenced error %+v: want the ledger's generation 7 and applied offset -1 for %s", fenced, tp)
 	}
 	if n := f.count("SELECT count(*) FROM items"); n != 0 {

@@ -65,12 +65,12 @@ func buildStatements(p *config.Pipeline) *statements {
 
 	colList := strings.Join(cols, ", ")
 	// position is the version tuple of contract 3, written once: (version,
-	// offset, partition, topic), the same total order as batch.Row.Newer.
+	// offset, partition, topic), the same total order as record.Row.Newer.
 	position := func(alias string) string {
 		return fmt.Sprintf("(%[1]s._version, %[1]s._src_offset, %[1]s._src_partition, %[1]s._src_topic)", alias)
 	}
 	// The version guard orders by (version, offset, partition, topic), the
-	// same total order as batch.Row.Newer. The change test includes _version:
+	// same total order as record.Row.Newer. The change test includes _version:
 	// a higher version with equal content still moves the fence forward,
 	// while a redelivery (same version, same content) writes nothing.
 	conflict := fmt.Sprintf(`ON CONFLICT (record_id) DO UPDATE SET %s,

@@ -26,6 +26,7 @@ import (
 	"github.com/idemsink/idemsink/internal/kafkatest"
 	"github.com/idemsink/idemsink/internal/metrics"
 	"github.com/idemsink/idemsink/internal/pgtest"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/sink"
 	"github.com/idemsink/idemsink/internal/srtest"
 	"github.com/idemsink/idemsink/internal/waittest"
@@ -92,10 +93,10 @@ func (h *harness) start(cfg *config.Config, opts consume.Options, m *metrics.Met
 	go func() { done <- c.Run(ctx) }()
 	return c, func() sink.Result {
 		h.t.Helper()
-		ends := map[batch.TP]int64{}
+		ends := map[record.TP]int64{}
 		for _, topic := range cfg.Topics() {
 			for p, end := range h.k.Ends(topic) {
-				ends[batch.TP{Topic: topic, Partition: p}] = end
+				ends[record.TP{Topic: topic, Partition: p}] = end
 			}
 		}
 		waittest.For(h.t, 60*time.Second, "every partition applied", func() bool {

@@ -10,10 +10,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/consume"
 	"github.com/idemsink/idemsink/internal/gen"
 	"github.com/idemsink/idemsink/internal/kafkatest"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/sink"
 	"github.com/idemsink/idemsink/internal/waittest"
 )
@@ -54,8 +54,8 @@ func TestFencedRecordsAreNotSkipped(t *testing.T) {
 		return err == nil && len(gens) == 1
 	})
 	// Another writer claims the partition with the next generation.
-	tp := batch.TP{Topic: e.topic, Partition: 0}
-	if _, err := sink.New(e.pool, cfg, sink.Options{}).Claim(ctx, e.group, gen0+1, "a-member-that-died", []batch.TP{tp}); err != nil {
+	tp := record.TP{Topic: e.topic, Partition: 0}
+	if _, err := sink.New(e.pool, cfg, sink.Options{}).Claim(ctx, e.group, gen0+1, "a-member-that-died", []record.TP{tp}); err != nil {
 		t.Fatal(err)
 	}
 	// The member's next batch (offsets 0-9) is fenced and dropped.

@@ -1,4 +1,4 @@
-package batch
+package decode
 
 import (
 	"strings"
@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 func TestTargetDate(t *testing.T) {
@@ -63,14 +64,14 @@ func TestTargetDate(t *testing.T) {
 				Columns: []config.Column{col("id", "bigint")},
 				Date:    config.Date{Field: "meta.ts", TimeZone: tc.zone},
 			}))
-			_, date, err := d.Decode(nil, []byte(`{"id":1,"meta":{"ts":`+tc.ts+`}}`), Position{})
+			_, date, err := d.Decode(nil, []byte(`{"id":1,"meta":{"ts":`+tc.ts+`}}`), record.Position{})
 			if err != nil {
 				t.Fatalf("Decode: %v", err)
 			}
 			if date.String() != tc.want {
 				t.Errorf("target date of %s in %s = %s, want %s", tc.ts, tc.zone, date, tc.want)
 			}
-			if want, _ := ParseDate(tc.want); date != want {
+			if want, _ := record.ParseDate(tc.want); date != want {
 				t.Errorf("target date %+v, want %+v", date, want)
 			}
 		})
@@ -104,7 +105,7 @@ func TestTargetDateBad(t *testing.T) {
 				Columns: []config.Column{col("id", "bigint")},
 				Date:    config.Date{Field: "ts", TimeZone: "Europe/Berlin"},
 			}))
-			_, date, err := d.Decode(nil, []byte(tc.value), Position{})
+			_, date, err := d.Decode(nil, []byte(tc.value), record.Position{})
 			if err == nil {
 				t.Fatalf("Decode gave date %s, want an error", date)
 			}
@@ -116,20 +117,20 @@ func TestTargetDateBad(t *testing.T) {
 }
 
 func TestDate(t *testing.T) {
-	d, err := ParseDate("2026-03-29")
-	if err != nil || d != (Date{2026, time.March, 29}) {
+	d, err := record.ParseDate("2026-03-29")
+	if err != nil || d != (record.Date{Year: 2026, Month: time.March, Day: 29}) {
 		t.Fatalf("ParseDate = %+v, %v", d, err)
 	}
 	if got, want := d.Time(), time.Date(2026, 3, 29, 0, 0, 0, 0, time.UTC); !got.Equal(want) || got.Location() != time.UTC {
 		t.Errorf("Time() = %s, want %s", got, want)
 	}
-	if got := (Date{}).String(); got != "undated" || !(Date{}).IsZero() || d.IsZero() {
-		t.Errorf("zero Date: String %q, IsZero %v; IsZero of %s = %v", got, (Date{}).IsZero(), d, d.IsZero())
+	if got := (record.Date{}).String(); got != "undated" || !(record.Date{}).IsZero() || d.IsZero() {
+		t.Errorf("zero Date: String %q, IsZero %v; IsZero of %s = %v", got, (record.Date{}).IsZero(), d, d.IsZero())
 	}
-	if got := (Date{7, time.January, 2}).String(); got != "0007-01-02" {
+	if got := (record.Date{Year: 7, Month: time.January, Day: 2}).String(); got != "0007-01-02" {
 		t.Errorf("String() = %q, want zero-padded 0007-01-02", got)
 	}
-	if got := DateOf(time.Date(2026, 11, 1, 23, 30, 0, 0, time.FixedZone("x", -5*3600))); got != (Date{2026, time.November, 1}) {
+	if got := record.DateOf(time.Date(2026, 11, 1, 23, 30, 0, 0, time.FixedZone("x", -5*3600))); got != (record.Date{Year: 2026, Month: time.November, Day: 1}) {
 		t.Errorf("DateOf uses the time's own location: got %s", got)
 	}
 }

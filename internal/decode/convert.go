@@ -1,12 +1,7 @@
-// Package batch turns Kafka records into deduplicated micro-batches: it
-// decodes JSON values into typed columns, derives each record's target date
-// and record_id, keeps the newest version per key and decides when a batch
-// is due to be flushed.
-package batch
+package decode
 
 import (
 	"encoding/json"
-	"fmt"
 	"math"
 	"math/big"
 	"regexp"
@@ -14,114 +9,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgtype"
-
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
-// TP names a topic partition.
-type TP struct {
-	Topic     string
-	Partition int32
-}
-
-func (tp TP) String() string { return fmt.Sprintf("%s/%d", tp.Topic, tp.Partition) }
-
-// Position is where a record sits in Kafka.
-type Position struct {
-	TP
-	Offset int64
-}
-
-// Date is a calendar date with no time zone: a record's target date.
-type Date struct {
-	Year  int
-	Month time.Month
-	Day   int
-}
-
-// DateOf returns t's calendar date in t's location.
-func DateOf(t time.Time) Date {
-	y, m, d := t.Date()
-	return Date{y, m, d}
-}
-
-// IsZero reports whether d is the zero Date, used for records without one.
-func (d Date) IsZero() bool { return d == Date{} }
-
-func (d Date) String() string {
-	if d.IsZero() {
-		return "undated"
-	}
-	return fmt.Sprintf("%04d-%02d-%02d", d.Year, d.Month, d.Day)
-}
-
-// Time returns midnight UTC of d, the form pgx encodes as a PostgreSQL date.
-func (d Date) Time() time.Time { return time.Date(d.Year, d.Month, d.Day, 0, 0, 0, 0, time.UTC) }
-
-// ParseDate parses YYYY-MM-DD.
-func ParseDate(s string) (Date, error) {
-	t, err := time.Parse(time.DateOnly, s)
-	if err != nil {
-		return Date{}, err
-	}
-	return DateOf(t), nil
-}
-
-// Row is a decoded record, ready to stage.
-type Row struct {
-	ID ID
-	// Values holds one value per pipeline column, in column order, typed
-	// for pgx's binary encoding; nil is SQL NULL.
-	Values []any
-	// Version orders versions of one key: the version field, or 0.
-	Version int64
-	Pos     Position
-	// Size is the length of the raw Kafka value.
-	Size int
-	// Key and Value are the raw Kafka key and value, kept so that a row the
-	// database refuses can still be dead-lettered as it arrived.
-	Key, Value []byte
-	// Delete removes the key (Values is nil); Ignore changes nothing.
-	// See format.go.
-	Delete, Ignore bool
-}
-
-// Newer reports whether r supersedes o under the ordering contract: a higher
-// version, else a later Kafka position. Positions in different partitions
-// are not ordered by Kafka; comparing the offset, then the partition, then
-// the topic (a pipeline may read several) makes the order total, so that the
-// result never depends on delivery order.
-func (r *Row) Newer(o *Row) bool {
-	if r.Version != o.Version {
-		return r.Version > o.Version
-	}
-	if r.Pos.Offset != o.Pos.Offset {
-		return r.Pos.Offset > o.Pos.Offset
-	}
-	if r.Pos.Partition != o.Pos.Partition {
-		return r.Pos.Partition > o.Pos.Partition
-	}
-	return r.Pos.Topic > o.Pos.Topic
-}
-
-// BadRecord is why a record cannot be applied; it is dead-lettered.
-type BadRecord struct {
-	// Class is one of Classes: what kind of bad input this is.
-	Class string
-	// Reason starts with the class and says what was expected and where.
-	Reason string
-}
-
-func (e *BadRecord) Error() string { return e.Reason }
-
-// bad builds a BadRecord. The reason is stored in a text column, so it is
-// made valid UTF-8 without NUL whatever the record held.
-func bad(class, format string, args ...any) error {
-	r := class + ": " + fmt.Sprintf(format, args...)
-	r = strings.ReplaceAll(strings.ToValidUTF8(r, "\ufffd"), "\x00", `\x00`)
-	return &BadRecord{Class: class, Reason: r}
-}
+// bad builds a BadRecord of class; see record.Bad.
+func bad(class, format string, args ...any) error { return record.Bad(class, format, args...) }
 
 // Decoder decodes the records of one pipeline.
 type Decoder struct {
@@ -188,34 +81,34 @@ func (d *Decoder) Pipeline() *config.Pipeline { return d.p }
 // record's format (see Decode in format.go), into a row and its target
 // date. A *BadRecord error means the record is bad input and must be
 // dead-lettered.
-func (d *Decoder) decodeRow(key, value []byte, obj fields, pos Position) (Row, Date, error) {
+func (d *Decoder) decodeRow(key, value []byte, obj fields, pos record.Position) (record.Row, record.Date, error) {
 	var err error
-	r := Row{Values: make([]any, len(d.cols)), Pos: pos, Size: len(key) + len(value), Key: key, Value: value}
+	r := record.Row{Values: make([]any, len(d.cols)), Pos: pos, Size: len(key) + len(value), Key: key, Value: value}
 	for i, c := range d.cols {
 		raw, ok := obj.lookup(c.path)
 		if !ok || raw == nil {
 			if !c.nullable {
-				return Row{}, Date{}, bad(ClassMissing, "field %q (column %s): missing or null", strings.Join(c.path, "."), c.name)
+				return record.Row{}, record.Date{}, bad(record.ClassMissing, "field %q (column %s): missing or null", strings.Join(c.path, "."), c.name)
 			}
 			continue
 		}
 		v, err := convert(c.ct, raw)
 		if err != nil {
-			return Row{}, Date{}, bad(classOf(err), "field %q (column %s %s): %v", strings.Join(c.path, "."), c.name, c.ct, err)
+			return record.Row{}, record.Date{}, bad(classOf(err), "field %q (column %s %s): %v", strings.Join(c.path, "."), c.name, c.ct, err)
 		}
 		r.Values[i] = v
 	}
 	raw, ok := obj.lookup(d.dateFld)
 	if !ok || raw == nil {
-		return Row{}, Date{}, bad(ClassMissing, "date field %q: missing or null", d.p.Date.Field)
+		return record.Row{}, record.Date{}, bad(record.ClassMissing, "date field %q: missing or null", d.p.Date.Field)
 	}
 	date, err := targetDate(raw, d.loc)
 	if err != nil {
-		return Row{}, Date{}, bad(classOf(err), "date field %q: %v", d.p.Date.Field, err)
+		return record.Row{}, record.Date{}, bad(classOf(err), "date field %q: %v", d.p.Date.Field, err)
 	}
 	if d.verFld != nil {
 		if r.Version, err = d.version(obj); err != nil {
-			return Row{}, Date{}, err
+			return record.Row{}, record.Date{}, err
 		}
 	}
 	var kv [8]any
@@ -223,7 +116,7 @@ func (d *Decoder) decodeRow(key, value []byte, obj fields, pos Position) (Row, D
 	for _, k := range d.key {
 		keyVals = append(keyVals, r.Values[k])
 	}
-	r.ID = RecordID(d.keyTypes, keyVals)
+	r.ID = record.RecordID(d.keyTypes, keyVals)
 	return r, date, nil
 }
 
@@ -231,7 +124,7 @@ func (d *Decoder) decodeRow(key, value []byte, obj fields, pos Position) (Row, D
 func (d *Decoder) version(obj fields) (int64, error) {
 	raw, ok := obj.lookup(d.verFld)
 	if !ok || raw == nil {
-		return 0, bad(ClassMissing, "version field %q: missing or null", d.p.Version.Field)
+		return 0, bad(record.ClassMissing, "version field %q: missing or null", d.p.Version.Field)
 	}
 	if d.verTS {
 		t, err := toTime(raw)
@@ -249,23 +142,23 @@ func (d *Decoder) version(obj fields) (int64, error) {
 
 // targetDate is the calendar date of a timestamp in loc; a bare date is
 // taken as it is, since it names a day, not an instant.
-func targetDate(raw any, loc *time.Location) (Date, error) {
+func targetDate(raw any, loc *time.Location) (record.Date, error) {
 	if s, ok := raw.(string); ok && len(s) == len(time.DateOnly) {
-		d, err := ParseDate(s)
+		d, err := record.ParseDate(s)
 		if err != nil {
 			if strings.HasSuffix(err.Error(), "out of range") {
 				_, what, _ := strings.Cut(err.Error(), ": ")
-				return Date{}, wrongType("%s is not a date: %s", quoteValue(s), what)
+				return record.Date{}, wrongType("%s is not a date: %s", quoteValue(s), what)
 			}
-			return Date{}, wrongType("%s is not a date (YYYY-MM-DD) or an RFC 3339 timestamp", quoteValue(s))
+			return record.Date{}, wrongType("%s is not a date (YYYY-MM-DD) or an RFC 3339 timestamp", quoteValue(s))
 		}
 		return d, nil
 	}
 	t, err := toTime(raw)
 	if err != nil {
-		return Date{}, err
+		return record.Date{}, err
 	}
-	return DateOf(t.In(loc)), nil
+	return record.DateOf(t.In(loc)), nil
 }
 
 // toTime accepts an RFC 3339 string or epoch milliseconds.
@@ -395,7 +288,7 @@ func convert(ct config.ColumnType, raw any) (any, error) {
 		if !ok {
 			return nil, wrongType("%s is not a date string", describe(raw))
 		}
-		d, err := ParseDate(s)
+		d, err := record.ParseDate(s)
 		if err != nil {
 			return nil, wrongType("%s is not YYYY-MM-DD", quoteValue(s))
 		}
@@ -457,11 +350,7 @@ func anyString(v any, f func(string) bool) bool {
 
 func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
 
-// Numeric is an exact decimal in canonical form: the shortest decimal string
-// of its value (1.50 and 1.5 are both "1.5"), as staged and as hashed.
-type Numeric string
-
-func toNumeric(raw any) (Numeric, error) {
+func toNumeric(raw any) (record.Numeric, error) {
 	var s string
 	switch v := raw.(type) {
 	case json.Number:
@@ -506,7 +395,7 @@ func toNumeric(raw any) (Numeric, error) {
 	if out == "-0" {
 		out = "0"
 	}
-	return Numeric(out), nil
+	return record.Numeric(out), nil
 }
 
 func parseUUID(s string) ([16]byte, error) {
@@ -525,27 +414,11 @@ func parseUUID(s string) ([16]byte, error) {
 	return u, nil
 }
 
-// NumericValue lets pgx encode a Numeric in binary: the digits without the
-// point, scaled by ten to the minus number of fractional digits.
-func (n Numeric) NumericValue() (pgtype.Numeric, error) {
-	s := string(n)
-	exp := 0
-	if i := strings.IndexByte(s, '.'); i >= 0 {
-		exp = -(len(s) - i - 1)
-		s = s[:i] + s[i+1:]
-	}
-	v, ok := new(big.Int).SetString(s, 10)
-	if !ok {
-		return pgtype.Numeric{}, fmt.Errorf("numeric %q is not canonical", string(n))
-	}
-	return pgtype.Numeric{Int: v, Exp: int32(exp), Valid: true}, nil
-}
-
 // plainDecimal canonicalizes the common spelling -?[0-9]+(.[0-9]+)? without
 // big.Rat: leading zeros of the integer part and trailing zeros of the
 // fraction go, and so does a bare point; -0 is 0. Anything else (exponents,
 // a plus sign, a bare point) reports false and takes the exact path.
-func plainDecimal(s string) (Numeric, bool) {
+func plainDecimal(s string) (record.Numeric, bool) {
 	i := 0
 	neg := len(s) > 0 && s[0] == '-'
 	if neg {
@@ -586,10 +459,10 @@ func plainDecimal(s string) (Numeric, bool) {
 		return "0", true // zero, whatever its sign
 	}
 	if intStart == 0 && fracEnd == len(s) || neg && intStart == 1 && fracEnd == len(s) {
-		return Numeric(s), true // already canonical
+		return record.Numeric(s), true // already canonical
 	}
 	if neg {
-		return Numeric("-" + s[intStart:fracEnd]), true
+		return record.Numeric("-" + s[intStart:fracEnd]), true
 	}
-	return Numeric(s[intStart:fracEnd]), true
+	return record.Numeric(s[intStart:fracEnd]), true
 }

@@ -1,4 +1,4 @@
-package batch
+package decode
 
 import (
 	"errors"
@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 // valueError is why one value cannot be stored, with its class; Decode
@@ -19,15 +20,15 @@ type valueError struct {
 func (e *valueError) Error() string { return e.msg }
 
 func wrongType(format string, args ...any) error {
-	return &valueError{ClassType, fmt.Sprintf(format, args...)}
+	return &valueError{record.ClassType, fmt.Sprintf(format, args...)}
 }
 
 func outOfRange(format string, args ...any) error {
-	return &valueError{ClassRange, fmt.Sprintf(format, args...)}
+	return &valueError{record.ClassRange, fmt.Sprintf(format, args...)}
 }
 
 func badText(format string, args ...any) error {
-	return &valueError{ClassText, fmt.Sprintf(format, args...)}
+	return &valueError{record.ClassText, fmt.Sprintf(format, args...)}
 }
 
 // classOf is err's class, wrong-type when it has none.
@@ -36,7 +37,7 @@ func classOf(err error) string {
 	if errors.As(err, &ve) {
 		return ve.class
 	}
-	return ClassType
+	return record.ClassType
 }
 
 // PostgreSQL's timestamptz range: 4713 BC to 294276 AD. A timestamp outside
@@ -77,7 +78,7 @@ func fitText(ct config.ColumnType, s string) (string, error) {
 // fitNumeric checks that numeric(p,s) stores n unchanged: no more digits
 // after the point than its scale (PostgreSQL would round them away) and no
 // more digits in all than its precision (PostgreSQL would refuse it).
-func fitNumeric(ct config.ColumnType, n Numeric) error {
+func fitNumeric(ct config.ColumnType, n record.Numeric) error {
 	if !ct.HasPrecision {
 		return nil
 	}

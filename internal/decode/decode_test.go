@@ -1,4 +1,4 @@
-package batch
+package decode
 
 import (
 	"encoding/base64"
@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/reflect/protodesc"
 
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/srtest"
 )
 
@@ -82,9 +83,9 @@ func orderAvroValue() map[string]any {
 	}
 }
 
-func decodeOK(t *testing.T, d *Decoder, key, value []byte) (Row, Date) {
+func decodeOK(t *testing.T, d *Decoder, key, value []byte) (record.Row, record.Date) {
 	t.Helper()
-	row, date, err := d.Decode(key, value, Position{TP{"topic", 0}, 1})
+	row, date, err := d.Decode(key, value, record.Position{TP: record.TP{Topic: "topic", Partition: 0}, Offset: 1})
 	if err != nil {
 		t.Fatalf("decode: %v", err)
 	}
@@ -108,7 +109,7 @@ func TestAvroMatchesJSONTwin(t *testing.T) {
 	if adate != jdate || adate.String() != "2026-03-01" {
 		t.Errorf("date: Avro %s, JSON %s", adate, jdate)
 	}
-	if got := arow.Values[1]; got != Numeric("12.3") {
+	if got := arow.Values[1]; got != record.Numeric("12.3") {
 		t.Errorf("decimal(12,2) 12.30 became %#v", got)
 	}
 	// The id is pinned: a change to either path that moves it fails here.
@@ -135,7 +136,7 @@ func TestAvroSchemaEvolution(t *testing.T) {
 	v3 := orderAvroValue()
 	delete(v3, "qty")
 	value := reg.Avro("orders-value", orderAvroV3, v3)
-	_, _, err := d.Decode(nil, value, Position{})
+	_, _, err := d.Decode(nil, value, record.Position{})
 	if got, want := badReason(t, err), `missing-field: field "qty" (column qty): missing or null (schema id 3)`; got != want {
 		t.Errorf("reason %q, want %q", got, want)
 	}
@@ -148,18 +149,18 @@ func TestRegistryErrors(t *testing.T) {
 	reg := srtest.New(t)
 	d := NewDecoder(registryPipeline(t, reg.URL(), orders("avro")))
 	d.SetRegistryBackoff(time.Nanosecond, time.Nanosecond) // asked again at once after the outage
-	_, _, err := d.Decode(nil, srtest.Frame(99, nil, []byte{0}), Position{})
+	_, _, err := d.Decode(nil, srtest.Frame(99, nil, []byte{0}), record.Position{})
 	if got := badReason(t, err); !strings.HasPrefix(got, "schema: schema id 99: unknown to the schema registry") {
 		t.Errorf("unknown id: %q", got)
 	}
-	_, _, err = d.Decode(nil, []byte(`{"id":1}`), Position{})
+	_, _, err = d.Decode(nil, []byte(`{"id":1}`), record.Position{})
 	if got := badReason(t, err); !strings.HasPrefix(got, "malformed-payload: Confluent wire format: no magic byte 0") {
 		t.Errorf("unframed value: %q", got)
 	}
 	value := reg.Avro("orders-value", orderAvroV1, orderAvroValue())
 	restore := reg.Fail(http.StatusServiceUnavailable)
-	_, _, err = d.Decode(nil, value, Position{})
-	var br *BadRecord
+	_, _, err = d.Decode(nil, value, record.Position{})
+	var br *record.BadRecord
 	if !Unavailable(err) || errors.As(err, &br) {
 		t.Fatalf("registry down: %v (%T), want RegistryUnavailableError", err, err)
 	}
@@ -168,12 +169,12 @@ func TestRegistryErrors(t *testing.T) {
 
 	// A JSON Schema id where Avro is read is bad input.
 	js := reg.JSON("other-value", `{"type":"object"}`, orderJSON)
-	_, _, err = d.Decode(nil, js, Position{})
+	_, _, err = d.Decode(nil, js, record.Position{})
 	if got := badReason(t, err); !strings.Contains(got, "is a JSON schema, but the pipeline reads avro") {
 		t.Errorf("wrong schema type: %q", got)
 	}
 	// Garbage after a valid header is bad input, not a panic.
-	_, _, err = d.Decode(nil, srtest.Frame(1, nil, []byte{0xff, 0xff, 0xff}), Position{})
+	_, _, err = d.Decode(nil, srtest.Frame(1, nil, []byte{0xff, 0xff, 0xff}), record.Position{})
 	badReason(t, err)
 }
 
@@ -213,7 +214,7 @@ func TestRegistryOutageBackoff(t *testing.T) {
 	decodeOK(t, d, nil, kept)
 	hang.Store(true)
 	for i, v := range values {
-		if _, _, err := d.Decode(nil, v, Position{}); !Unavailable(err) {
+		if _, _, err := d.Decode(nil, v, record.Position{}); !Unavailable(err) {
 			t.Fatalf("record %d with the registry hanging: %v, want RegistryUnavailableError", i, err)
 		}
 	}
@@ -268,11 +269,11 @@ func TestProtobufMatchesJSONTwin(t *testing.T) {
 	}
 	// Index 0 is the other message: its schema lacks the columns' fields.
 	other := srtest.Frame(1, []int{0}, nil)
-	_, _, err := d.Decode(nil, other, Position{})
+	_, _, err := d.Decode(nil, other, record.Position{})
 	if got := badReason(t, err); !strings.Contains(got, "(schema id 1)") || !strings.Contains(got, "missing") {
 		t.Errorf("other message: %q", got)
 	}
-	_, _, err = d.Decode(nil, srtest.Frame(1, []int{5}, nil), Position{})
+	_, _, err = d.Decode(nil, srtest.Frame(1, []int{5}, nil), record.Position{})
 	if got := badReason(t, err); !strings.Contains(got, "no such message") {
 		t.Errorf("bad index: %q", got)
 	}
@@ -286,7 +287,7 @@ func TestJSONSchemaFramed(t *testing.T) {
 	if row.ID != jrow.ID || !reflect.DeepEqual(row.Values, jrow.Values) {
 		t.Errorf("JSON Schema %#v, JSON %#v", row.Values, jrow.Values)
 	}
-	_, _, err := d.Decode(nil, []byte(orderJSON), Position{})
+	_, _, err := d.Decode(nil, []byte(orderJSON), record.Position{})
 	badReason(t, err)
 }
 
@@ -331,7 +332,7 @@ func TestTombstoneKeyFormats(t *testing.T) {
 		"{\"id\":1,\"x\":\"\xff\"}": `invalid-text: delete key: field "x": byte 0xff at byte 13 is not valid UTF-8`,
 		"\"\xff\"":                  `invalid-text: delete key "\"\xff\"" is not valid UTF-8 or holds a lone UTF-16 surrogate`,
 	} {
-		_, _, err := jd.Decode([]byte(key), nil, Position{})
+		_, _, err := jd.Decode([]byte(key), nil, record.Position{})
 		if got := badReason(t, err); got != want {
 			t.Errorf("key %q: %q, want %q", key, got, want)
 		}
@@ -344,7 +345,7 @@ func TestTombstoneKeyFormats(t *testing.T) {
 	if r.Version != 9 {
 		t.Errorf("version %d, want 9", r.Version)
 	}
-	_, _, err := vd.Decode([]byte(`{"id":5}`), nil, Position{})
+	_, _, err := vd.Decode([]byte(`{"id":5}`), nil, record.Position{})
 	if got := badReason(t, err); !strings.Contains(got, "needs it in a tombstone's key") {
 		t.Errorf("versioned tombstone without version: %q", got)
 	}
@@ -372,26 +373,26 @@ func TestRegistryFormatsStrict(t *testing.T) {
 	} {
 		v := orderAvroValue()
 		v["customer"] = map[string]any{"name": tc.customer}
-		_, _, err := d.Decode(nil, reg.Avro("orders-value", orderAvroV1, v), Position{})
+		_, _, err := d.Decode(nil, reg.Avro("orders-value", orderAvroV1, v), record.Position{})
 		if got := badReason(t, err); got != tc.want {
 			t.Errorf("%s: %q, want %q", name, got, tc.want)
 		}
 	}
 	small := orders("avro")
 	small.MaxRecordBytes = 16
-	_, _, err := NewDecoder(registryPipeline(t, reg.URL(), small)).Decode(nil, reg.Avro("orders-value", orderAvroV1, orderAvroValue()), Position{})
+	_, _, err := NewDecoder(registryPipeline(t, reg.URL(), small)).Decode(nil, reg.Avro("orders-value", orderAvroV1, orderAvroValue()), record.Position{})
 	if got := badReason(t, err); !strings.HasPrefix(got, "oversize: record is ") {
 		t.Errorf("oversize Avro: %q", got)
 	}
 	// An Avro value is decoded to a tree, not to JSON that checkJSON
 	// would read: a value that is no record has the JSON class.
 	str := reg.Avro("str-value", `"string"`, "x")
-	_, _, err = d.Decode(nil, str, Position{})
+	_, _, err = d.Decode(nil, str, record.Position{})
 	if got, want := badReason(t, err), fmt.Sprintf("not-an-object: expected an Avro record, got another type (schema id %d)", binary.BigEndian.Uint32(str[1:5])); got != want {
 		t.Errorf("Avro string: %q, want %q", got, want)
 	}
-	for _, want := range []string{ClassPayload, ClassSchema, ClassEvent} {
-		if ClassOf(want+": x") != want {
+	for _, want := range []string{record.ClassPayload, record.ClassSchema, record.ClassEvent} {
+		if record.ClassOf(want+": x") != want {
 			t.Errorf("ClassOf does not know %s", want)
 		}
 	}
@@ -477,12 +478,12 @@ pipelines:
 		}
 		return NewDecoder(&cfg.Pipelines[0])
 	}
-	if _, _, err := decoder("s3cret").Decode(nil, value, Position{}); err != nil {
+	if _, _, err := decoder("s3cret").Decode(nil, value, record.Position{}); err != nil {
 		t.Errorf("with the password from the environment: %v", err)
 	}
 	// Refused credentials are an outage (fix the configuration), not bad
 	// input: nothing is dead-lettered.
-	if _, _, err := decoder("").Decode(nil, value, Position{}); !Unavailable(err) {
+	if _, _, err := decoder("").Decode(nil, value, record.Position{}); !Unavailable(err) {
 		t.Errorf("with the file's wrong password: %v, want RegistryUnavailableError", err)
 	}
 }
@@ -520,7 +521,7 @@ func TestRegistryReferences(t *testing.T) {
 
 	// A reference the registry does not have is bad input.
 	bad := reg.Register("bad-value", sr.TypeAvro, withRef)
-	_, _, err := NewDecoder(registryPipeline(t, reg.URL(), orders("avro"))).Decode(nil, srtest.Frame(bad, nil, plain[5:]), Position{})
+	_, _, err := NewDecoder(registryPipeline(t, reg.URL(), orders("avro"))).Decode(nil, srtest.Frame(bad, nil, plain[5:]), record.Position{})
 	if got := badReason(t, err); !strings.HasPrefix(got, fmt.Sprintf("schema: schema id %d: ", bad)) {
 		t.Errorf("unresolved named type: %q", got)
 	}

@@ -1,4 +1,4 @@
-package batch
+package decode
 
 import (
 	"encoding/base64"

@@ -1,4 +1,4 @@
-package batch
+package record
 
 import (
 	"crypto/sha256"

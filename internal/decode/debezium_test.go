@@ -1,4 +1,4 @@
-package batch
+package decode
 
 import (
 	"math/big"
@@ -10,7 +10,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/sr"
 
+	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/srtest"
 )
 
@@ -48,7 +50,7 @@ func TestDebeziumEnvelope(t *testing.T) {
 	}
 	d := NewDecoder(pipeline(t, customers("lsn", "json", "apply")))
 	row, date := decodeOK(t, d, []byte(`{"id":1}`), value)
-	want := []any{int64(1), "Ann", Numeric("12.34"), time.Date(2022, 1, 8, 0, 0, 0, 0, time.UTC),
+	want := []any{int64(1), "Ann", record.Numeric("12.34"), time.Date(2022, 1, 8, 0, 0, 0, 0, time.UTC),
 		time.UnixMicro(1772359200123456).UTC()}
 	for i, w := range want {
 		if row.Values[i] != w {
@@ -65,13 +67,13 @@ func TestDebeziumEnvelope(t *testing.T) {
 // whatever the Kafka order.
 func TestDebeziumSnapshotOverlap(t *testing.T) {
 	d := NewDecoder(pipeline(t, customers("lsn", "json", "apply")))
-	b := New(d.Pipeline(), Date{2026, 3, 1}, time.Now())
+	b := batch.New(d.Pipeline(), record.Date{Year: 2026, Month: 3, Day: 1}, time.Now())
 	rows := [][]byte{
 		event("u", `null`, `{"id":1,"name":"new","updated":1772359200000000}`, 300),
 		event("r", `null`, `{"id":1,"name":"snapshot","updated":1772359200000000}`, 100),
 	}
 	for i, v := range rows {
-		row, _, err := d.Decode(nil, v, Position{TP{"t", 0}, int64(i)})
+		row, _, err := d.Decode(nil, v, record.Position{TP: record.TP{Topic: "t", Partition: 0}, Offset: int64(i)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -103,7 +105,7 @@ func TestDebeziumDeletes(t *testing.T) {
 		t.Errorf("tombstone after delete: %+v", tomb)
 	}
 	dl := NewDecoder(pipeline(t, customers("lsn", "json", "")))
-	_, _, err := dl.Decode(nil, event("d", `{"id":1}`, `null`, 20), Position{})
+	_, _, err := dl.Decode(nil, event("d", `{"id":1}`, `null`, 20), record.Position{})
 	if got := badReason(t, err); got != "tombstone: Debezium delete (op d); deletes are dead-lettered (pipeline deletes: dead_letter)" {
 		t.Errorf("dead_letter: %q", got)
 	}
@@ -116,7 +118,7 @@ func TestDebeziumDeletes(t *testing.T) {
 		"{\"op\":\"c\",\"after\":{\"name\":\"K\xf6ln\"}}": `invalid-text: field "after.name": byte 0xf6 at byte 28 is not valid UTF-8`,
 		"{\"op\":\"c\",\"after\":{\"name\":\"\xff\"}}":    `invalid-text: field "after.name": byte 0xff at byte 27 is not valid UTF-8`,
 	} {
-		_, _, err := d.Decode(nil, []byte(value), Position{})
+		_, _, err := d.Decode(nil, []byte(value), record.Position{})
 		if got := badReason(t, err); got != want {
 			t.Errorf("%.40s: %q, want %q", value, got, want)
 		}
@@ -134,7 +136,7 @@ func TestDebeziumVersions(t *testing.T) {
 	if row.Version != 1772359200123 {
 		t.Errorf("ts_ms version %d", row.Version)
 	}
-	_, _, err := NewDecoder(pipeline(t, customers("lsn", "json", ""))).Decode(nil, mysql, Position{})
+	_, _, err := NewDecoder(pipeline(t, customers("lsn", "json", ""))).Decode(nil, mysql, record.Position{})
 	if got := badReason(t, err); got != "debezium-event: Debezium event: source.lsn: missing or null" {
 		t.Errorf("lsn of a MySQL event: %q", got)
 	}
@@ -218,7 +220,7 @@ func TestDebeziumAvroStrict(t *testing.T) {
 		"NUL":           {value("a\x00b"), `invalid-text: field "name" (column name text): text contains a NUL character at character 1, which PostgreSQL cannot store (schema id 2)`},
 		"JSON schema":   {srtest.Frame(id, nil, []byte(`{}`)), `schema: schema id 1 is a JSON schema, but the pipeline reads avro`},
 	} {
-		_, _, err := d.Decode(nil, tc.value, Position{})
+		_, _, err := d.Decode(nil, tc.value, record.Position{})
 		if got := badReason(t, err); got != tc.want {
 			t.Errorf("%s: %q, want %q", name, got, tc.want)
 		}

@@ -1,4 +1,4 @@
-package batch
+package decode
 
 import (
 	"bytes"
@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 // debezium reads a Debezium change event: the row is after for a create
@@ -33,7 +35,7 @@ func (d *Decoder) debezium(key, value []byte) (message, error) {
 		}
 		id = vid
 		if ev, _ = v.(map[string]any); ev == nil {
-			return message{}, bad(ClassEvent, "Debezium event is not a record (schema id %d)", id)
+			return message{}, bad(record.ClassEvent, "Debezium event is not a record (schema id %d)", id)
 		}
 	} else {
 		// The strict checks of a JSON record (one object, valid text)
@@ -43,20 +45,20 @@ func (d *Decoder) debezium(key, value []byte) (message, error) {
 		}
 		var err error
 		if ev, err = connectJSONValue(value); err != nil {
-			return message{}, bad(ClassType, "Debezium event: %v", err)
+			return message{}, bad(record.ClassType, "Debezium event: %v", err)
 		}
 	}
 	op, _ := ev["op"].(string)
 	m := message{schemaID: id, versioned: true}
 	var err error
 	if m.version, err = d.sourceVersion(ev["source"]); err != nil && (op == "c" || op == "r" || op == "u" || op == "d") {
-		return message{}, withSchemaID(bad(ClassEvent, "Debezium event: %v", err), id)
+		return message{}, withSchemaID(bad(record.ClassEvent, "Debezium event: %v", err), id)
 	}
 	switch op {
 	case "c", "r", "u":
 		after, ok := ev["after"].(map[string]any)
 		if !ok {
-			return message{}, withSchemaID(bad(ClassEvent, "Debezium %s event without an after row", op), id)
+			return message{}, withSchemaID(bad(record.ClassEvent, "Debezium %s event without an after row", op), id)
 		}
 		m.tree = after
 		return m, nil
@@ -66,12 +68,12 @@ func (d *Decoder) debezium(key, value []byte) (message, error) {
 		}
 		if before, ok := ev["before"].(map[string]any); ok {
 			if m.key, err = json.Marshal(before); err != nil {
-				return message{}, bad(ClassEvent, "Debezium event: %v", err)
+				return message{}, bad(record.ClassEvent, "Debezium event: %v", err)
 			}
 			return m, nil
 		}
 		if len(key) == 0 {
-			return message{}, withSchemaID(bad(ClassTombstone, "Debezium delete without before and without a key: nothing says which row to delete"), id)
+			return message{}, withSchemaID(bad(record.ClassTombstone, "Debezium delete without before and without a key: nothing says which row to delete"), id)
 		}
 		k, kid, err := d.keyJSON(key)
 		if err != nil {
@@ -81,14 +83,14 @@ func (d *Decoder) debezium(key, value []byte) (message, error) {
 			// A JSON key may carry the schema envelope too.
 			if v, err := connectJSONValue(k); err == nil {
 				if k, err = json.Marshal(v); err != nil {
-					return message{}, bad(ClassEvent, "Debezium key: %v", err)
+					return message{}, bad(record.ClassEvent, "Debezium key: %v", err)
 				}
 			}
 		}
 		m.key = k
 		return m, nil
 	}
-	return message{}, withSchemaID(bad(ClassEvent, "Debezium op %q is not applied (only c, r, u and d are)", op), id)
+	return message{}, withSchemaID(bad(record.ClassEvent, "Debezium op %q is not applied (only c, r, u and d are)", op), id)
 }
 
 // sourceVersion is the pipeline's version from a Debezium source block:

@@ -1,4 +1,4 @@
-package batch
+package decode
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 var update = flag.Bool("update", false, "write missing golden vectors to testdata (never changes a pinned one)")
@@ -218,9 +219,9 @@ func TestRecordIDEquivalence(t *testing.T) {
 		{"1.5|2", []key{k("numeric,numeric", `[1.5, 2]`)}},
 		{"1|5.2", []key{k("numeric,numeric", `[1, 5.2]`)}},
 	}
-	first := map[ID]string{}
+	first := map[record.ID]string{}
 	for _, g := range groups {
-		var gid ID
+		var gid record.ID
 		for i, key := range g.keys {
 			id := keyID(t, key.types, key.values)
 			if i == 0 {
@@ -244,9 +245,9 @@ func TestRecordIDEquivalence(t *testing.T) {
 func TestRecordIDThroughDecode(t *testing.T) {
 	bigint := NewDecoder(pipeline(t, pipelineWithKey("bigint")))
 	text := NewDecoder(pipeline(t, pipelineWithKey("text")))
-	id := func(d *Decoder, k string) ID {
+	id := func(d *Decoder, k string) record.ID {
 		t.Helper()
-		r, _, err := d.Decode(nil, []byte(`{"k":`+k+`,"ts":"2026-01-01"}`), Position{})
+		r, _, err := d.Decode(nil, []byte(`{"k":`+k+`,"ts":"2026-01-01"}`), record.Position{})
 		if err != nil {
 			t.Fatalf("decode k=%s: %v", k, err)
 		}
@@ -265,7 +266,7 @@ func TestRecordIDThroughDecode(t *testing.T) {
 		t.Errorf("bigint k=2 has the id of k=1")
 	}
 	if got, want := one, keyID(t, []string{"bigint"}, `[1]`); got != want {
-		t.Errorf("Decode id %s differs from RecordID %s", got, want)
+		t.Errorf("Decode id %s differs from record.RecordID %s", got, want)
 	}
 }
 
@@ -290,13 +291,13 @@ func TestRecordIDPanicsOnUncanonicalTypes(t *testing.T) {
 					t.Errorf("RecordID(%s, %#v) did not panic", tc.typ, tc.v)
 				}
 			}()
-			RecordID([]string{tc.typ}, []any{tc.v})
+			record.RecordID([]string{tc.typ}, []any{tc.v})
 		})
 	}
 }
 
 func TestIDString(t *testing.T) {
-	id := ID{0x00, 0x01, 0xab, 0xff, 15: 0x10}
+	id := record.ID{0x00, 0x01, 0xab, 0xff, 15: 0x10}
 	if got, want := id.String(), "0001abff000000000000000000000010"; got != want {
 		t.Errorf("String() = %s, want %s", got, want)
 	}

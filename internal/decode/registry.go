@@ -1,4 +1,4 @@
-package batch
+package decode
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/retry"
 )
 
@@ -152,7 +153,7 @@ func (r *Registry) schema(id int) (*writerSchema, error) {
 	if err != nil {
 		var re *sr.ResponseError
 		if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
-			ws = &writerSchema{id: id, err: bad(ClassSchema, "schema id %d: unknown to the schema registry (%v)", id, err)}
+			ws = &writerSchema{id: id, err: bad(record.ClassSchema, "schema id %d: unknown to the schema registry (%v)", id, err)}
 		} else {
 			r.answered(err)
 			return nil, &RegistryUnavailableError{SchemaID: id, Err: err}
@@ -165,7 +166,7 @@ func (r *Registry) schema(id int) (*writerSchema, error) {
 				r.answered(err)
 				return nil, err
 			}
-			ws = &writerSchema{id: id, err: bad(ClassSchema, "schema id %d: %v", id, err)}
+			ws = &writerSchema{id: id, err: bad(record.ClassSchema, "schema id %d: %v", id, err)}
 		}
 	}
 	r.answered(nil)
@@ -207,9 +208,9 @@ func frame(b []byte) (int, []byte, error) {
 	id, rest, err := h.DecodeID(b)
 	if err != nil {
 		if len(b) == 0 {
-			return 0, nil, bad(ClassPayload, "Confluent wire format: empty value")
+			return 0, nil, bad(record.ClassPayload, "Confluent wire format: empty value")
 		}
-		return 0, nil, bad(ClassPayload, "Confluent wire format: no magic byte 0 and 4-byte schema id (%d bytes, first 0x%02x)", len(b), b[0])
+		return 0, nil, bad(record.ClassPayload, "Confluent wire format: no magic byte 0 and 4-byte schema id (%d bytes, first 0x%02x)", len(b), b[0])
 	}
 	return id, rest, nil
 }

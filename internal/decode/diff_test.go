@@ -1,4 +1,4 @@
-package batch
+package decode
 
 import (
 	"bytes"
@@ -8,66 +8,68 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 // decodeOld is Decode as it was before the scanner: encoding/json into a
 // map. FuzzDiff holds the two to the same results.
-func (d *Decoder) decodeOld(key, value []byte, pos Position) (Row, Date, error) {
+func (d *Decoder) decodeOld(key, value []byte, pos record.Position) (record.Row, record.Date, error) {
 	if err := d.checkSize(key, value); err != nil {
-		return Row{}, Date{}, err
+		return record.Row{}, record.Date{}, err
 	}
 	if value == nil {
-		return Row{}, Date{}, bad(ClassTombstone, "the value is null; deletes are dead-lettered (pipeline deletes: dead_letter)")
+		return record.Row{}, record.Date{}, bad(record.ClassTombstone, "the value is null; deletes are dead-lettered (pipeline deletes: dead_letter)")
 	}
 	// The checks before the scanner are shared; what differs is finding
 	// the members.
 	if err := checkJSON(value); err != nil {
-		return Row{}, Date{}, err
+		return record.Row{}, record.Date{}, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(value))
 	dec.UseNumber()
 	var obj map[string]any
 	if err := dec.Decode(&obj); err != nil {
-		return Row{}, Date{}, bad(ClassMalformed, "decode JSON: %v", err)
+		return record.Row{}, record.Date{}, bad(record.ClassMalformed, "decode JSON: %v", err)
 	}
-	r := Row{Values: make([]any, len(d.cols)), Pos: pos, Size: len(key) + len(value), Key: key, Value: value}
+	r := record.Row{Values: make([]any, len(d.cols)), Pos: pos, Size: len(key) + len(value), Key: key, Value: value}
 	for i, c := range d.cols {
 		raw, ok := lookupOld(obj, c.path)
 		if !ok || raw == nil {
 			if !c.nullable {
-				return Row{}, Date{}, bad(ClassMissing, "field %q (column %s): missing or null", strings.Join(c.path, "."), c.name)
+				return record.Row{}, record.Date{}, bad(record.ClassMissing, "field %q (column %s): missing or null", strings.Join(c.path, "."), c.name)
 			}
 			continue
 		}
 		v, err := convert(c.ct, raw)
 		if err != nil {
-			return Row{}, Date{}, bad(classOf(err), "field %q (column %s %s): %v", strings.Join(c.path, "."), c.name, c.ct, err)
+			return record.Row{}, record.Date{}, bad(classOf(err), "field %q (column %s %s): %v", strings.Join(c.path, "."), c.name, c.ct, err)
 		}
 		r.Values[i] = v
 	}
 	raw, ok := lookupOld(obj, d.dateFld)
 	if !ok || raw == nil {
-		return Row{}, Date{}, bad(ClassMissing, "date field %q: missing or null", d.p.Date.Field)
+		return record.Row{}, record.Date{}, bad(record.ClassMissing, "date field %q: missing or null", d.p.Date.Field)
 	}
 	date, err := targetDate(raw, d.loc)
 	if err != nil {
-		return Row{}, Date{}, bad(classOf(err), "date field %q: %v", d.p.Date.Field, err)
+		return record.Row{}, record.Date{}, bad(classOf(err), "date field %q: %v", d.p.Date.Field, err)
 	}
 	if d.verFld != nil {
 		raw, ok := lookupOld(obj, d.verFld)
 		if !ok || raw == nil {
-			return Row{}, Date{}, bad(ClassMissing, "version field %q: missing or null", d.p.Version.Field)
+			return record.Row{}, record.Date{}, bad(record.ClassMissing, "version field %q: missing or null", d.p.Version.Field)
 		}
 		if d.verTS {
 			t, err := toTime(raw)
 			if err != nil {
-				return Row{}, Date{}, bad(classOf(err), "version field %q: %v", d.p.Version.Field, err)
+				return record.Row{}, record.Date{}, bad(classOf(err), "version field %q: %v", d.p.Version.Field, err)
 			}
 			r.Version = t.UnixMicro()
 		} else {
 			v, err := toInt(raw, math.MinInt64, math.MaxInt64)
 			if err != nil {
-				return Row{}, Date{}, bad(classOf(err), "version field %q: %v", d.p.Version.Field, err)
+				return record.Row{}, record.Date{}, bad(classOf(err), "version field %q: %v", d.p.Version.Field, err)
 			}
 			r.Version = v
 		}
@@ -77,7 +79,7 @@ func (d *Decoder) decodeOld(key, value []byte, pos Position) (Row, Date, error) 
 	for i, k := range d.key {
 		keyVals[i], types[i] = r.Values[k], d.cols[k].typ
 	}
-	r.ID = RecordID(types, keyVals)
+	r.ID = record.RecordID(types, keyVals)
 	return r, date, nil
 }
 
@@ -105,8 +107,8 @@ func FuzzDiff(f *testing.F) {
 	decoders := fuzzDecoders(f)
 	f.Fuzz(func(t *testing.T, v []byte) {
 		for _, d := range decoders {
-			r1, d1, e1 := d.decodeOld(nil, v, Position{})
-			r2, d2, e2 := d.Decode(nil, v, Position{})
+			r1, d1, e1 := d.decodeOld(nil, v, record.Position{})
+			r2, d2, e2 := d.Decode(nil, v, record.Position{})
 			if (e1 == nil) != (e2 == nil) || (e1 != nil && e1.Error() != e2.Error()) {
 				t.Fatalf("%s: errors differ on %q:\nold %v\nnew %v", d.Pipeline().Name, v, e1, e2)
 			}
@@ -133,7 +135,7 @@ func FuzzNumeric(f *testing.F) {
 		}
 	})
 }
-func toNumericExactAny(raw any) (Numeric, error) {
+func toNumericExactAny(raw any) (record.Numeric, error) {
 	var s string
 	switch v := raw.(type) {
 	case json.Number:
@@ -175,7 +177,7 @@ func toNumericExactAny(raw any) (Numeric, error) {
 	if out == "-0" {
 		out = "0"
 	}
-	return Numeric(out), nil
+	return record.Numeric(out), nil
 }
 
-func toNumericExact(s string) (Numeric, error) { return toNumericExactAny(s) }
+func toNumericExact(s string) (record.Numeric, error) { return toNumericExactAny(s) }

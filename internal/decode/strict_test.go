@@ -1,10 +1,11 @@
-package batch
+package decode
 
 import (
 	"strings"
 	"testing"
 
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 // typed is a pipeline with a text key and columns that carry modifiers.
@@ -101,7 +102,7 @@ func TestDecodeStrict(t *testing.T) {
 			`oversize: record is 342 bytes (key 3, value 339), over max_record_bytes 256; not decoded, first 1024 bytes of key and value kept`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, _, err := d.Decode([]byte("key"), []byte(tc.value), Position{TP{"t", 0}, 1})
+			r, _, err := d.Decode([]byte("key"), []byte(tc.value), record.Position{TP: record.TP{Topic: "t", Partition: 0}, Offset: 1})
 			if err == nil {
 				t.Fatalf("Decode succeeded with %+v, want a bad record", r.Values)
 			}
@@ -109,7 +110,7 @@ func TestDecodeStrict(t *testing.T) {
 			if got != tc.want {
 				t.Errorf("reason:\n got  %s\n want %s", got, tc.want)
 			}
-			if ClassOf(got) == "" {
+			if record.ClassOf(got) == "" {
 				t.Errorf("reason %q has no class", got)
 			}
 		})
@@ -128,16 +129,16 @@ func TestDecodeStrictAccepts(t *testing.T) {
 		{"surrogate pair", `{"sku":"\ud83d\ude00","ts":"2026-01-01"}`, "sku", "😀"},
 		{"escaped backslash before u", `{"sku":"\\ud800","ts":"2026-01-01"}`, "sku", `\ud800`},
 		{"four-byte UTF-8", `{"sku":"😀","ts":"2026-01-01"}`, "sku", "😀"},
-		{"numeric(12,2) at its limit", `{"sku":"A","ts":"2026-01-01","price":"-9999999999.99"}`, "price", Numeric("-9999999999.99")},
-		{"numeric(12,2) trailing zeros", `{"sku":"A","ts":"2026-01-01","price":"1.5000"}`, "price", Numeric("1.5")},
-		{"numeric(3,-2) multiple of 100", `{"sku":"A","ts":"2026-01-01","big":99900}`, "big", Numeric("99900")},
-		{"numeric(3,5) small", `{"sku":"A","ts":"2026-01-01","tiny":0.00099}`, "tiny", Numeric("0.00099")},
-		{"numeric zero", `{"sku":"A","ts":"2026-01-01","price":-0.000}`, "price", Numeric("0")},
+		{"numeric(12,2) at its limit", `{"sku":"A","ts":"2026-01-01","price":"-9999999999.99"}`, "price", record.Numeric("-9999999999.99")},
+		{"numeric(12,2) trailing zeros", `{"sku":"A","ts":"2026-01-01","price":"1.5000"}`, "price", record.Numeric("1.5")},
+		{"numeric(3,-2) multiple of 100", `{"sku":"A","ts":"2026-01-01","big":99900}`, "big", record.Numeric("99900")},
+		{"numeric(3,5) small", `{"sku":"A","ts":"2026-01-01","tiny":0.00099}`, "tiny", record.Numeric("0.00099")},
+		{"numeric zero", `{"sku":"A","ts":"2026-01-01","price":-0.000}`, "price", record.Numeric("0")},
 		{"varchar(8) counts characters", `{"sku":"A","ts":"2026-01-01","status":"Zürich-ß"}`, "status", "Zürich-ß"},
 		{"char(2) drops padding", `{"sku":"A","ts":"2026-01-01","cc":"DE   "}`, "cc", "DE"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, _, err := d.Decode(nil, []byte(tc.value), Position{})
+			r, _, err := d.Decode(nil, []byte(tc.value), record.Position{})
 			if err != nil {
 				t.Fatalf("Decode: %v", err)
 			}
@@ -155,11 +156,11 @@ func TestDecodeStrictAccepts(t *testing.T) {
 func TestDistinctTextKeysStayDistinct(t *testing.T) {
 	d := NewDecoder(typed(t))
 	for _, v := range []string{"{\"sku\":\"A\xffB\",\"ts\":\"2026-01-01\"}", "{\"sku\":\"A\xfeB\",\"ts\":\"2026-01-01\"}", `{"sku":"A\ud800B","ts":"2026-01-01"}`} {
-		if _, _, err := d.Decode(nil, []byte(v), Position{}); err == nil || ClassOf(err.Error()) != ClassText {
+		if _, _, err := d.Decode(nil, []byte(v), record.Position{}); err == nil || record.ClassOf(err.Error()) != record.ClassText {
 			t.Errorf("%q: %v, want an invalid-text bad record", v, err)
 		}
 	}
-	if _, _, err := d.Decode(nil, []byte(`{"sku":"A\ufffdB","ts":"2026-01-01"}`), Position{}); err != nil {
+	if _, _, err := d.Decode(nil, []byte(`{"sku":"A\ufffdB","ts":"2026-01-01"}`), record.Position{}); err != nil {
 		t.Errorf("a real U+FFFD is text like any other: %v", err)
 	}
 }
@@ -173,9 +174,9 @@ func TestNegativeZeroKeys(t *testing.T) {
 	ints := NewDecoder(pipeline(t, config.Pipeline{Key: []string{"id"}, Columns: []config.Column{col("id", "bigint")}, Date: config.Date{Field: "ts"}}))
 	nums := NewDecoder(pipeline(t, config.Pipeline{Key: []string{"id"}, Columns: []config.Column{col("id", "numeric(5,2)")}, Date: config.Date{Field: "ts"}}))
 	texts := NewDecoder(pipeline(t, config.Pipeline{Key: []string{"id"}, Columns: []config.Column{col("id", "text")}, Date: config.Date{Field: "ts"}}))
-	id := func(d *Decoder, v string) ID {
+	id := func(d *Decoder, v string) record.ID {
 		t.Helper()
-		r, _, err := d.Decode(nil, []byte(`{"id":`+v+`,"ts":"2026-01-01"}`), Position{})
+		r, _, err := d.Decode(nil, []byte(`{"id":`+v+`,"ts":"2026-01-01"}`), record.Position{})
 		if err != nil {
 			t.Fatalf("Decode %s: %v", v, err)
 		}
@@ -197,12 +198,12 @@ func TestNegativeZeroKeys(t *testing.T) {
 func TestDeadLetterForOversize(t *testing.T) {
 	d := NewDecoder(typed(t))
 	value := []byte(`{"sku":"A","ts":"2026-01-01","city":"` + strings.Repeat("x", 3000) + `"}`)
-	_, _, err := d.Decode([]byte("key"), value, Position{})
-	dl := DeadLetterFor(Position{}, []byte("key"), value, err)
-	if len(dl.Value) != KeptBytes || string(dl.Key) != "key" || !strings.HasPrefix(dl.Reason, "oversize: record is 3042 bytes") {
+	_, _, err := d.Decode([]byte("key"), value, record.Position{})
+	dl := record.DeadLetterFor(record.Position{}, []byte("key"), value, err)
+	if len(dl.Value) != record.KeptBytes || string(dl.Key) != "key" || !strings.HasPrefix(dl.Reason, "oversize: record is 3042 bytes") {
 		t.Errorf("dead letter keeps %d bytes of value, key %q, reason %q", len(dl.Value), dl.Key, dl.Reason)
 	}
-	other := DeadLetterFor(Position{}, nil, []byte("[1]"), bad(ClassNotObject, "x"))
+	other := record.DeadLetterFor(record.Position{}, nil, []byte("[1]"), bad(record.ClassNotObject, "x"))
 	if string(other.Value) != "[1]" {
 		t.Errorf("a small dead letter lost bytes: %q", other.Value)
 	}

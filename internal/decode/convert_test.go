@@ -1,4 +1,4 @@
-package batch
+package decode
 
 import (
 	"encoding/json"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 // wide is a pipeline with a column of every type; only id is required.
@@ -46,7 +47,7 @@ func TestDecodeValues(t *testing.T) {
 		"ts": "2026-03-29T01:30:00Z", "ignored": [1, 2, 3]
 	}`)
 	key := []byte("k-42")
-	pos := Position{TP{"orders", 3}, 17}
+	pos := record.Position{TP: record.TP{Topic: "orders", Partition: 3}, Offset: 17}
 	r, date, err := d.Decode(key, value, pos)
 	if err != nil {
 		t.Fatalf("Decode: %v", err)
@@ -56,7 +57,7 @@ func TestDecodeValues(t *testing.T) {
 		"Zoë\t\"quoted\"",
 		int16(-32768),
 		int32(math.MaxInt32),
-		Numeric("1.5"),
+		record.Numeric("1.5"),
 		0.25,
 		false,
 		time.Date(2026, 2, 28, 0, 0, 0, 0, time.UTC),
@@ -73,7 +74,7 @@ func TestDecodeValues(t *testing.T) {
 	if len(r.Values) != len(want) {
 		t.Errorf("%d values, want %d", len(r.Values), len(want))
 	}
-	if date != (Date{2026, time.March, 29}) {
+	if date != (record.Date{Year: 2026, Month: time.March, Day: 29}) {
 		t.Errorf("date = %s, want 2026-03-29", date)
 	}
 	if r.Pos != pos || r.Size != len(key)+len(value) || string(r.Key) != string(key) || string(r.Value) != string(value) {
@@ -97,7 +98,7 @@ func TestDecodeNulls(t *testing.T) {
 		`{"id":1,"ts":"2026-01-01","address":{}}`,
 		" \n{\"id\":1,\"ts\":\"2026-01-01\"}\r\n\t ", // whitespace around the object is not trailing data
 	} {
-		r, _, err := d.Decode(nil, []byte(value), Position{})
+		r, _, err := d.Decode(nil, []byte(value), record.Position{})
 		if err != nil {
 			t.Fatalf("Decode %s: %v", value, err)
 		}
@@ -120,16 +121,16 @@ func TestDecodeConversions(t *testing.T) {
 		{"small", `7.0`, int16(7)},
 		{"int", `-2147483648`, int32(math.MinInt32)},
 		{"int", `2.1e3`, int32(2100)},
-		{"amount", `"-0.0"`, Numeric("0")},
-		{"amount", `12e-4`, Numeric("0.0012")},
-		{"amount", `1E+3`, Numeric("1000")},
-		{"amount", `"007.10"`, Numeric("7.1")},
-		{"amount", `99999999999999999999999999.99999999999999999999`, Numeric("99999999999999999999999999.99999999999999999999")},
-		{"amount", `".5"`, Numeric("0.5")},
-		{"amount", `"5."`, Numeric("5")},
-		{"amount", `"+1.5"`, Numeric("1.5")},
-		{"amount", `1.5e-999`, Numeric("0." + strings.Repeat("0", 998) + "15")},
-		{"amount", `1e999`, Numeric("1" + strings.Repeat("0", 999))},
+		{"amount", `"-0.0"`, record.Numeric("0")},
+		{"amount", `12e-4`, record.Numeric("0.0012")},
+		{"amount", `1E+3`, record.Numeric("1000")},
+		{"amount", `"007.10"`, record.Numeric("7.1")},
+		{"amount", `99999999999999999999999999.99999999999999999999`, record.Numeric("99999999999999999999999999.99999999999999999999")},
+		{"amount", `".5"`, record.Numeric("0.5")},
+		{"amount", `"5."`, record.Numeric("5")},
+		{"amount", `"+1.5"`, record.Numeric("1.5")},
+		{"amount", `1.5e-999`, record.Numeric("0." + strings.Repeat("0", 998) + "15")},
+		{"amount", `1e999`, record.Numeric("1" + strings.Repeat("0", 999))},
 		{"int", `"+7"`, int32(7)},
 		{"int", `"-0"`, int32(0)},
 		{"ratio", `1e308`, 1e308},
@@ -148,7 +149,7 @@ func TestDecodeConversions(t *testing.T) {
 		{"payload", `"<&>"`, json.RawMessage(`"\u003c\u0026\u003e"`)},
 	} {
 		t.Run(tc.column+"="+tc.json, func(t *testing.T) {
-			r, _, err := d.Decode(nil, []byte(`{"id":1,"ts":"2026-01-01",`+quote(tc.column)+`:`+tc.json+`}`), Position{})
+			r, _, err := d.Decode(nil, []byte(`{"id":1,"ts":"2026-01-01",`+quote(tc.column)+`:`+tc.json+`}`), record.Position{})
 			if err != nil {
 				t.Fatalf("Decode: %v", err)
 			}
@@ -251,14 +252,14 @@ func TestDecodeBadRecords(t *testing.T) {
 			if tc.value == "\x00nil" {
 				value = nil
 			}
-			r, _, err := d.Decode([]byte("key"), value, Position{TP{"orders", 0}, 9})
+			r, _, err := d.Decode([]byte("key"), value, record.Position{TP: record.TP{Topic: "orders", Partition: 0}, Offset: 9})
 			if err == nil {
 				t.Fatalf("Decode succeeded with %+v, want a bad record", r.Values)
 			}
 			if got := badReason(t, err); got != tc.want {
 				t.Errorf("reason:\n got  %s\n want %s", got, tc.want)
 			}
-			if r.Values != nil || r.ID != (ID{}) {
+			if r.Values != nil || r.ID != (record.ID{}) {
 				t.Errorf("a bad record returned a row: %+v", r)
 			}
 		})
@@ -267,7 +268,7 @@ func TestDecodeBadRecords(t *testing.T) {
 
 func TestDecodeEmptyValueIsNotATombstone(t *testing.T) {
 	d := NewDecoder(wide(t))
-	_, _, err := d.Decode(nil, []byte{}, Position{})
+	_, _, err := d.Decode(nil, []byte{}, record.Position{})
 	if got := badReason(t, err); strings.Contains(got, "tombstone") {
 		t.Errorf("an empty value is reported as a tombstone: %s", got)
 	}
@@ -299,7 +300,7 @@ func TestDecodeVersion(t *testing.T) {
 				Date:    config.Date{Field: "ts"},
 				Version: &config.Version{Field: "meta.rev", Type: tc.typ},
 			}))
-			r, _, err := d.Decode(nil, []byte(`{"id":1,"ts":"2026-01-01","meta":{"rev":`+tc.value+`}}`), Position{})
+			r, _, err := d.Decode(nil, []byte(`{"id":1,"ts":"2026-01-01","meta":{"rev":`+tc.value+`}}`), record.Position{})
 			if tc.err != "" {
 				if got := badReason(t, err); got != tc.err {
 					t.Errorf("reason %q, want %q", got, tc.err)
@@ -318,23 +319,23 @@ func TestDecodeVersion(t *testing.T) {
 		Key: []string{"id"}, Columns: []config.Column{col("id", "bigint")},
 		Date: config.Date{Field: "ts"}, Version: &config.Version{Field: "rev"},
 	}))
-	_, _, err := d.Decode(nil, []byte(`{"id":1,"ts":"2026-01-01"}`), Position{})
+	_, _, err := d.Decode(nil, []byte(`{"id":1,"ts":"2026-01-01"}`), record.Position{})
 	if got, want := badReason(t, err), `missing-field: version field "rev": missing or null`; got != want {
 		t.Errorf("missing version: reason %q, want %q", got, want)
 	}
 }
 
 func TestBadRecordError(t *testing.T) {
-	err := bad(ClassType, "field %q: %d \xff\x00", "x", 1)
-	var br *BadRecord
-	if !errors.As(err, &br) || err.Error() != "wrong-type: field \"x\": 1 \ufffd\\x00" || br.Reason != err.Error() || br.Class != ClassType {
+	err := bad(record.ClassType, "field %q: %d \xff\x00", "x", 1)
+	var br *record.BadRecord
+	if !errors.As(err, &br) || err.Error() != "wrong-type: field \"x\": 1 \ufffd\\x00" || br.Reason != err.Error() || br.Class != record.ClassType {
 		t.Errorf("bad() = %#v", err)
 	}
 }
 
 func TestNumericValue(t *testing.T) {
 	for _, tc := range []struct {
-		in   Numeric
+		in   record.Numeric
 		int  string
 		exp  int32
 		fail bool

@@ -1,4 +1,4 @@
-package batch
+package decode
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 // What a record asks of its target table.
@@ -93,32 +94,32 @@ func (d *Decoder) SetRegistryBackoff(base, limit time.Duration) {
 // A row with Delete set removes its key (the target date is zero: a delete
 // names a key, not a day); a row with Ignore set changes nothing but still
 // counts as taken from Kafka.
-func (d *Decoder) Decode(key, value []byte, pos Position) (Row, Date, error) {
+func (d *Decoder) Decode(key, value []byte, pos record.Position) (record.Row, record.Date, error) {
 	if err := d.checkSize(key, value); err != nil {
-		return Row{}, Date{}, err
+		return record.Row{}, record.Date{}, err
 	}
 	m, err := d.unwrap(key, value)
 	if err != nil {
-		return Row{}, Date{}, err
+		return record.Row{}, record.Date{}, err
 	}
 	switch m.op {
 	case opIgnore:
-		return Row{Ignore: true, Pos: pos, Size: len(key) + len(value), Key: key, Value: value}, Date{}, nil
+		return record.Row{Ignore: true, Pos: pos, Size: len(key) + len(value), Key: key, Value: value}, record.Date{}, nil
 	case opDelete:
 		r, err := d.deleteRow(m, key, value, pos)
-		return r, Date{}, withSchemaID(err, m.schemaID)
+		return r, record.Date{}, withSchemaID(err, m.schemaID)
 	}
 	var obj fields = tree(m.tree)
 	if m.tree == nil {
 		o, err := d.scan(m.row)
 		if err != nil {
-			return Row{}, Date{}, withSchemaID(err, m.schemaID)
+			return record.Row{}, record.Date{}, withSchemaID(err, m.schemaID)
 		}
 		obj = o
 	}
 	r, date, err := d.decodeRow(key, value, obj, pos)
 	if err != nil {
-		return Row{}, Date{}, withSchemaID(err, m.schemaID)
+		return record.Row{}, record.Date{}, withSchemaID(err, m.schemaID)
 	}
 	if m.versioned {
 		r.Version = m.version
@@ -130,17 +131,17 @@ func (d *Decoder) Decode(key, value []byte, pos Position) (Row, Date, error) {
 // missing from one schema version is a different problem from a field
 // missing from one record.
 func withSchemaID(err error, id int) error {
-	var b *BadRecord
+	var b *record.BadRecord
 	if id == 0 || !errors.As(err, &b) {
 		return err
 	}
-	return &BadRecord{Class: b.Class, Reason: fmt.Sprintf("%s (schema id %d)", b.Reason, id)}
+	return &record.BadRecord{Class: b.Class, Reason: fmt.Sprintf("%s (schema id %d)", b.Reason, id)}
 }
 
 // within puts a bad record's reason in context, keeping its class first:
 // format has one %s, for the reason without its class.
 func within(err error, format string) error {
-	var b *BadRecord
+	var b *record.BadRecord
 	if !errors.As(err, &b) {
 		return err
 	}
@@ -156,9 +157,9 @@ func payloadClass(err error) string {
 	case errors.As(err, &ve):
 		return ve.class
 	case strings.Contains(err.Error(), "invalid UTF-8"): // Protobuf's check of string fields
-		return ClassText
+		return record.ClassText
 	}
-	return ClassPayload
+	return record.ClassPayload
 }
 
 // unwrap takes the pipeline's format off a record.
@@ -185,7 +186,7 @@ func (d *Decoder) unwrap(key, value []byte) (message, error) {
 		}
 		t, ok := v.(map[string]any)
 		if !ok {
-			return message{}, bad(ClassNotObject, "expected an Avro record, got another type (schema id %d)", id)
+			return message{}, bad(record.ClassNotObject, "expected an Avro record, got another type (schema id %d)", id)
 		}
 		return message{tree: t, schemaID: id}, nil
 	}
@@ -224,7 +225,7 @@ func (d *Decoder) tombstone(key []byte, what string) (message, error) {
 		return message{op: o}, err
 	}
 	if len(key) == 0 {
-		return message{}, bad(ClassTombstone, "%s and there is no key: nothing says which row to delete", what)
+		return message{}, bad(record.ClassTombstone, "%s and there is no key: nothing says which row to delete", what)
 	}
 	k, id, err := d.keyJSON(key)
 	if err != nil {
@@ -241,7 +242,7 @@ func (d *Decoder) deletes(what string) (op, error) {
 	case "apply":
 		return opDelete, nil
 	}
-	return 0, bad(ClassTombstone, "%s; deletes are dead-lettered (pipeline deletes: dead_letter)", what)
+	return 0, bad(record.ClassTombstone, "%s; deletes are dead-lettered (pipeline deletes: dead_letter)", what)
 }
 
 // keyJSON decodes a Kafka key by the pipeline's key format.
@@ -301,7 +302,7 @@ func (d *Decoder) framed(format string, b []byte) (*writerSchema, []byte, int, e
 		return nil, nil, id, err
 	}
 	if ws.typ != formatType(format) {
-		return nil, nil, id, bad(ClassSchema, "schema id %d is a %s schema, but the pipeline reads %s", id, ws.typ, format)
+		return nil, nil, id, bad(record.ClassSchema, "schema id %d is a %s schema, but the pipeline reads %s", id, ws.typ, format)
 	}
 	return ws, payload, id, nil
 }
@@ -327,49 +328,49 @@ func formatType(format string) sr.SchemaType {
 // deleteRow keys a delete: the key columns' fields are read from the key
 // JSON as they are from a row, so a delete and the row it removes get the
 // same record_id.
-func (d *Decoder) deleteRow(m message, key, value []byte, pos Position) (Row, error) {
-	r := Row{Delete: true, Pos: pos, Size: len(key) + len(value), Key: key, Value: value, Version: m.version}
+func (d *Decoder) deleteRow(m message, key, value []byte, pos record.Position) (record.Row, error) {
+	r := record.Row{Delete: true, Pos: pos, Size: len(key) + len(value), Key: key, Value: value, Version: m.version}
 	vals := make([]any, len(d.key))
 	src := bytes.TrimSpace(m.key)
 	if len(src) > 0 && src[0] == '{' {
 		obj, err := d.scan(src)
 		if err != nil {
-			return Row{}, within(err, "delete key: %s")
+			return record.Row{}, within(err, "delete key: %s")
 		}
 		for j, k := range d.key {
 			c := d.cols[k]
 			raw, ok := obj.lookup(c.path)
 			if !ok || raw == nil {
-				return Row{}, bad(ClassMissing, "delete key: field %q (column %s): missing or null", c.fieldName(), c.name)
+				return record.Row{}, bad(record.ClassMissing, "delete key: field %q (column %s): missing or null", c.fieldName(), c.name)
 			}
 			if vals[j], err = convert(c.ct, raw); err != nil {
-				return Row{}, bad(classOf(err), "delete key: field %q (column %s %s): %v", c.fieldName(), c.name, c.ct, err)
+				return record.Row{}, bad(classOf(err), "delete key: field %q (column %s %s): %v", c.fieldName(), c.name, c.ct, err)
 			}
 		}
 		if d.verFld != nil && !m.versioned {
 			if r.Version, err = d.version(obj); err != nil {
-				return Row{}, within(err, "delete key: %s; a pipeline with a version field needs it in a tombstone's key to order the delete")
+				return record.Row{}, within(err, "delete key: %s; a pipeline with a version field needs it in a tombstone's key to order the delete")
 			}
 		}
 	} else {
 		switch {
 		case !json.Valid(src):
-			return Row{}, bad(ClassMalformed, "delete key %s is not a JSON object with the key fields", quoteValue(string(src)))
+			return record.Row{}, bad(record.ClassMalformed, "delete key %s is not a JSON object with the key fields", quoteValue(string(src)))
 		case len(d.key) != 1:
-			return Row{}, bad(ClassNotObject, "delete key %s is not a JSON object with the key fields", quoteValue(string(src)))
+			return record.Row{}, bad(record.ClassNotObject, "delete key %s is not a JSON object with the key fields", quoteValue(string(src)))
 		case !utf8.Valid(src) || loneSurrogate(src) >= 0:
-			return Row{}, bad(ClassText, "delete key %s is not valid UTF-8 or holds a lone UTF-16 surrogate", quoteValue(string(src)))
+			return record.Row{}, bad(record.ClassText, "delete key %s is not valid UTF-8 or holds a lone UTF-16 surrogate", quoteValue(string(src)))
 		case d.verFld != nil && !m.versioned:
-			return Row{}, bad(ClassMissing, "delete key %s: a pipeline with a version field needs it in a tombstone's key to order the delete", quoteValue(string(src)))
+			return record.Row{}, bad(record.ClassMissing, "delete key %s: a pipeline with a version field needs it in a tombstone's key to order the delete", quoteValue(string(src)))
 		}
 		c := d.cols[d.key[0]]
 		v, err := convert(c.ct, toAny(src))
 		if err != nil {
-			return Row{}, bad(classOf(err), "delete key (column %s %s): %v", c.name, c.ct, err)
+			return record.Row{}, bad(classOf(err), "delete key (column %s %s): %v", c.name, c.ct, err)
 		}
 		vals[0] = v
 	}
-	r.ID = RecordID(d.keyTypes, vals)
+	r.ID = record.RecordID(d.keyTypes, vals)
 	return r, nil
 }
 

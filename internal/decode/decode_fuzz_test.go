@@ -1,4 +1,4 @@
-package batch
+package decode
 
 import (
 	"encoding/json"
@@ -6,6 +6,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/srtest"
 )
 
@@ -26,7 +27,7 @@ func fuzzFormat(f *testing.F, format string, register func(reg *srtest.Registry)
 	header := srtest.Frame(id, index, nil)
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		value := append(append([]byte{}, header...), payload...)
-		row, _, err := d.Decode([]byte(`{"id":1,"amount":1,"day":"2026-03-01","at":0,"uid":"6ba7b810-9dad-11d1-80b4-00c04fd430c8"}`), value, Position{})
+		row, _, err := d.Decode([]byte(`{"id":1,"amount":1,"day":"2026-03-01","at":0,"uid":"6ba7b810-9dad-11d1-80b4-00c04fd430c8"}`), value, record.Position{})
 		if err != nil {
 			fuzzBad(t, err)
 			return
@@ -44,11 +45,11 @@ func fuzzFormat(f *testing.F, format string, register func(reg *srtest.Registry)
 // class.
 func fuzzBad(t *testing.T, err error) {
 	t.Helper()
-	var br *BadRecord
+	var br *record.BadRecord
 	if !errors.As(err, &br) {
 		t.Fatalf("error %v (%T) is not a *BadRecord", err, err)
 	}
-	if br.Class == "" || ClassOf(br.Reason) != br.Class {
+	if br.Class == "" || record.ClassOf(br.Reason) != br.Class {
 		t.Fatalf("reason %q does not start with its class %q", br.Reason, br.Class)
 	}
 }
@@ -104,7 +105,7 @@ func FuzzDebezium(f *testing.F) {
 	}
 	d := NewDecoder(pipeline(f, customers("lsn", "json", "apply")))
 	f.Fuzz(func(t *testing.T, value []byte) {
-		row, _, err := d.Decode([]byte(`{"id":1}`), value, Position{})
+		row, _, err := d.Decode([]byte(`{"id":1}`), value, record.Position{})
 		if err != nil {
 			fuzzBad(t, err)
 			return

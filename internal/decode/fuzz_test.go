@@ -1,4 +1,4 @@
-package batch
+package decode
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/record"
 )
 
 // fuzzDecoders are a simple pipeline and one keyed on every canonical type,
@@ -89,7 +90,7 @@ func TestFuzzSeeds(t *testing.T) {
 	decoders := fuzzDecoders(t)
 	for _, seed := range fuzzSeeds {
 		for _, d := range decoders {
-			_, _, err := d.Decode(nil, []byte(seed.value), Position{})
+			_, _, err := d.Decode(nil, []byte(seed.value), record.Position{})
 			if want := seed.decodes == d.Pipeline().Name; (err == nil) != want {
 				t.Errorf("%s decodes %s: %v, want success %v", d.Pipeline().Name, seed.value, err, want)
 			}
@@ -104,12 +105,12 @@ func FuzzDecode(f *testing.F) {
 	decoders := fuzzDecoders(f)
 	f.Fuzz(func(t *testing.T, value []byte) {
 		for _, d := range decoders {
-			pos := Position{TP{"topic", 1}, 2}
+			pos := record.Position{TP: record.TP{Topic: "topic", Partition: 1}, Offset: 2}
 			r, date, err := d.Decode([]byte("k"), value, pos)
 			if err != nil {
-				var br *BadRecord
+				var br *record.BadRecord
 				if !errors.As(err, &br) || br.Reason == "" {
-					t.Fatalf("%s: error %v (%T) is not a *BadRecord with a reason", d.Pipeline().Name, err, err)
+					t.Fatalf("%s: error %v (%T) is not a *record.BadRecord with a reason", d.Pipeline().Name, err, err)
 				}
 				continue
 			}
@@ -173,11 +174,11 @@ func FuzzCheckJSON(f *testing.F) {
 			}
 			return
 		}
-		var br *BadRecord
-		if !errors.As(err, &br) || ClassOf(br.Reason) != br.Class || !utf8.ValidString(br.Reason) {
+		var br *record.BadRecord
+		if !errors.As(err, &br) || record.ClassOf(br.Reason) != br.Class || !utf8.ValidString(br.Reason) {
 			t.Fatalf("%q: error %v is not a classed bad record with a valid reason", v, err)
 		}
-		if br.Class == ClassText && (jerr != nil || (utf8.Valid(v) && !spelled && !changed)) {
+		if br.Class == record.ClassText && (jerr != nil || (utf8.Valid(v) && !spelled && !changed)) {
 			t.Fatalf("%q refused as invalid text, but encoding/json reads it unchanged (%v)", v, jerr)
 		}
 	})

@@ -1,8 +1,9 @@
-package batch
+package decode
 
 import (
 	"testing"
 
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/srtest"
 )
 
@@ -24,13 +25,13 @@ func BenchmarkDecodeFormats(b *testing.B) {
 		b.Run(format, func(b *testing.B) {
 			d := NewDecoder(registryPipeline(b, reg.URL(), orders(format)))
 			v := values[format]
-			if _, _, err := d.Decode(nil, v, Position{}); err != nil {
+			if _, _, err := d.Decode(nil, v, record.Position{}); err != nil {
 				b.Fatal(err)
 			}
 			b.SetBytes(int64(len(v)))
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, _, err := d.Decode(nil, v, Position{}); err != nil {
+				if _, _, err := d.Decode(nil, v, record.Position{}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -1,4 +1,4 @@
-package batch
+package decode
 
 import (
 	"bytes"
@@ -8,66 +8,17 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/idemsink/idemsink/internal/record"
 )
-
-// Classes of bad input. Every dead-letter reason starts with its class and
-// a colon, so that `consumer dlq list --reason invalid-text` finds them all.
-const (
-	ClassOversize  = "oversize"       // key plus value over max_record_bytes
-	ClassTombstone = "tombstone"      // a delete (null value, Debezium op d) not applied, or without a usable key
-	ClassMalformed = "malformed-json" // not JSON, truncated, trailing data
-	ClassNotObject = "not-an-object"  // JSON, but an array, string, number or null
-	ClassText      = "invalid-text"   // invalid UTF-8, a lone surrogate, NUL
-	ClassMissing   = "missing-field"  // a required field is absent or null
-	ClassType      = "wrong-type"     // a value of the wrong JSON type or syntax
-	ClassRange     = "out-of-range"   // does not fit the column's type and modifiers
-	ClassRefused   = "refused-by-postgres"
-	// Classes of the registry formats and Debezium (format.go).
-	ClassPayload = "malformed-payload" // no Confluent wire-format header, or Avro/Protobuf that does not decode
-	ClassSchema  = "schema"            // the writer schema is unknown to the registry (404), unusable, or of another format
-	ClassEvent   = "debezium-event"    // a Debezium event without its source position, its after row, or a known op
-)
-
-// Classes lists every class in the order the README documents them.
-var Classes = []string{ClassOversize, ClassTombstone, ClassMalformed, ClassNotObject, ClassText,
-	ClassMissing, ClassType, ClassRange, ClassRefused, ClassPayload, ClassSchema, ClassEvent}
-
-// ClassOf returns the class a dead-letter reason starts with, or "".
-func ClassOf(reason string) string {
-	c, _, ok := strings.Cut(reason, ":")
-	if !ok {
-		return ""
-	}
-	for _, k := range Classes {
-		if c == k {
-			return c
-		}
-	}
-	return ""
-}
-
-// KeptBytes is how much of an oversize record's key and value is kept in
-// its dead letter: enough to recognise it, not enough to fill the table.
-const KeptBytes = 1024
-
-// DeadLetterFor is the dead letter of a record that failed to decode with
-// err. An oversize record keeps only its first KeptBytes of key and value;
-// its reason gives the full sizes.
-func DeadLetterFor(pos Position, key, value []byte, err error) DeadLetter {
-	var br *BadRecord
-	if errors.As(err, &br) && br.Class == ClassOversize {
-		key, value = key[:min(len(key), KeptBytes)], value[:min(len(value), KeptBytes)]
-	}
-	return DeadLetter{Pos: pos, Key: key, Value: value, Reason: err.Error()}
-}
 
 // checkSize refuses a record over the pipeline's max_record_bytes before
 // anything reads it.
 func (d *Decoder) checkSize(key, value []byte) error {
 	limit := int64(d.p.MaxRecordBytes)
 	if n := int64(len(key) + len(value)); limit > 0 && n > limit {
-		return bad(ClassOversize, "record is %d bytes (key %d, value %d), over max_record_bytes %d; not decoded, first %d bytes of key and value kept",
-			n, len(key), len(value), limit, KeptBytes)
+		return bad(record.ClassOversize, "record is %d bytes (key %d, value %d), over max_record_bytes %d; not decoded, first %d bytes of key and value kept",
+			n, len(key), len(value), limit, record.KeptBytes)
 	}
 	return nil
 }
@@ -79,17 +30,17 @@ func (d *Decoder) checkSize(key, value []byte) error {
 func checkJSON(value []byte) error {
 	i := skipSpace(value, 0)
 	if i == len(value) {
-		return bad(ClassMalformed, "the value is empty (%d bytes); expected a JSON object", len(value))
+		return bad(record.ClassMalformed, "the value is empty (%d bytes); expected a JSON object", len(value))
 	}
 	if !json.Valid(value) {
 		return syntaxError(value)
 	}
 	if value[i] != '{' {
-		return bad(ClassNotObject, "expected a JSON object, got %s", jsonKind(value[i]))
+		return bad(record.ClassNotObject, "expected a JSON object, got %s", jsonKind(value[i]))
 	}
 	if utf8.Valid(value) {
 		if j := loneSurrogate(value); j >= 0 {
-			return bad(ClassText, "%s: escape %s at byte %d is a lone UTF-16 surrogate, not a character",
+			return bad(record.ClassText, "%s: escape %s at byte %d is a lone UTF-16 surrogate, not a character",
 				where(value, j), value[j:j+6], j)
 		}
 		return nil
@@ -102,7 +53,7 @@ func checkJSON(value []byte) error {
 		}
 		j += n
 	}
-	return bad(ClassText, "%s: byte 0x%02x at byte %d is not valid UTF-8", where(value, j), value[j], j)
+	return bad(record.ClassText, "%s: byte 0x%02x at byte %d is not valid UTF-8", where(value, j), value[j], j)
 }
 
 // syntaxError explains why value is not JSON, without Go's type names.
@@ -111,16 +62,16 @@ func syntaxError(value []byte) error {
 	err := json.Unmarshal(value, &raw)
 	var se *json.SyntaxError
 	if !errors.As(err, &se) {
-		return bad(ClassMalformed, "not valid JSON")
+		return bad(record.ClassMalformed, "not valid JSON")
 	}
 	msg := se.Error()
 	switch {
 	case strings.Contains(msg, "after top-level value"):
-		return bad(ClassMalformed, "trailing data at byte %d after the JSON value", se.Offset-1)
+		return bad(record.ClassMalformed, "trailing data at byte %d after the JSON value", se.Offset-1)
 	case strings.Contains(msg, "unexpected end"):
-		return bad(ClassMalformed, "the JSON ends unfinished after byte %d", len(value))
+		return bad(record.ClassMalformed, "the JSON ends unfinished after byte %d", len(value))
 	}
-	return bad(ClassMalformed, "%s at byte %d", msg, se.Offset-1)
+	return bad(record.ClassMalformed, "%s at byte %d", msg, se.Offset-1)
 }
 
 func jsonKind(c byte) string {
