@@ -252,3 +252,83 @@ func reopen(t *testing.T, f *fixture, p config.Pipeline) *fixture {
 	}
 	return g
 }
+
+// crash is what a fault hook panics with: the process "dies" at the point,
+// its transaction never commits.
+type crash struct{ point string }
+
+// A repairing replay that dies between its upsert and its commit, at
+// every batch in turn, leaves every batch either fully repaired or not at
+// all; running it again repairs the rest, and the batch log shows only
+// the applications that committed.
+func TestCrashMidRepairRerunFixes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t, pipeline("crash", true))
+	var vals [3][]string
+	for b := range 3 {
+		for i := range 4 {
+			id := b*4 + i
+			vals[b] = append(vals[b], `{"id":`+strconv.Itoa(id)+`,"qty":`+strconv.Itoa(id)+`,"v":1,"day":"2026-03-01"}`)
+		}
+	}
+	batches := func(s *sink.Sink, group string) (repaired int, err error) {
+		for b := range 3 {
+			bt := f.batchOf("crash", int64(b*4), vals[b]...)
+			r, err := s.Apply(ctx, bt, commitAs(commitFor(bt, 1), group))
+			if err != nil {
+				return repaired, err
+			}
+			repaired += r.Repaired
+		}
+		return repaired, nil
+	}
+	if _, err := batches(f.s, "g"); err != nil {
+		t.Fatal(err)
+	}
+	// Damage one row of every batch at its own version.
+	if _, err := f.pool.Exec(ctx, `UPDATE crash SET qty = -1 WHERE id IN (1, 5, 9)`); err != nil {
+		t.Fatal(err)
+	}
+	for _, point := range []string{sink.FaultAfterStage, sink.FaultAfterUpsert} {
+		// Crash at the second batch's point: the first batch is repaired
+		// and committed, the second not at all.
+		hits := 0
+		s := sink.New(f.pool, f.cfg, sink.Options{Fault: func(p string) {
+			if p == point {
+				if hits++; hits == 2 {
+					panic(crash{p})
+				}
+			}
+		}})
+		func() {
+			defer func() {
+				if r := recover(); r == nil {
+					t.Fatalf("%s: no crash", point)
+				} else if _, ok := r.(crash); !ok {
+					panic(r)
+				}
+			}()
+			_, _ = batches(s, "replay-"+point)
+		}()
+		if n := f.count(`SELECT count(*) FROM crash WHERE qty = -1`); n > 2 {
+			t.Errorf("%s: %d damaged rows after the crash, want at most 2 (the first batch committed)", point, n)
+		}
+		if n := f.count(`SELECT count(*) FROM crash WHERE qty = -1 AND id = 5`); n != 1 {
+			t.Errorf("%s: the crashed batch's row is half-applied", point)
+		}
+		// The rerun repairs whatever is left.
+		if _, err := batches(f.s, "rerun-"+point); err != nil {
+			t.Fatalf("%s: rerun: %v", point, err)
+		}
+		if n := f.count(`SELECT count(*) FROM crash WHERE qty <> id`); n != 0 {
+			t.Errorf("%s: %d rows still damaged after the rerun", point, n)
+		}
+		if n := f.count(`SELECT count(*) FROM idemsink.batch_applications WHERE group_id = $1`, "replay-"+point); n != 1 {
+			t.Errorf("%s: %d applications of the crashed replay in the batch log, want 1 (the committed batch)", point, n)
+		}
+		if _, err := f.pool.Exec(ctx, `UPDATE crash SET qty = -1 WHERE id IN (1, 5, 9)`); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
