@@ -36,6 +36,7 @@ commands:
   replay         re-apply a range of target dates beside the live group, which is not touched
   verify         check Kafka's commits against the ledger; with --date, reconcile tables and topics
   dlq            list dead letters, or replay them through the current configuration
+  history        the batch log: every application of a batch, by which group, when, with its counts
   demo           run the whole pipeline on an in-process Kafka and a throwaway PostgreSQL
   version        print the version
 
@@ -78,6 +79,7 @@ examples:
 	"offsets reset": {help: resetHelp, flags: resetFlags},
 	"replay":        {help: replayHelp, flags: replayFlags},
 	"verify":        {help: verifyHelp, flags: verifyFlags},
+	"history":       {help: historyHelp, flags: historyFlags},
 	"demo": {help: `Run the whole pipeline on an in-process Kafka and a throwaway PostgreSQL
 (needs the PostgreSQL server binaries on PATH); no configuration.
 

@@ -7,7 +7,7 @@ import "github.com/prometheus/client_golang/prometheus"
 // Metrics holds every collector the daemon updates.
 type Metrics struct {
 	// Records counts records by pipeline and result: inserted, updated,
-	// unchanged, stale, superseded, skipped, dead_lettered.
+	// repaired, unchanged, stale, superseded, skipped, dead_lettered.
 	Records *prometheus.CounterVec
 	// DeadLetters counts committed dead letters by pipeline and class:
 	// the class their reason starts with (record.Classes), or "other".

@@ -44,7 +44,7 @@ func (s *Sink) Apply(ctx context.Context, b *batch.Batch, c Commit) (Result, err
 		return res, err
 	}
 	name := b.Pipeline.Name
-	for result, n := range map[string]int{"inserted": res.Inserted, "updated": res.Updated, "unchanged": res.Unchanged,
+	for result, n := range map[string]int{"inserted": res.Inserted, "updated": res.Updated, "repaired": res.Repaired, "unchanged": res.Unchanged,
 		"stale": res.Stale, "deleted": res.Deleted, "superseded": res.Superseded, "skipped": res.Skipped, "dead_lettered": res.DeadLettered} {
 		s.m.Records.WithLabelValues(name, result).Add(float64(n))
 	}
@@ -221,7 +221,7 @@ func (t *txn) stage(ctx context.Context, rowByRow bool) error {
 		return nil
 	}
 	var err error
-	t.copied, err = t.tx.CopyFrom(ctx, pgx.Identifier{"_idemsink_stage_" + t.b.Pipeline.Name}, t.st.stageCols, &rowSource{rows: t.todo})
+	t.copied, err = t.tx.CopyFrom(ctx, pgx.Identifier{t.st.stageName}, t.st.stageCols, &rowSource{rows: t.todo})
 	if err != nil {
 		return fmt.Errorf("stage %d rows: %w", len(t.todo), err)
 	}
@@ -242,11 +242,12 @@ func (t *txn) upsert(ctx context.Context, rowByRow bool) error {
 		return nil
 	}
 	t0 := time.Now()
-	var ins, upd int64
-	if err := t.tx.QueryRow(ctx, t.st.upsert, t.res.BatchID).Scan(&ins, &upd); err != nil {
+	var ins, upd, rep int64
+	if err := t.tx.QueryRow(ctx, t.st.upsert, t.res.BatchID).Scan(&ins, &upd, &rep); err != nil {
 		return fmt.Errorf("upsert into %s: %w", t.st.target, err)
 	}
-	t.res.Inserted, t.res.Updated = int(ins), int(upd)
+	// Repaired rows are updates too; they are counted apart.
+	t.res.Inserted, t.res.Updated, t.res.Repaired = int(ins), int(upd-rep), int(rep)
 	t.res.Upsert = time.Since(t0)
 	return nil
 }
@@ -264,7 +265,7 @@ func (t *txn) verify(ctx context.Context) error {
 		return &VerifyError{Staged: staged, Copied: t.copied, Missing: missing, Behind: behind}
 	}
 	t.res.Staged, t.res.Stale = int(staged+t.tombstoned), int(stale+t.tombstoned)
-	t.res.Unchanged = t.res.Staged - t.res.Inserted - t.res.Updated - t.res.Stale
+	t.res.Unchanged = t.res.Staged - t.res.Inserted - t.res.Updated - t.res.Repaired - t.res.Stale
 	return nil
 }
 
@@ -304,8 +305,13 @@ func (t *txn) record(ctx context.Context) error {
 	c := t.c
 	if err := t.tx.QueryRow(ctx, recordBatch, res.BatchID, res.RunID, t.b.Pipeline.Name, date, c.Group, c.Generation, c.Member, ranges,
 		res.Records, res.Superseded, res.Skipped, res.Staged, res.Inserted, res.Updated, res.Unchanged, res.Stale, res.Deleted,
-		res.DeadLettered, ms(res.Stage), ms(res.Upsert), ms(res.Verify)).Scan(&res.Applications); err != nil {
+		res.DeadLettered, ms(res.Stage), ms(res.Upsert), ms(res.Verify), res.Repaired).Scan(&res.Applications); err != nil {
 		return fmt.Errorf("record batch: %w", err)
+	}
+	if _, err := t.tx.Exec(ctx, recordApplication, res.BatchID, res.Applications, t.b.Pipeline.Name, date, c.Group, c.Generation,
+		c.Member, res.Records, res.Skipped, res.Staged, res.Inserted, res.Updated, res.Repaired, res.Unchanged, res.Stale,
+		res.Deleted, res.DeadLettered); err != nil {
+		return fmt.Errorf("record batch application: %w", err)
 	}
 	var topics []string
 	var parts []int32

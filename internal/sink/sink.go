@@ -84,10 +84,14 @@ type Result struct {
 	Staged         int
 	Inserted       int
 	Updated        int
-	Unchanged      int
-	Stale          int // older than the stored version, not written
-	Deleted        int
-	DeadLettered   int
+	// Repaired counts rows restored by the record they came from: the
+	// same version and position, other content (a row damaged by hand, or
+	// a column added since it was written).
+	Repaired     int
+	Unchanged    int
+	Stale        int // older than the stored version, not written
+	Deleted      int
+	DeadLettered int
 	// DeadClasses counts the dead letters written by class: the class
 	// their reason starts with, or ClassOther.
 	DeadClasses   map[string]int
@@ -105,6 +109,7 @@ func (r *Result) Add(o Result) {
 	r.Staged += o.Staged
 	r.Inserted += o.Inserted
 	r.Updated += o.Updated
+	r.Repaired += o.Repaired
 	r.Unchanged += o.Unchanged
 	r.Stale += o.Stale
 	r.Deleted += o.Deleted

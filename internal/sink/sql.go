@@ -2,6 +2,7 @@ package sink
 
 import (
 	"fmt"
+	"hash/fnv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -14,6 +15,7 @@ import (
 type statements struct {
 	target      string   // quoted schema.table
 	stage       string   // quoted temp table name
+	stageName   string   // the same, unquoted, for COPY
 	stageCols   []string // COPY column order
 	createTable string
 	createStage string
@@ -25,10 +27,18 @@ type statements struct {
 func quote(parts ...string) string { return pgx.Identifier(parts).Sanitize() }
 
 func buildStatements(p *config.Pipeline) *statements {
-	s := &statements{
-		target: quote(p.Schema, p.Table),
-		stage:  quote("_idemsink_stage_" + p.Name),
+	s := &statements{target: quote(p.Schema, p.Table)}
+	// The stage is a temp table that lives as long as its connection; its
+	// name carries a hash of the pipeline and its columns, so that a
+	// connection that staged before the pipeline gained a column never
+	// copies into the old shape; it fits PostgreSQL's 63 bytes.
+	h := fnv.New32a()
+	h.Write([]byte(p.Name + "\x00"))
+	for _, c := range p.Columns {
+		h.Write([]byte(c.Name + " " + c.Type + "\x00"))
 	}
+	s.stageName = fmt.Sprintf("_idemsink_stage_%.38s_%08x", p.Name, h.Sum32())
+	s.stage = quote(s.stageName)
 	var cols, defs, stageDefs, sets, tContent, eContent []string
 	for _, c := range p.Columns {
 		q := quote(c.Name)
@@ -70,14 +80,18 @@ func buildStatements(p *config.Pipeline) *statements {
 		return fmt.Sprintf("(%[1]s._version, %[1]s._src_offset, %[1]s._src_partition, %[1]s._src_topic)", alias)
 	}
 	// The version guard orders by (version, offset, partition, topic), the
-	// same total order as record.Row.Newer. The change test includes _version:
-	// a higher version with equal content still moves the fence forward,
-	// while a redelivery (same version, same content) writes nothing.
+	// same total order as record.Row.Newer, and lets a record write when it
+	// is at or after the row's position and its content differs. "At" is
+	// the record the row came from: it may restore a row damaged or left
+	// incomplete (a column added since) at its own position; an older
+	// record never writes. The change test includes _version: a higher
+	// version with equal content still moves the fence forward, while a
+	// redelivery (same version, same content) writes nothing.
 	conflict := fmt.Sprintf(`ON CONFLICT (record_id) DO UPDATE SET %s,
     _version = EXCLUDED._version, _src_topic = EXCLUDED._src_topic,
     _src_partition = EXCLUDED._src_partition, _src_offset = EXCLUDED._src_offset,
     _batch_id = EXCLUDED._batch_id, _applied_at = EXCLUDED._applied_at
-  WHERE %s > %s
+  WHERE %s >= %s
     AND (t._version, %s) IS DISTINCT FROM (EXCLUDED._version, %s)
   RETURNING (xmax = 0) AS inserted`, strings.Join(sets, ", "), position("EXCLUDED"), position("t"), strings.Join(tContent, ", "), strings.Join(eContent, ", "))
 	insert := fmt.Sprintf(`INSERT INTO %s AS t (record_id, %s, _version, _src_topic, _src_partition, _src_offset, _batch_id, _applied_at)`, s.target, colList)
@@ -97,12 +111,14 @@ func buildStatements(p *config.Pipeline) *statements {
 		q := quote(c.Name)
 		upd = append(upd, fmt.Sprintf("%s = p.%s", q, q))
 	}
+	// newer is the version guard for a staged row s against the target
+	// row t: at or after t's position, with other content.
 	newer := func(s, t string) string {
-		return fmt.Sprintf("%s > %s AND (%s._version, %s) IS DISTINCT FROM (%s._version, %s)", position(s), position(t),
+		return fmt.Sprintf("%s >= %s AND (%s._version, %s) IS DISTINCT FROM (%s._version, %s)", position(s), position(t),
 			t, prefixed(t, p.ColumnNames()), s, prefixed(s, p.ColumnNames()))
 	}
 	s.upsert = fmt.Sprintf(`WITH probe AS MATERIALIZED (
-  SELECT s.*, t.record_id IS NULL AS fresh FROM %[1]s s LEFT JOIN %[2]s t ON t.record_id = s.record_id
+  SELECT s.*, t.record_id IS NULL AS fresh, %[7]s = %[8]s AS same FROM %[1]s s LEFT JOIN %[2]s t ON t.record_id = s.record_id
   WHERE t.record_id IS NULL OR (%[3]s)
 ), ins AS (
   INSERT INTO %[2]s (record_id, %[4]s, _version, _src_topic, _src_partition, _src_offset, _batch_id, _applied_at)
@@ -112,9 +128,10 @@ func buildStatements(p *config.Pipeline) *statements {
   UPDATE %[2]s t SET %[5]s, _version = p._version, _src_topic = p._src_topic, _src_partition = p._src_partition,
     _src_offset = p._src_offset, _batch_id = $1::uuid, _applied_at = now()
   FROM probe p WHERE NOT p.fresh AND t.record_id = p.record_id AND %[6]s
-  RETURNING 1
+  RETURNING p.same
 )
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)`, s.stage, s.target, newer("s", "t"), colList, strings.Join(upd, ", "), newer("p", "t"))
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd), (SELECT count(*) FROM upd WHERE same)`,
+		s.stage, s.target, newer("s", "t"), colList, strings.Join(upd, ", "), newer("p", "t"), position("s"), position("t"))
 
 	params := []string{"$1::uuid"}
 	for i, c := range p.Columns {
@@ -126,13 +143,14 @@ SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)`, s.stage, s.targe
 
 	// Contract 6: every staged row is in the target at its staged version
 	// or a newer one. "behind" counts rows where the target holds an older
-	// position with other content: the upsert should have replaced them.
-	// "stale" counts staged rows older than what the target holds.
+	// or the same position with other content: the upsert should have
+	// replaced or restored them. "stale" counts staged rows older than what
+	// the target holds.
 	contentT := "(t._version, " + strings.Join(tContent, ", ") + ")"
 	contentS := "(s._version, " + prefixed("s", p.ColumnNames()) + ")"
 	s.verify = fmt.Sprintf(`SELECT count(*),
   count(*) FILTER (WHERE t.record_id IS NULL),
-  count(*) FILTER (WHERE %[1]s < %[2]s AND %[3]s IS DISTINCT FROM %[4]s),
+  count(*) FILTER (WHERE %[1]s <= %[2]s AND %[3]s IS DISTINCT FROM %[4]s),
   count(*) FILTER (WHERE %[1]s > %[2]s AND %[3]s IS DISTINCT FROM %[4]s)
 FROM %[5]s s LEFT JOIN %[6]s t ON t.record_id = s.record_id`, position("t"), position("s"), contentT, contentS, s.stage, s.target)
 	return s
@@ -175,13 +193,21 @@ ON CONFLICT (pipeline, topic, partition, kafka_offset) DO UPDATE SET reason = EX
   WHERE d.reason IS DISTINCT FROM EXCLUDED.reason`
 
 	recordBatch = `INSERT INTO idemsink.batches (batch_id, run_id, pipeline, target_date, group_id, generation, member_id, ranges,
-  records, superseded, skipped, staged, inserted, updated, unchanged, stale, deleted, dead_lettered, stage_ms, upsert_ms, verify_ms)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+  records, superseded, skipped, staged, inserted, updated, unchanged, stale, deleted, dead_lettered, stage_ms, upsert_ms, verify_ms, repaired)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
 ON CONFLICT (batch_id) DO UPDATE SET applications = idemsink.batches.applications + 1, last_applied_at = now(),
-  generation = EXCLUDED.generation, member_id = EXCLUDED.member_id, skipped = EXCLUDED.skipped, staged = EXCLUDED.staged,
-  inserted = EXCLUDED.inserted, updated = EXCLUDED.updated, unchanged = EXCLUDED.unchanged, stale = EXCLUDED.stale, deleted = EXCLUDED.deleted,
+  group_id = EXCLUDED.group_id, generation = EXCLUDED.generation, member_id = EXCLUDED.member_id, skipped = EXCLUDED.skipped,
+  staged = EXCLUDED.staged, inserted = EXCLUDED.inserted, updated = EXCLUDED.updated, repaired = EXCLUDED.repaired,
+  unchanged = EXCLUDED.unchanged, stale = EXCLUDED.stale, deleted = EXCLUDED.deleted,
   dead_lettered = EXCLUDED.dead_lettered, stage_ms = EXCLUDED.stage_ms, upsert_ms = EXCLUDED.upsert_ms, verify_ms = EXCLUDED.verify_ms
 RETURNING applications`
+
+	// recordApplication keeps every application of a batch (the batches row
+	// holds only the latest), so that a backfill's history can be read back.
+	recordApplication = `INSERT INTO idemsink.batch_applications (batch_id, application, pipeline, target_date, group_id, generation,
+  member_id, records, skipped, staged, inserted, updated, repaired, unchanged, stale, deleted, dead_lettered)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+ON CONFLICT (batch_id, application) DO NOTHING`
 
 	// planJoins steers the upsert's and the verification's joins to index
 	// lookups, for this transaction only.
