@@ -150,7 +150,7 @@ func consumeChild(ctx context.Context, spec childSpec, log *slog.Logger) (phase,
 	var mu sync.Mutex
 	c := consume.New(consume.Options{
 		Config: cfg, Sink: sk, Logger: log, NoKafkaCommit: spec.NoKafkaCommit,
-		OnBatch: func(_ *batch.Batch, r sink.Result) {
+		OnBatch: func(_ *batch.Unit, r sink.Result) {
 			mu.Lock()
 			defer mu.Unlock()
 			ph.Batches++

@@ -390,7 +390,7 @@ func replayPage(ctx context.Context, pool *pgxpool.Pool, s *sink.Sink, dec *deco
 	}
 	var replayed []deadLetter
 	for date, b := range batches {
-		res, err := s.Apply(ctx, b, sink.Commit{Group: replayGroup(group), Member: "consumer dlq replay"})
+		res, err := s.Apply(ctx, batch.Of(b), sink.Commit{Group: replayGroup(group), Member: "consumer dlq replay"})
 		if err != nil {
 			return fmt.Errorf("replay %s batch of %s: %w", p.Name, date, err)
 		}

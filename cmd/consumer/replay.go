@@ -192,7 +192,7 @@ func (rp *replayer) flush(ctx context.Context, b *batch.Batch) error {
 	delete(rp.open, b.Date)
 	bo := retry.Backoff{Base: rp.e.cfg.RetryBackoff, Limit: rp.e.cfg.RetryBackoffMax}
 	for attempt := 1; ; attempt++ {
-		res, err := rp.sink.Apply(ctx, b, rp.commit)
+		res, err := rp.sink.Apply(ctx, batch.Of(b), rp.commit)
 		if err == nil {
 			rp.total.Add(res)
 			rp.batches++

@@ -72,7 +72,7 @@ type Options struct {
 	// Fault, if set, is called at each named fault point.
 	Fault func(point string)
 	// OnBatch, if set, is called after each batch is applied and committed.
-	OnBatch func(*batch.Batch, sink.Result)
+	OnBatch func(*batch.Unit, sink.Result)
 	// Now is the clock for batch ages and retry times; nil means time.Now.
 	Now func() time.Time
 	// ExtraOpts are appended to the Kafka client options (tests use them).
@@ -90,7 +90,7 @@ type Consumer struct {
 	log     *slog.Logger
 	m       *metrics.Metrics
 	fault   func(string)
-	onBatch func(*batch.Batch, sink.Result)
+	onBatch func(*batch.Unit, sink.Result)
 	now     func() time.Time
 	opts    Options
 	bo      retry.Backoff
@@ -411,7 +411,8 @@ func (c *Consumer) drain() {
 	}
 }
 
-// add puts one record into the batch of its pipeline, target date and lane.
+// add puts one record into the open unit of its pipeline and lane, in the
+// batch of its target date.
 func (c *Consumer) add(r *kgo.Record) {
 	tp := record.TP{Topic: r.Topic, Partition: r.Partition}
 	ps := c.parts[tp]
@@ -443,7 +444,7 @@ func (c *Consumer) add(r *kgo.Record) {
 	}
 	ps.decoded(r.Offset)
 	if err == nil {
-		c.set.add(dec.Pipeline(), date, tp, c.now(), func(b *batch.Batch) { b.Add(row) })
+		c.set.add(dec.Pipeline(), tp, c.now(), func(u *batch.Unit) { u.Add(date, row) })
 		return
 	}
 	dl := record.DeadLetterFor(pos, r.Key, r.Value, err)
@@ -454,7 +455,7 @@ func (c *Consumer) add(r *kgo.Record) {
 		}
 	}
 	c.log.Warn("dead-lettering record", "event", EventDeadLetter, "topic", tp.Topic, "partition", tp.Partition, "offset", r.Offset, "reason", dl.Reason)
-	c.set.add(dec.Pipeline(), record.Date{}, tp, c.now(), func(b *batch.Batch) { b.AddDead(dl) })
+	c.set.add(dec.Pipeline(), tp, c.now(), func(u *batch.Unit) { u.AddDead(record.Date{}, dl) })
 }
 
 // gauges updates the backlog, lag, pending age and readiness metrics.

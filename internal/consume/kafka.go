@@ -75,7 +75,7 @@ func (c *Consumer) commitKafka(tps []record.TP) {
 
 // pause stops fetching the partitions of a failing batch: nothing more of
 // them is worth holding until it applies.
-func (c *Consumer) pause(b *batch.Batch) {
+func (c *Consumer) pause(b *batch.Unit) {
 	pause := map[string][]int32{}
 	for _, r := range b.Ranges() {
 		pause[r.Topic] = append(pause[r.Topic], r.Partition)

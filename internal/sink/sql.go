@@ -19,7 +19,7 @@ type statements struct {
 	stageCols   []string // COPY column order
 	createTable string
 	createStage string
-	upsert      string // from the stage table; $1 batch id
+	upsert      string // from the stage table: inserted and updated per batch id
 	upsertRow   string // one row from parameters: record_id, columns..., version, topic, partition, offset, batch id
 	verify      string
 }
@@ -53,7 +53,7 @@ func buildStatements(p *config.Pipeline) *statements {
 		tContent = append(tContent, "t."+q)
 		eContent = append(eContent, "EXCLUDED."+q)
 	}
-	meta := []string{"_version", "_src_topic", "_src_partition", "_src_offset"}
+	meta := []string{"_version", "_src_topic", "_src_partition", "_src_offset", "_batch_id"}
 	s.stageCols = append(append([]string{"record_id"}, strings.Split(strings.Join(p.ColumnNames(), ","), ",")...), meta...)
 
 	s.createTable = fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
@@ -69,8 +69,11 @@ func buildStatements(p *config.Pipeline) *statements {
 
 	// ON COMMIT DELETE ROWS scopes the stage to one transaction: a rolled
 	// back batch leaves nothing behind, a retried one starts empty, and a
-	// temp table is invisible to every other session's batches.
-	s.createStage = fmt.Sprintf(`CREATE TEMP TABLE IF NOT EXISTS %s (record_id uuid, %s, _version bigint, _src_topic text, _src_partition integer, _src_offset bigint) ON COMMIT DELETE ROWS`,
+	// temp table is invisible to every other session's batches. One
+	// transaction stages the batches of many target dates at once: each
+	// row carries its date's batch id, which the upsert writes into the
+	// target and by which the upsert and the verification count per date.
+	s.createStage = fmt.Sprintf(`CREATE TEMP TABLE IF NOT EXISTS %s (record_id uuid, %s, _version bigint, _src_topic text, _src_partition integer, _src_offset bigint, _batch_id uuid) ON COMMIT DELETE ROWS`,
 		s.stage, strings.Join(stageDefs, ", "))
 
 	colList := strings.Join(cols, ", ")
@@ -122,16 +125,17 @@ func buildStatements(p *config.Pipeline) *statements {
   WHERE t.record_id IS NULL OR (%[3]s)
 ), ins AS (
   INSERT INTO %[2]s (record_id, %[4]s, _version, _src_topic, _src_partition, _src_offset, _batch_id, _applied_at)
-  SELECT record_id, %[4]s, _version, _src_topic, _src_partition, _src_offset, $1::uuid, now() FROM probe WHERE fresh
-  RETURNING 1
+  SELECT record_id, %[4]s, _version, _src_topic, _src_partition, _src_offset, _batch_id, now() FROM probe WHERE fresh
+  RETURNING _batch_id
 ), upd AS (
   UPDATE %[2]s t SET %[5]s, _version = p._version, _src_topic = p._src_topic, _src_partition = p._src_partition,
-    _src_offset = p._src_offset, _batch_id = $1::uuid, _applied_at = now()
+    _src_offset = p._src_offset, _batch_id = p._batch_id, _applied_at = now()
   FROM probe p WHERE NOT p.fresh AND t.record_id = p.record_id AND %[6]s
-  RETURNING p.same
+  RETURNING t._batch_id, p.same
 )
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd), (SELECT count(*) FROM upd WHERE same)`,
-		s.stage, s.target, newer("s", "t"), colList, strings.Join(upd, ", "), newer("p", "t"), position("s"), position("t"))
+SELECT _batch_id, count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted), count(*) FILTER (WHERE same)
+FROM (SELECT _batch_id, true AS inserted, false AS same FROM ins UNION ALL SELECT _batch_id, false, same FROM upd) AS x
+GROUP BY _batch_id`, s.stage, s.target, newer("s", "t"), colList, strings.Join(upd, ", "), newer("p", "t"), position("s"), position("t"))
 
 	params := []string{"$1::uuid"}
 	for i, c := range p.Columns {
@@ -145,14 +149,15 @@ SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd), (SELECT count(*) 
 	// or a newer one. "behind" counts rows where the target holds an older
 	// or the same position with other content: the upsert should have
 	// replaced or restored them. "stale" counts staged rows older than what
-	// the target holds.
+	// the target holds. All per batch id: per target date.
 	contentT := "(t._version, " + strings.Join(tContent, ", ") + ")"
 	contentS := "(s._version, " + prefixed("s", p.ColumnNames()) + ")"
-	s.verify = fmt.Sprintf(`SELECT count(*),
+	s.verify = fmt.Sprintf(`SELECT s._batch_id, count(*),
   count(*) FILTER (WHERE t.record_id IS NULL),
   count(*) FILTER (WHERE %[1]s <= %[2]s AND %[3]s IS DISTINCT FROM %[4]s),
   count(*) FILTER (WHERE %[1]s > %[2]s AND %[3]s IS DISTINCT FROM %[4]s)
-FROM %[5]s s LEFT JOIN %[6]s t ON t.record_id = s.record_id`, position("t"), position("s"), contentT, contentS, s.stage, s.target)
+FROM %[5]s s LEFT JOIN %[6]s t ON t.record_id = s.record_id
+GROUP BY s._batch_id`, position("t"), position("s"), contentT, contentS, s.stage, s.target)
 	return s
 }
 
@@ -187,26 +192,38 @@ WHERE group_id = $1 ORDER BY topic, partition`
 	// A record dead-lettered again (a redelivery, or consumer dlq replay)
 	// keeps its row; its reason is the latest one.
 	insertDeadLetters = `INSERT INTO idemsink.dead_letters AS d (pipeline, topic, partition, kafka_offset, key, value, headers, reason, batch_id)
-SELECT $1, x.topic, x.partition, x.off, x.key, x.value, x.headers, x.reason, $2
-FROM unnest($3::text[], $4::integer[], $5::bigint[], $6::bytea[], $7::bytea[], $8::jsonb[], $9::text[]) AS x(topic, partition, off, key, value, headers, reason)
+SELECT $1, x.topic, x.partition, x.off, x.key, x.value, x.headers, x.reason, x.batch_id
+FROM unnest($2::uuid[], $3::text[], $4::integer[], $5::bigint[], $6::bytea[], $7::bytea[], $8::jsonb[], $9::text[]) AS x(batch_id, topic, partition, off, key, value, headers, reason)
 ON CONFLICT (pipeline, topic, partition, kafka_offset) DO UPDATE SET reason = EXCLUDED.reason
   WHERE d.reason IS DISTINCT FROM EXCLUDED.reason`
 
-	recordBatch = `INSERT INTO idemsink.batches (batch_id, run_id, pipeline, target_date, group_id, generation, member_id, ranges,
+	// recordBatches writes one batch-log entry per target date of the
+	// transaction, in one statement. The phase times are the
+	// transaction's, shared by its dates.
+	recordBatches = `INSERT INTO idemsink.batches (batch_id, run_id, pipeline, target_date, group_id, generation, member_id, ranges,
   records, superseded, skipped, staged, inserted, updated, unchanged, stale, deleted, dead_lettered, stage_ms, upsert_ms, verify_ms, repaired)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+SELECT x.batch_id, x.run_id, $1, x.target_date, $2, $3, $4, x.ranges::jsonb,
+  x.records, x.superseded, x.skipped, x.staged, x.inserted, x.updated, x.unchanged, x.stale, x.deleted, x.dead_lettered, $5, $6, $7, x.repaired
+FROM unnest($8::uuid[], $9::uuid[], $10::date[], $11::text[], $12::integer[], $13::integer[], $14::integer[], $15::integer[], $16::integer[],
+  $17::integer[], $18::integer[], $19::integer[], $20::integer[], $21::integer[], $22::integer[])
+  AS x(batch_id, run_id, target_date, ranges, records, superseded, skipped, staged, inserted, updated, unchanged, stale, deleted, dead_lettered, repaired)
 ON CONFLICT (batch_id) DO UPDATE SET applications = idemsink.batches.applications + 1, last_applied_at = now(),
   group_id = EXCLUDED.group_id, generation = EXCLUDED.generation, member_id = EXCLUDED.member_id, skipped = EXCLUDED.skipped,
   staged = EXCLUDED.staged, inserted = EXCLUDED.inserted, updated = EXCLUDED.updated, repaired = EXCLUDED.repaired,
   unchanged = EXCLUDED.unchanged, stale = EXCLUDED.stale, deleted = EXCLUDED.deleted,
   dead_lettered = EXCLUDED.dead_lettered, stage_ms = EXCLUDED.stage_ms, upsert_ms = EXCLUDED.upsert_ms, verify_ms = EXCLUDED.verify_ms
-RETURNING applications`
+RETURNING batch_id, applications`
 
-	// recordApplication keeps every application of a batch (the batches row
-	// holds only the latest), so that a backfill's history can be read back.
-	recordApplication = `INSERT INTO idemsink.batch_applications (batch_id, application, pipeline, target_date, group_id, generation,
+	// recordApplications keeps every application of a batch (the batches
+	// row holds only the latest), so that a backfill's history can be read
+	// back: one row per target date of the transaction.
+	recordApplications = `INSERT INTO idemsink.batch_applications (batch_id, application, pipeline, target_date, group_id, generation,
   member_id, records, skipped, staged, inserted, updated, repaired, unchanged, stale, deleted, dead_lettered)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+SELECT x.batch_id, x.application, $1, x.target_date, $2, $3, $4, x.records, x.skipped, x.staged, x.inserted, x.updated, x.repaired,
+  x.unchanged, x.stale, x.deleted, x.dead_lettered
+FROM unnest($5::uuid[], $6::integer[], $7::date[], $8::integer[], $9::integer[], $10::integer[], $11::integer[], $12::integer[],
+  $13::integer[], $14::integer[], $15::integer[], $16::integer[], $17::integer[])
+  AS x(batch_id, application, target_date, records, skipped, staged, inserted, updated, repaired, unchanged, stale, deleted, dead_lettered)
 ON CONFLICT (batch_id, application) DO NOTHING`
 
 	// planJoins steers the upsert's and the verification's joins to index
