@@ -79,12 +79,12 @@ type Commit struct {
 // Counts are what applying records did, for one date's batch or summed
 // over a transaction.
 type Counts struct {
-	Records      int // records taken from Kafka
-	Superseded   int // replaced by a newer version within the transaction
-	Skipped      int // at or below the ledger's applied offset
-	Staged       int
-	Inserted     int
-	Updated      int
+	Records    int // records taken from Kafka
+	Superseded int // replaced by a newer version within the transaction
+	Skipped    int // at or below the ledger's applied offset
+	Staged     int
+	Inserted   int
+	Updated    int
 	// Repaired counts rows restored by the record they came from: the
 	// same version and position, other content (a row damaged by hand, or
 	// a column added since it was written).
