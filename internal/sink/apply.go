@@ -181,10 +181,10 @@ func (t *txn) fence(ctx context.Context) (map[record.TP]int64, error) {
 	return applied, nil
 }
 
-// pending leaves out what an earlier transaction applied (a redelivery):
-// the records at or below the ledger's applied offset. It keeps one row
-// per key across the dates (batch.Newest), and separates the deletes from
-// the upserts.
+// pending keeps one row per key across the dates (batch.Newest, as a
+// batch does within its date), then leaves out what an earlier
+// transaction applied (a redelivery): the records at or below the
+// ledger's applied offset. It separates the deletes from the upserts.
 func (t *txn) pending(applied map[record.TP]int64) {
 	done := func(p record.Position) bool { return p.Offset <= applied[p.TP] }
 	n := 0
@@ -194,10 +194,6 @@ func (t *txn) pending(applied map[record.TP]int64) {
 	rows := make([]batch.Dated, 0, n)
 	for i, b := range t.bs {
 		for j := range b.Rows {
-			if done(b.Rows[j].Pos) {
-				t.res.Batches[i].Skipped++
-				continue
-			}
 			rows = append(rows, batch.Dated{Row: &b.Rows[j], Batch: i})
 		}
 		for _, d := range b.Dead {
@@ -209,7 +205,15 @@ func (t *txn) pending(applied map[record.TP]int64) {
 		}
 	}
 	rows = batch.Newest(rows, func(i int) { t.res.Batches[i].Superseded++ })
-	t.todo, t.dels = splitDeletes(rows)
+	todo := rows[:0]
+	for _, r := range rows {
+		if done(r.Pos) {
+			t.res.Batches[r.Batch].Skipped++
+			continue
+		}
+		todo = append(todo, r)
+	}
+	t.todo, t.dels = splitDeletes(todo)
 }
 
 // stage copies the rows into the transaction-scoped stage table. Row by
