@@ -19,7 +19,7 @@ type statements struct {
 	stageCols   []string // COPY column order
 	createTable string
 	createStage string
-	upsert      string // from the stage table: inserted and updated per batch id
+	upsert      string // from the stage table: per batch id, what the probe found and what was written
 	upsertRow   string // one row from parameters: record_id, columns..., version, topic, partition, offset, batch id
 	verify      string
 }
@@ -100,15 +100,21 @@ func buildStatements(p *config.Pipeline) *statements {
 	insert := fmt.Sprintf(`INSERT INTO %s AS t (record_id, %s, _version, _src_topic, _src_partition, _src_offset, _batch_id, _applied_at)`, s.target, colList)
 
 	// One probe of the target per staged row (the probe join) sorts the
-	// batch into new keys and existing keys that are newer with other
-	// content; every other row is left alone, not even locked (contract
-	// 4). New keys are inserted plainly: a key inserted meanwhile by
-	// another transaction fails the batch with a unique violation, and
-	// the row-by-row retry (upsertRow, ON CONFLICT) settles it. Changed
-	// rows are updated under the version guard again: if another
-	// transaction changed the row since the probe, the guard is
-	// re-evaluated on its newest version (READ COMMITTED), so an older
-	// version never wins.
+	// staged rows into new keys, existing keys that are newer with other
+	// content (to write), older ones with other content (stale) and the
+	// rest (unchanged); only the first two are written, every other row is
+	// left alone, not even locked (contract 4). New keys are inserted
+	// plainly: a key inserted meanwhile by another transaction fails the
+	// batch with a unique violation, and the row-by-row retry (upsertRow,
+	// ON CONFLICT) settles it. Rows to write are updated under the version
+	// guard again: if another transaction changed the row since the probe,
+	// the guard is re-evaluated on its newest version (READ COMMITTED), so
+	// an older version never wins.
+	//
+	// The statement returns, per batch id (per target date), what the probe
+	// found and what was written: this is the verification (contract 6)
+	// when the two agree, as the probe read every staged row's target row
+	// and the RETURNING rows prove every write (see txn.verify).
 	var upd []string
 	for _, c := range p.Columns {
 		q := quote(c.Name)
@@ -120,9 +126,14 @@ func buildStatements(p *config.Pipeline) *statements {
 		return fmt.Sprintf("%s >= %s AND (%s._version, %s) IS DISTINCT FROM (%s._version, %s)", position(s), position(t),
 			t, prefixed(t, p.ColumnNames()), s, prefixed(s, p.ColumnNames()))
 	}
+	contentT := "(t._version, " + strings.Join(tContent, ", ") + ")"
+	contentS := "(s._version, " + prefixed("s", p.ColumnNames()) + ")"
 	s.upsert = fmt.Sprintf(`WITH probe AS MATERIALIZED (
-  SELECT s.*, t.record_id IS NULL AS fresh, %[7]s = %[8]s AS same FROM %[1]s s LEFT JOIN %[2]s t ON t.record_id = s.record_id
-  WHERE t.record_id IS NULL OR (%[3]s)
+  SELECT s.*, t.record_id IS NULL AS fresh,
+    t.record_id IS NOT NULL AND (%[3]s) AS write,
+    t.record_id IS NOT NULL AND %[8]s > %[7]s AND %[9]s IS DISTINCT FROM %[10]s AS stale,
+    %[7]s = %[8]s AS same
+  FROM %[1]s s LEFT JOIN %[2]s t ON t.record_id = s.record_id
 ), ins AS (
   INSERT INTO %[2]s (record_id, %[4]s, _version, _src_topic, _src_partition, _src_offset, _batch_id, _applied_at)
   SELECT record_id, %[4]s, _version, _src_topic, _src_partition, _src_offset, _batch_id, now() FROM probe WHERE fresh
@@ -130,12 +141,17 @@ func buildStatements(p *config.Pipeline) *statements {
 ), upd AS (
   UPDATE %[2]s t SET %[5]s, _version = p._version, _src_topic = p._src_topic, _src_partition = p._src_partition,
     _src_offset = p._src_offset, _batch_id = p._batch_id, _applied_at = now()
-  FROM probe p WHERE NOT p.fresh AND t.record_id = p.record_id AND %[6]s
+  FROM probe p WHERE p.write AND t.record_id = p.record_id AND %[6]s
   RETURNING t._batch_id, p.same
 )
-SELECT _batch_id, count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted), count(*) FILTER (WHERE same)
-FROM (SELECT _batch_id, true AS inserted, false AS same FROM ins UNION ALL SELECT _batch_id, false, same FROM upd) AS x
-GROUP BY _batch_id`, s.stage, s.target, newer("s", "t"), colList, strings.Join(upd, ", "), newer("p", "t"), position("s"), position("t"))
+SELECT _batch_id, sum(staged), sum(fresh), sum(write), sum(stale), sum(inserted), sum(updated), sum(repaired)
+FROM (
+  SELECT _batch_id, 1 AS staged, fresh::int AS fresh, write::int AS write, stale::int AS stale, 0 AS inserted, 0 AS updated, 0 AS repaired FROM probe
+  UNION ALL SELECT _batch_id, 0, 0, 0, 0, 1, 0, 0 FROM ins
+  UNION ALL SELECT _batch_id, 0, 0, 0, 0, 0, 1, same::int FROM upd
+) AS x
+GROUP BY _batch_id`, s.stage, s.target, newer("s", "t"), colList, strings.Join(upd, ", "), newer("p", "t"), position("s"), position("t"),
+		contentT, contentS)
 
 	params := []string{"$1::uuid"}
 	for i, c := range p.Columns {
@@ -145,13 +161,13 @@ GROUP BY _batch_id`, s.stage, s.target, newer("s", "t"), colList, strings.Join(u
 	params = append(params, fmt.Sprintf("$%d::bigint, $%d::text, $%d::integer, $%d::bigint, $%d::uuid, now()", n, n+1, n+2, n+3, n+4))
 	s.upsertRow = fmt.Sprintf("%s\n  VALUES (%s)\n  %s", insert, strings.Join(params, ", "), conflict)
 
-	// Contract 6: every staged row is in the target at its staged version
-	// or a newer one. "behind" counts rows where the target holds an older
+	// Contract 6, as a second probe of the target: every staged row is in
+	// the target at its staged version or a newer one. It runs when the
+	// upsert's own counts do not prove it (see txn.verify), and after the
+	// row-by-row path. "behind" counts rows where the target holds an older
 	// or the same position with other content: the upsert should have
 	// replaced or restored them. "stale" counts staged rows older than what
 	// the target holds. All per batch id: per target date.
-	contentT := "(t._version, " + strings.Join(tContent, ", ") + ")"
-	contentS := "(s._version, " + prefixed("s", p.ColumnNames()) + ")"
 	s.verify = fmt.Sprintf(`SELECT s._batch_id, count(*),
   count(*) FILTER (WHERE t.record_id IS NULL),
   count(*) FILTER (WHERE %[1]s <= %[2]s AND %[3]s IS DISTINCT FROM %[4]s),

@@ -48,6 +48,9 @@ func TestApplyUnitOfManyDates(t *testing.T) {
 	if res.Records != 5 || res.Inserted != 4 || res.Superseded != 1 || len(res.Batches) != 3 {
 		t.Fatalf("result %+v; want 5 records, 4 inserted, 1 superseded, 3 dates", res)
 	}
+	if res.Verify != 0 {
+		t.Errorf("verification probed the target again (%s) where the upsert's counts prove every row", res.Verify)
+	}
 	want := map[string]string{ // date: records/superseded/inserted
 		"2026-03-01": "2/1/1",
 		"2026-03-02": "1/0/1",
