@@ -388,9 +388,10 @@ func (c *Consumer) turn(fetches kgo.Fetches) {
 	c.gauges()
 }
 
-// flush sends the batches that are due to their lanes: those past their
-// linger in idle lanes, and at the backlog caps the oldest of each idle
-// lane (open batches alone can fill the backlog: many target dates).
+// flush sends the units that are due to their lanes: those past their
+// linger in idle lanes, and at the backlog caps the open unit of each idle
+// lane (open units alone can fill the backlog when max_buffered_records is
+// below lanes × pipelines × max_records).
 func (c *Consumer) flush() {
 	now := c.now()
 	c.set.flushDue(now, false)
