@@ -24,11 +24,14 @@ type Unit struct {
 	Opened         time.Time
 
 	dates map[record.Date]*Batch
+	// ranges is the union of the batches' offset ranges, kept as records
+	// come so that First, Ranges and Holds do not walk every date.
+	ranges map[record.TP]*Range
 }
 
 // NewUnit returns an empty unit opened at now.
 func NewUnit(p *config.Pipeline, now time.Time) *Unit {
-	return &Unit{Pipeline: p, Opened: now, dates: map[record.Date]*Batch{}}
+	return &Unit{Pipeline: p, Opened: now, dates: map[record.Date]*Batch{}, ranges: map[record.TP]*Range{}}
 }
 
 // Of returns a unit holding the given batches of one pipeline, one per
@@ -36,6 +39,7 @@ func NewUnit(p *config.Pipeline, now time.Time) *Unit {
 // themselves (replay, dead-letter replay, tests).
 func Of(bs ...*Batch) *Unit {
 	u := &Unit{dates: map[record.Date]*Batch{}}
+	defer u.merge()
 	for _, b := range bs {
 		if u.Pipeline == nil || b.Opened.Before(u.Opened) {
 			u.Opened = b.Opened
@@ -65,6 +69,7 @@ func (u *Unit) Add(d record.Date, r record.Row) {
 	b.Add(r)
 	u.Records += b.Records - records
 	u.Bytes += b.Bytes - bytes
+	u.note(r.Pos)
 }
 
 // AddDead puts a dead letter in the batch of date d (zero for a record
@@ -75,6 +80,32 @@ func (u *Unit) AddDead(d record.Date, dl record.DeadLetter) {
 	b.AddDead(dl)
 	u.Records += b.Records - records
 	u.Bytes += b.Bytes - bytes
+	u.note(dl.Pos)
+}
+
+func (u *Unit) note(pos record.Position) {
+	r := u.ranges[pos.TP]
+	if r == nil {
+		u.ranges[pos.TP] = &Range{Topic: pos.Topic, Partition: pos.Partition, First: pos.Offset, Last: pos.Offset, Count: 1}
+		return
+	}
+	r.First, r.Last, r.Count = min(r.First, pos.Offset), max(r.Last, pos.Offset), r.Count+1
+}
+
+// merge recomputes the union of the batches' ranges.
+func (u *Unit) merge() {
+	u.ranges = map[record.TP]*Range{}
+	for _, b := range u.dates {
+		for tp, r := range b.ranges {
+			m := u.ranges[tp]
+			if m == nil {
+				c := *r
+				u.ranges[tp] = &c
+				continue
+			}
+			m.First, m.Last, m.Count = min(m.First, r.First), max(m.Last, r.Last), m.Count+r.Count
+		}
+	}
 }
 
 // Batches returns the unit's batches in date order (undated first).
@@ -102,41 +133,23 @@ func (u *Unit) Span() (first, last record.Date) {
 
 // Ranges returns, per partition, the span of offsets the unit took: the
 // union of its batches' ranges, sorted.
-func (u *Unit) Ranges() []Range {
-	merged := map[record.TP]*Range{}
-	for _, b := range u.dates {
-		for tp, r := range b.ranges {
-			m := merged[tp]
-			if m == nil {
-				c := *r
-				merged[tp] = &c
-				continue
-			}
-			m.First, m.Last, m.Count = min(m.First, r.First), max(m.Last, r.Last), m.Count+r.Count
-		}
-	}
-	return sortRanges(merged)
-}
+func (u *Unit) Ranges() []Range { return sortRanges(u.ranges) }
 
 // First returns the lowest offset the unit holds from tp, if any.
 func (u *Unit) First(tp record.TP) (int64, bool) {
-	lowest, found := int64(0), false
-	for _, b := range u.dates {
-		if f, ok := b.First(tp); ok && (!found || f < lowest) {
-			lowest, found = f, true
-		}
+	r := u.ranges[tp]
+	if r == nil {
+		return 0, false
 	}
-	return lowest, found
+	return r.First, true
 }
 
 // Holds reports whether the unit took records from any partition gone
 // says is gone.
 func (u *Unit) Holds(gone func(record.TP) bool) bool {
-	for _, b := range u.dates {
-		for tp := range b.ranges {
-			if gone(tp) {
-				return true
-			}
+	for tp := range u.ranges {
+		if gone(tp) {
+			return true
 		}
 	}
 	return false
@@ -155,6 +168,7 @@ func (u *Unit) Drop(lost func(record.TP) bool) bool {
 		u.Records += b.Records
 		u.Bytes += b.Bytes
 	}
+	u.merge()
 	return u.Records > 0
 }
 
