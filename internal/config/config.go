@@ -38,7 +38,8 @@ type Config struct {
 	// DatabaseURL is a libpq/pgx connection string. Prefer IDEMSINK_DATABASE_URL.
 	DatabaseURL string `yaml:"database_url"`
 	SASL        *SASL  `yaml:"sasl"`
-	TLS         bool   `yaml:"tls"`
+	// TLS is `tls: true` or a mapping; see security.go.
+	TLS TLS `yaml:"tls"`
 	// MetricsAddr serves /metrics, /healthz and /readyz; "" disables it.
 	MetricsAddr string `yaml:"metrics_addr"`
 	// MaxBufferedRecords caps the records held in open batches across all
@@ -76,13 +77,6 @@ type Config struct {
 	// SchemaRegistry is where avro, protobuf and json_schema pipelines
 	// (and Debezium Avro) fetch writer schemas by id; see formats.go.
 	SchemaRegistry *SchemaRegistry `yaml:"schema_registry"`
-}
-
-// SASL configures SASL authentication to the brokers.
-type SASL struct {
-	Mechanism string `yaml:"mechanism"` // plain, scram-sha-256, scram-sha-512
-	User      string `yaml:"user"`
-	Password  string `yaml:"password"`
 }
 
 // Pipeline maps one or more topics onto one target table.
@@ -204,6 +198,9 @@ func Parse(b []byte, getenv func(string) string) (*Config, error) {
 		if v := getenv(EnvSASLPassword); v != "" && c.SASL != nil {
 			c.SASL.Password = v
 		}
+		if v := getenv(EnvSASLClientSecret); v != "" && c.SASL != nil && c.SASL.OAuth != nil {
+			c.SASL.OAuth.ClientSecret = v
+		}
 		if v := getenv(EnvInstanceID); v != "" {
 			c.InstanceID = v
 		}
@@ -318,16 +315,7 @@ func (c *Config) Validate() error {
 	if c.DatabaseURL == "" {
 		bad("database_url: required (or set %s)", EnvDatabaseURL)
 	}
-	if c.SASL != nil {
-		switch c.SASL.Mechanism {
-		case "plain", "scram-sha-256", "scram-sha-512":
-		default:
-			bad("sasl.mechanism: %q is not one of plain, scram-sha-256, scram-sha-512", c.SASL.Mechanism)
-		}
-		if c.SASL.User == "" {
-			bad("sasl.user: required")
-		}
-	}
+	c.validateSecurity(bad)
 	if c.MaxBufferedRecords < 0 {
 		bad("max_buffered_records: must be positive")
 	}

@@ -30,7 +30,7 @@ func TestLoadFull(t *testing.T) {
 		Group:          "idemsink",
 		DatabaseURL:    "postgres://idemsink@db:5432/idemsink",
 		SASL:           &SASL{Mechanism: "scram-sha-512", User: "idemsink", Password: "from-the-file"},
-		TLS:            true,
+		TLS:            TLS{Enabled: true},
 		MetricsAddr:    ":9100",
 
 		MaxBufferedRecords: 20000,
