@@ -78,6 +78,8 @@ examples:
 	"offsets reset": {help: resetHelp, flags: resetFlags},
 	"replay":        {help: replayHelp, flags: replayFlags},
 	"verify":        {help: verifyHelp, flags: verifyFlags},
+	"dlq list":      {help: dlqListHelp, flags: dlqListFlags},
+	"dlq replay":    {help: dlqReplayHelp, flags: dlqReplayFlags},
 	"demo": {help: `Run the whole pipeline on an in-process Kafka and a throwaway PostgreSQL
 (needs the PostgreSQL server binaries on PATH); no configuration.
 
@@ -102,7 +104,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stdout, usage)
 		return nil
 	case "dlq":
-		return runDLQ(ctx, args, getenv, stdout, stderr)
+		if handled, err := dlqCommand(args, stdout, stderr); handled {
+			return err
+		}
 	}
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		if _, ok := commands[name+" "+args[0]]; ok {
