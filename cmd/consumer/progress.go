@@ -31,7 +31,9 @@ type progress struct {
 
 // meter is the progress of a command's long reads, for internal/replay
 // and internal/verify.
-func (e *env) meter(what string, total int64) kafka.Meter { return newProgress(e.stderr, e.log, what, total) }
+func (e *env) meter(what string, total int64) kafka.Meter {
+	return newProgress(e.stderr, e.log, what, total)
+}
 
 func newProgress(stderr io.Writer, log *slog.Logger, what string, total int64) *progress {
 	p := &progress{log: log, what: what, total: total, start: time.Now()}

@@ -82,9 +82,9 @@ type verifyReport struct {
 	Group string `json:"group"`
 	// Checked counts the partitions whose Kafka commit was compared with
 	// the ledger; Ahead lists those committed past it.
-	Checked     int              `json:"partitions_checked"`
-	Ahead       []string         `json:"committed_past_ledger"`
-	DeadLetters map[string]int64 `json:"dead_letters"`
+	Checked     int                     `json:"partitions_checked"`
+	Ahead       []string                `json:"committed_past_ledger"`
+	DeadLetters map[string]int64        `json:"dead_letters"`
 	Pipelines   []verify.Reconciliation `json:"reconciled,omitempty"`
 }
 
