@@ -53,7 +53,11 @@ func firstAtOrAfter(ctx context.Context, cl *kgo.Client, dec *decode.Decoder, tp
 			if err == nil && !row.Delete && !row.Ignore { // a delete has a key, not a date
 				return dated{offset: r.Offset, date: d}, true, nil
 			}
-			at = r.Offset + 1
+			if at = r.Offset + 1; at >= end {
+				// Nothing decodable up to end: no need to wait out
+				// kafka.Idle for records that cannot come.
+				return dated{}, false, nil
+			}
 		}
 	}
 }
