@@ -9,6 +9,8 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
+
+	"github.com/idemsink/idemsink/internal/kafka"
 )
 
 // progressEvery is how often progress is logged when stderr is no terminal.
@@ -27,6 +29,12 @@ type progress struct {
 	last  time.Time
 }
 
+// meter is the progress of a command's long reads, for internal/replay
+// and internal/verify.
+func (e *env) meter(what string, total int64) kafka.Meter {
+	return newProgress(e.stderr, e.log, what, total)
+}
+
 func newProgress(stderr io.Writer, log *slog.Logger, what string, total int64) *progress {
 	p := &progress{log: log, what: what, total: total, start: time.Now()}
 	p.last = p.start
@@ -38,8 +46,8 @@ func newProgress(stderr io.Writer, log *slog.Logger, what string, total int64) *
 	return p
 }
 
-// add counts n more records read.
-func (p *progress) add(n int) {
+// Add counts n more records read.
+func (p *progress) Add(n int) {
 	p.n += int64(n)
 	if p.bar != nil {
 		_ = p.bar.Add(n) // drawing the bar can only fail to write to the terminal
@@ -60,8 +68,8 @@ func (p *progress) attrs(now time.Time) []any {
 	return attrs
 }
 
-// done ends the bar or logs the last line.
-func (p *progress) done() {
+// Done ends the bar or logs the last line.
+func (p *progress) Done() {
 	if p.bar != nil {
 		_ = p.bar.Finish()
 		return

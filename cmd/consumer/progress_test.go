@@ -16,9 +16,9 @@ func TestProgressLogsAwayFromATerminal(t *testing.T) {
 		t.Fatal("a bar on a buffer")
 	}
 	for range 40 {
-		p.add(1)
+		p.Add(1)
 	}
-	p.done()
+	p.Done()
 	if stderr.Len() != 0 || !strings.Contains(logs.String(), `msg="replay: read orders: done" records=40 of=40 rate=`) {
 		t.Errorf("stderr %q, log %q", stderr.String(), logs.String())
 	}

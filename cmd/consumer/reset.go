@@ -12,8 +12,12 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/idemsink/idemsink/internal/record"
 	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/idemsink/idemsink/internal/config"
+	"github.com/idemsink/idemsink/internal/decode"
+	"github.com/idemsink/idemsink/internal/record"
+	"github.com/idemsink/idemsink/internal/replay"
 )
 
 const resetHelp = `Move the group's offsets for a backfill, in Kafka and in the ledger. Exactly
@@ -251,7 +255,7 @@ func (c *cluster) plan(ctx context.Context, e *env, t target) ([]move, error) {
 			}
 		case "to-date":
 			dec := decoderFor(e.cfg, p.Topic)
-			if next, err = searchDate(ctx, e.cfg, e.log, dec, p.tp(), p.Start, p.End, t.date); err != nil {
+			if next, err = replay.SearchDate(ctx, e.cfg, e.log, dec, p.tp(), p.Start, p.End, t.date); err != nil {
 				return nil, fmt.Errorf("search %s for %s: %w", p.tp(), t.date, err)
 			}
 		}
@@ -290,4 +294,14 @@ func (c *cluster) apply(ctx context.Context, moves []move) error {
 		}
 		return nil
 	})
+}
+
+// decoderFor returns the decoder of the pipeline that reads topic.
+func decoderFor(cfg *config.Config, topic string) *decode.Decoder {
+	for i := range cfg.Pipelines {
+		if slices.Contains(cfg.Pipelines[i].Topics, topic) {
+			return decode.NewDecoder(&cfg.Pipelines[i])
+		}
+	}
+	return nil
 }

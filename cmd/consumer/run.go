@@ -80,6 +80,8 @@ examples:
 	"replay":        {help: replayHelp, flags: replayFlags},
 	"verify":        {help: verifyHelp, flags: verifyFlags},
 	"history":       {help: historyHelp, flags: historyFlags},
+	"dlq list":      {help: dlqListHelp, flags: dlqListFlags},
+	"dlq replay":    {help: dlqReplayHelp, flags: dlqReplayFlags},
 	"demo": {help: `Run the whole pipeline on an in-process Kafka and a throwaway PostgreSQL
 (needs the PostgreSQL server binaries on PATH); no configuration.
 
@@ -104,7 +106,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stdout, usage)
 		return nil
 	case "dlq":
-		return runDLQ(ctx, args, getenv, stdout, stderr)
+		if handled, err := dlqCommand(args, stdout, stderr); handled {
+			return err
+		}
 	}
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		if _, ok := commands[name+" "+args[0]]; ok {

@@ -124,18 +124,3 @@ func (s *Sink) LastBatches(ctx context.Context, group string) (map[record.TP]tim
 const lastBatches = `SELECT r.topic, r.partition, max(b.last_applied_at)
 FROM idemsink.batches b, jsonb_to_recordset(b.ranges) AS r(topic text, partition integer)
 WHERE b.group_id = $1 GROUP BY 1, 2`
-
-// DeadLetters returns the number of dead letters per pipeline.
-func (s *Sink) DeadLetters(ctx context.Context) (map[string]int64, error) {
-	rows, err := s.pool.Query(ctx, "SELECT pipeline, count(*) FROM idemsink.dead_letters GROUP BY 1")
-	if err != nil {
-		return nil, fmt.Errorf("count dead letters: %w", err)
-	}
-	out := map[string]int64{}
-	var p string
-	var n int64
-	if _, err := pgx.ForEachRow(rows, []any{&p, &n}, func() error { out[p] = n; return nil }); err != nil {
-		return nil, fmt.Errorf("count dead letters: %w", err)
-	}
-	return out, nil
-}
