@@ -21,6 +21,9 @@ type statements struct {
 	create  string // the expected rows' table
 	compare string // kind, key, topic, partition, offset of expected rows that do not match
 	extra   string // key, record_id, version, topic, partition, offset of table rows on the dates ($1..$2, zone $3) not expected
+	// deleteExtra deletes rows by record_id ($1) that are still at the
+	// version and position ($2..$5) they were found extra at.
+	deleteExtra string
 }
 
 func newStatements(p *config.Pipeline) statements {
@@ -50,6 +53,8 @@ func newStatements(p *config.Pipeline) statements {
 FROM `+expectedTable+` e LEFT JOIN %s t ON t.record_id = e.record_id
 WHERE t.record_id IS NULL OR %s IS DISTINCT FROM %s
 ORDER BY e._src_topic, e._src_partition, e._src_offset`, strings.Join(eKey, ", "), target, tContent, eContent)
+	s.deleteExtra = fmt.Sprintf(`DELETE FROM %s t USING unnest($1::uuid[], $2::bigint[], $3::text[], $4::integer[], $5::bigint[]) AS x(id, v, topic, part, off)
+WHERE t.record_id = x.id AND (t._version, t._src_topic, t._src_partition, t._src_offset) = (x.v, x.topic, x.part, x.off)`, target)
 	if on := onDates(p); on != "" {
 		s.extra = fmt.Sprintf(`SELECT ARRAY[%s], t.record_id, t._version, t._src_topic, t._src_partition, t._src_offset
 FROM %s t WHERE %s AND NOT EXISTS (SELECT FROM `+expectedTable+` e WHERE e.record_id = t.record_id)

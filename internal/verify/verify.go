@@ -52,6 +52,9 @@ type Finding struct {
 	Kind   string `json:"kind"` // Missing, Extra, Differs, Older
 	Key    string `json:"key"`
 	Detail string `json:"detail"`
+	// row is, for an Extra finding, the table row as it was read, so that
+	// DeleteExtra removes it only if it has not changed since.
+	row *record.Row
 }
 
 // Kinds of finding.
@@ -161,7 +164,7 @@ func Reconcile(ctx context.Context, o Options, p *config.Pipeline, r record.Date
 		case Older:
 			f.Detail = fmt.Sprintf("the table holds an older version than the log's newest (%s at offset %d)", pos.TP, pos.Offset)
 		default:
-			f.Detail = fmt.Sprintf("the table's content differs from the log's newest record (%s at offset %d); a replay keeps a row at the same version: delete the row, then replay", pos.TP, pos.Offset)
+			f.Detail = fmt.Sprintf("the table's content differs from the log's newest record (%s at offset %d); a replay of the date repairs it", pos.TP, pos.Offset)
 		}
 		rec.Findings = append(rec.Findings, f)
 		return nil
@@ -179,7 +182,8 @@ func Reconcile(ctx context.Context, o Options, p *config.Pipeline, r record.Date
 	var id pgtype.UUID
 	var version int64
 	if _, err := pgx.ForEachRow(rows, []any{&key, &id, &version, &pos.Topic, &pos.Partition, &pos.Offset}, func() error {
-		f := Finding{Kind: Extra, Key: showKey(p, key), Detail: "no record of the topics has this key"}
+		f := Finding{Kind: Extra, Key: showKey(p, key), Detail: "no record of the topics has this key",
+			row: &record.Row{ID: record.ID(id.Bytes), Version: version, Pos: pos}}
 		if n, ok := keys[record.ID(id.Bytes)]; ok {
 			t := record.Row{Version: version, Pos: pos}
 			f.Kind, f.Detail = Differs, fmt.Sprintf("the table dates it in %s, but its newest record (%s at offset %d) is of %s", r, n.row.Pos.TP, n.row.Pos.Offset, n.date)
@@ -201,4 +205,31 @@ func showKey(p *config.Pipeline, vals []string) string {
 		parts[i] = p.Key[i] + "=" + v
 	}
 	return strings.Join(parts, " ")
+}
+
+// DeleteExtra deletes the rows of rec's Extra findings from p's table, in
+// one transaction, each only if it is still as it was read (same version
+// and position): a row the live group rewrote since is left alone. It
+// returns how many rows it deleted.
+func DeleteExtra(ctx context.Context, pool *pgxpool.Pool, p *config.Pipeline, rec Reconciliation) (int, error) {
+	var ids [][16]byte
+	var versions, offsets []int64
+	var topics []string
+	var parts []int32
+	for _, f := range rec.Findings {
+		if f.Kind != Extra || f.row == nil {
+			continue
+		}
+		r := f.row
+		ids, versions = append(ids, r.ID), append(versions, r.Version)
+		topics, parts, offsets = append(topics, r.Pos.Topic), append(parts, r.Pos.Partition), append(offsets, r.Pos.Offset)
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	tag, err := pool.Exec(ctx, newStatements(p).deleteExtra, ids, versions, topics, parts, offsets)
+	if err != nil {
+		return 0, fmt.Errorf("delete %d extra row(s) from %s.%s: %w", len(ids), p.Schema, p.Table, err)
+	}
+	return int(tag.RowsAffected()), nil
 }
