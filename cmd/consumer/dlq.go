@@ -122,7 +122,6 @@ func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdo
 		return fmt.Errorf("dlq: unknown subcommand %q", sub)
 	}
 	fs := flag.NewFlagSet("dlq "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "idemsink.yaml", "configuration file")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -140,10 +139,7 @@ func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdo
 		fs.IntVar(&f.limit, "limit", 100, "show at most this many; 0 for all")
 		fs.BoolVar(&asJSON, "json", false, "one JSON object per line, with the raw bytes")
 	}
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
+	if help, err := parseFlags(fs, args[1:], stdout, dlqUsage); help || err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
