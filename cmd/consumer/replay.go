@@ -64,6 +64,7 @@ type replayer struct {
 	// outside counts records read whose target date is not replayed.
 	outside int64
 	batches int
+	prog    *progress // of the pipeline being replayed
 }
 
 func replay(ctx context.Context, e *env, r dateRange, pipelines []*config.Pipeline) error {
@@ -126,6 +127,8 @@ func (rp *replayer) run(ctx context.Context, c *cluster, p *config.Pipeline, r d
 	}
 	var n int64
 	prog := newProgress(rp.e.stderr, rp.e.log, "replay: read "+p.Name, total)
+	defer prog.done() // after the last flushes: a stall there shows too
+	rp.prog = prog
 	err = readRange(ctx, rp.e.cfg, rp.e.log, from, to, func(kr *kgo.Record) error {
 		prog.add(1)
 		n++
@@ -158,7 +161,6 @@ func (rp *replayer) run(ctx context.Context, c *cluster, p *config.Pipeline, r d
 		}
 		return nil
 	})
-	prog.done()
 	if err != nil {
 		return n, err
 	}
@@ -188,6 +190,7 @@ func (rp *replayer) batch(p *config.Pipeline, d batch.Date) *batch.Batch {
 // deadlock with the live group's transaction on the same rows, say).
 func (rp *replayer) flush(ctx context.Context, b *batch.Batch) error {
 	delete(rp.open, b.Date)
+	defer rp.prog.wait("the database")()
 	bo := retry.Backoff{Base: rp.e.cfg.RetryBackoff, Limit: rp.e.cfg.RetryBackoffMax}
 	for attempt := 1; ; attempt++ {
 		res, err := rp.sink.Apply(ctx, b, rp.commit)
