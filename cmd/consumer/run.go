@@ -121,19 +121,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("unknown command %q", name)
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "idemsink.yaml", "configuration file")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	action := c.flags(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: consumer %s [flags]\n\n%s\nflags:\n", name, c.help)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil // -h printed the help; asking for it is no failure
-		}
+	if help, err := parseFlags(fs, args, stdout, fmt.Sprintf("usage: consumer %s [flags]\n\n%s", name, c.help)); help || err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -150,6 +142,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	return action(ctx, e)
+}
+
+// parseFlags parses args into fs. -h or --help prints help and the flags
+// on stdout and reports help, which is no failure. A bad flag or
+// value is one line of error, returned (the flag package would print it,
+// then the whole usage, and main would print it again).
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer, help string) (bool, error) {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(stdout)
+		fmt.Fprintf(stdout, "%s\nflags:\n", help)
+		fs.PrintDefaults()
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("%s: %w (consumer %s -h for help)", fs.Name(), err, fs.Name())
+	}
+	return false, nil
 }
 
 func buildVersion() string {

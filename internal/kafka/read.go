@@ -107,6 +107,10 @@ func ReadRange(ctx context.Context, cfg *config.Config, log *slog.Logger, from, 
 // log lines.
 type Meter interface {
 	Add(n int)
+	// Wait marks the start of a wait on what (the database); the function
+	// it returns marks its end, so that a stall is shown as one and left
+	// out of the rate.
+	Wait(what string) (end func())
 	Done()
 }
 
@@ -115,6 +119,9 @@ type NoMeter struct{}
 
 func (NoMeter) Add(int) {} // Add does nothing.
 func (NoMeter) Done()   {} // Done does nothing.
+
+// Wait does nothing.
+func (NoMeter) Wait(string) func() { return func() {} }
 
 // Position is where r lies in its topic.
 func Position(r *kgo.Record) record.Position {

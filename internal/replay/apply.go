@@ -74,6 +74,7 @@ type batcher struct {
 	o      *Options
 	p      *config.Pipeline
 	commit sink.Commit
+	meter  kafka.Meter // hears of each wait on the database
 	open   map[record.Date]*batch.Batch
 	// applied, if set, is called after each batch applied.
 	applied func(ctx context.Context, b *batch.Batch) error
@@ -82,7 +83,7 @@ type batcher struct {
 }
 
 func newBatcher(o *Options, p *config.Pipeline, commit sink.Commit) *batcher {
-	return &batcher{o: o, p: p, commit: commit, open: map[record.Date]*batch.Batch{}}
+	return &batcher{o: o, p: p, commit: commit, meter: kafka.NoMeter{}, open: map[record.Date]*batch.Batch{}}
 }
 
 func (bt *batcher) batch(d record.Date) *batch.Batch {
@@ -135,6 +136,7 @@ func (bt *batcher) flush(ctx context.Context) error {
 // rows, say).
 func (bt *batcher) apply(ctx context.Context, b *batch.Batch) error {
 	delete(bt.open, b.Date)
+	defer bt.meter.Wait("the database")()
 	var res sink.Result
 	err := bt.o.do(ctx, "applying a batch of "+b.Date.String(), func(ctx context.Context) error {
 		var err error

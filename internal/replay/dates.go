@@ -79,6 +79,8 @@ func dates(ctx context.Context, o *Options, commit sink.Commit, p *config.Pipeli
 	}
 	bt := newBatcher(o, p, commit)
 	prog := o.meter("replay: read "+p.Name, total)
+	bt.meter = prog
+	defer prog.Done() // after the last flushes: a stall there shows too
 	err := kafka.ReadRange(ctx, o.Config, o.log(), from, to, func(kr *kgo.Record) error {
 		prog.Add(1)
 		rep.Read++
@@ -103,7 +105,6 @@ func dates(ctx context.Context, o *Options, commit sink.Commit, p *config.Pipeli
 		}
 		return bt.add(ctx, row, d)
 	})
-	prog.Done()
 	if err == nil {
 		err = bt.flush(ctx)
 	}
