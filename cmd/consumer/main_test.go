@@ -49,7 +49,7 @@ func TestRunCommands(t *testing.T) {
 		{name: "migrate -h", args: []string{"migrate", "-h"}, wantOut: "consumer migrate -config idemsink.yaml"},
 		{name: "demo -h", args: []string{"demo", "-h"}, wantOut: "usage: consumer demo [flags]"},
 		{name: "dlq list -h", args: []string{"dlq", "list", "-h"}, wantOut: "-limit"},
-		{name: "dlq replay --help", args: []string{"dlq", "replay", "--help"}, wantOut: "usage: consumer dlq <list|replay>"},
+		{name: "dlq replay --help", args: []string{"dlq", "replay", "--help"}, wantOut: "usage: consumer dlq replay [flags]"},
 		{name: "unknown flag", args: []string{"offsets", "--frobnicate"}, wantErr: "offsets: flag provided but not defined: -frobnicate (consumer offsets -h for help)"},
 		{name: "bad shift", args: []string{"offsets", "reset", "--shift-by", "abc"},
 			wantErr: `offsets reset: invalid value "abc" for flag -shift-by: parse error (consumer offsets reset -h for help)`},
