@@ -16,7 +16,7 @@ set -u
 BOOTSTRAP="${BOOTSTRAP:-kafka:9092}"
 HOST="${BOOTSTRAP%:*}"
 WAIT="${TOPICS_WAIT_SECONDS:-120}"
-BIN=/opt/kafka/bin
+BIN="${KAFKA_BIN:-/opt/kafka/bin}"
 
 # Centiseconds since boot, from /proc/uptime (no date +%N in every image).
 now() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}"; }
