@@ -67,7 +67,7 @@ test-systemd: build ## Check deploy/systemd/idemsink.service offline (systemd-an
 	scripts/test-systemd bin/consumer
 
 .PHONY: stack-test
-stack-test: ## Run deploy/compose.yaml on podman (local images): 2 replicas, one killed mid-stream; table and Prometheus checked.
+stack-test: ## Run deploy/compose.yaml on podman (local images): 2 static replicas, one killed mid-stream and timed back to work (<10s); table and Prometheus checked.
 	scripts/stack-test
 
 .PHONY: torture

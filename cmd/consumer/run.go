@@ -270,6 +270,7 @@ func serve(ctx context.Context, e *env) error {
 			_ = srv.Shutdown(sctx)
 		})
 	}
-	log.Info("idemsink starting", "version", buildVersion(), "group", cfg.Group, "topics", strings.Join(cfg.Topics(), ","))
+	log.Info("idemsink starting", "version", buildVersion(), "group", cfg.Group, "topics", strings.Join(cfg.Topics(), ","),
+		"instance_id", cfg.InstanceID)
 	return g.Run()
 }
