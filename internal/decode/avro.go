@@ -76,6 +76,9 @@ func avroJSON(s avro.Schema, v any) (any, error) {
 		if !ok {
 			return nil, fmt.Errorf("decode Avro: record %s decoded as %T", s.FullName(), v)
 		}
+		if s.FullName() == "io.debezium.data.VariableScaleDecimal" {
+			return variableScaleDecimal(m["scale"], m["value"])
+		}
 		out := make(map[string]any, len(m))
 		for _, f := range s.Fields() {
 			j, err := avroJSON(f.Type(), m[f.Name()])
@@ -238,6 +241,16 @@ func floatJSON(f float64, bits int) (any, error) {
 // ride on plain integers (days, epoch milli-, micro-, nanoseconds) into the
 // spellings the column conversion reads. ok is false for any other name.
 func connectJSON(name string, v any) (j any, ok bool, err error) {
+	if s, isString := v.(string); isString && name == "io.debezium.data.Json" {
+		return jsonText(s), true, nil
+	}
+	switch name {
+	case "io.debezium.time.Time", "org.apache.kafka.connect.data.Time", "io.debezium.time.MicroTime", "io.debezium.time.NanoTime",
+		"io.debezium.time.Date", "org.apache.kafka.connect.data.Date", "io.debezium.time.Timestamp", "org.apache.kafka.connect.data.Timestamp",
+		"io.debezium.time.MicroTimestamp", "io.debezium.time.NanoTimestamp":
+	default:
+		return nil, false, nil
+	}
 	var n int64
 	switch x := v.(type) {
 	case int:
@@ -255,6 +268,16 @@ func connectJSON(name string, v any) (j any, ok bool, err error) {
 		return nil, false, nil
 	}
 	switch name {
+	case "io.debezium.time.Time", "org.apache.kafka.connect.data.Time":
+		return timeOfDay(name, n, 1000)
+	case "io.debezium.time.MicroTime":
+		return timeOfDay(name, n, 1)
+	case "io.debezium.time.NanoTime":
+		if n < 0 {
+			return nil, true, fmt.Errorf("%s: %d is not a time of day", name, n)
+		}
+		// PostgreSQL's time keeps microseconds, as for timestamps.
+		return timeOfDay(name, n/1000, 1)
 	case "io.debezium.time.Date", "org.apache.kafka.connect.data.Date":
 		return time.Unix(n*86400, 0).UTC().Format(time.DateOnly), true, nil
 	case "io.debezium.time.Timestamp", "org.apache.kafka.connect.data.Timestamp":
@@ -265,4 +288,62 @@ func connectJSON(name string, v any) (j any, ok bool, err error) {
 		return time.Unix(0, n).UTC().Format(time.RFC3339Nano), true, nil
 	}
 	return nil, false, nil
+}
+
+// timeOfDay spells n units of unit microseconds since midnight as a time
+// of day.
+func timeOfDay(name string, n, unit int64) (any, bool, error) {
+	if n < 0 || n > 86_400_000_000/unit {
+		return nil, true, fmt.Errorf("%s: %d is not a time of day", name, n)
+	}
+	return formatTimeOfDay(n * unit), true, nil
+}
+
+// variableScaleDecimal reads Debezium's VariableScaleDecimal, a struct of
+// the scale and the unscaled value's big-endian two's complement bytes
+// (base64 in JSON).
+func variableScaleDecimal(scale, value any) (any, error) {
+	var sc int64
+	switch x := scale.(type) {
+	case json.Number:
+		n, err := x.Int64()
+		if err != nil {
+			return nil, fmt.Errorf("VariableScaleDecimal scale %s is not an integer", x)
+		}
+		sc = n
+	case int32:
+		sc = int64(x)
+	case int:
+		sc = int64(x)
+	case int64:
+		sc = x
+	default:
+		return nil, fmt.Errorf("VariableScaleDecimal without a scale")
+	}
+	var b []byte
+	switch x := value.(type) {
+	case string:
+		var err error
+		if b, err = base64.StdEncoding.DecodeString(x); err != nil {
+			return nil, fmt.Errorf("VariableScaleDecimal value %q is not base64", x)
+		}
+	case []byte:
+		b = x
+	default:
+		return nil, fmt.Errorf("VariableScaleDecimal without a value")
+	}
+	if sc < 0 || sc > 1000 {
+		return nil, fmt.Errorf("VariableScaleDecimal scale %d is out of range", sc)
+	}
+	return unscaled(b, int(sc)), nil
+}
+
+// unscaled is the decimal of big-endian two's complement bytes at scale.
+func unscaled(b []byte, scale int) json.Number {
+	n := new(big.Int).SetBytes(b)
+	if len(b) > 0 && b[0]&0x80 != 0 {
+		n.Sub(n, new(big.Int).Lsh(big.NewInt(1), uint(8*len(b))))
+	}
+	r := new(big.Rat).SetFrac(n, new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(scale)), nil))
+	return json.Number(r.FloatString(scale))
 }
