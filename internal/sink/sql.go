@@ -161,6 +161,14 @@ SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd), (SELECT count(*) 
 
 	params := []string{"$1::uuid"}
 	for i, c := range p.Columns {
+		if s.unavailable {
+			// The proposed row must be whole (NOT NULL is checked before
+			// the conflict is): an unavailable column proposes its stored
+			// value, which the row by row path has checked exists.
+			params = append(params, fmt.Sprintf("CASE WHEN %d = ANY($%d::integer[]) THEN (SELECT %s FROM %s WHERE record_id = $1::uuid) ELSE $%d::%s END",
+				i, len(p.Columns)+7, quote(c.Name), s.target, i+2, c.Type))
+			continue
+		}
 		params = append(params, fmt.Sprintf("$%d::%s", i+2, c.Type))
 	}
 	n := len(p.Columns) + 2
