@@ -526,3 +526,40 @@ func TestRegistryReferences(t *testing.T) {
 		t.Errorf("unresolved named type: %q", got)
 	}
 }
+
+// An unknown schema id (404: a registry replica lagging) is bad input for
+// now, not for ever: within the backoff it is not asked again; after it,
+// the registry is asked again and a schema registered meanwhile decodes.
+func TestRegistryUnknownIDAskedAgain(t *testing.T) {
+	reg := srtest.New(t)
+	var requests atomic.Int64
+	reg.Intercept(func(http.ResponseWriter, *http.Request) bool { requests.Add(1); return false })
+	d := NewDecoder(registryPipeline(t, reg.URL(), orders("avro")))
+	d.SetRegistryBackoff(time.Minute, time.Hour)
+	if _, err := d.f.registry(); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	d.f.reg.now = func() time.Time { return now }
+	// Registered after the record was framed with its id: the id the
+	// registry will give the first schema.
+	value := srtest.Frame(1, nil, []byte{})
+	for range 3 {
+		_, _, err := d.Decode(nil, value, record.Position{})
+		if got := badReason(t, err); !strings.HasPrefix(got, "schema: schema id 1: unknown to the schema registry") {
+			t.Fatalf("before registration: %q", got)
+		}
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("%d requests for one unknown id within the backoff, want 1", n)
+	}
+	framed := reg.Avro("orders-value", orderAvroV1, orderAvroValue())
+	if got := framed[1:5]; string(got) != "\x00\x00\x00\x01" {
+		t.Fatalf("the schema got id %v, the test wants 1", got)
+	}
+	now = now.Add(time.Minute)
+	decodeOK(t, d, nil, framed)
+	if n := requests.Load(); n != 2 { // one ask more, after the backoff
+		t.Errorf("%d requests, want 2", n)
+	}
+}
