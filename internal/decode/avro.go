@@ -3,7 +3,9 @@ package decode
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/big"
 	"strconv"
@@ -56,9 +58,19 @@ func decodeAvro(s avroSchema, payload []byte) ([]byte, error) {
 
 // avroValue decodes an Avro binary payload into JSON values.
 func avroValue(s avroSchema, payload []byte) (any, error) {
+	// A Reader, not Unmarshal: Unmarshal takes a payload that ends early
+	// (io.EOF) for a whole one, and says nothing of bytes left over.
+	r := avro.NewReader(nil, 0, avro.WithReaderConfig(avroAPI)).Reset(payload)
 	var v any
-	if err := avroAPI.Unmarshal(s, payload, &v); err != nil {
-		return nil, fmt.Errorf("decode Avro: %w", err)
+	r.ReadVal(s, &v)
+	switch {
+	case errors.Is(r.Error, io.EOF) || errors.Is(r.Error, io.ErrUnexpectedEOF):
+		return nil, fmt.Errorf("decode Avro: the payload ends inside the record")
+	case r.Error != nil:
+		return nil, fmt.Errorf("decode Avro: %w", r.Error)
+	}
+	if r.Peek(); r.Error == nil {
+		return nil, fmt.Errorf("decode Avro: bytes after the record (trailing data)")
 	}
 	return avroJSON(s, v)
 }

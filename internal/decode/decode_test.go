@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -561,5 +562,46 @@ func TestRegistryUnknownIDAskedAgain(t *testing.T) {
 	decodeOK(t, d, nil, framed)
 	if n := requests.Load(); n != 2 { // one ask more, after the backoff
 		t.Errorf("%d requests, want 2", n)
+	}
+}
+
+// Bytes after an Avro or Protobuf record are bad input, as trailing data
+// after JSON is; so is an Avro record that ends early, and a Protobuf
+// message-index count of -64 is reported as that, not as a bad header.
+func TestRegistryTrailingAndIndex(t *testing.T) {
+	reg := srtest.New(t)
+	d := NewDecoder(registryPipeline(t, reg.URL(), orders("avro")))
+	value := reg.Avro("orders-value", orderAvroV1, orderAvroValue())
+	decodeOK(t, d, nil, value)
+	for name, tc := range map[string]struct {
+		value []byte
+		want  string
+	}{
+		"avro trailing": {append(slices.Clone(value), 0), "malformed-payload: decode Avro: bytes after the record (trailing data) (schema id 1)"},
+		"avro short":    {value[:len(value)-3], "malformed-payload: decode Avro: the payload ends inside the record (schema id 1)"},
+	} {
+		_, _, err := d.Decode(nil, tc.value, record.Position{})
+		if got := badReason(t, err); got != tc.want {
+			t.Errorf("%s: %q, want %q", name, got, tc.want)
+		}
+	}
+	p := NewDecoder(registryPipeline(t, reg.URL(), orders("protobuf")))
+	pv := reg.Proto("orders-pb-value", orderProto, []int{1}, map[string]any{"id": int64(7)})
+	id := int(binary.BigEndian.Uint32(pv[1:5]))
+	for name, tc := range map[string]struct {
+		value []byte
+		want  string
+	}{
+		// 0x08 0x07: field 1 again is a valid field; 0xa0 0x06 0x01 is
+		// field 100, which Order does not have.
+		"protobuf trailing": {append(slices.Clone(pv), 0xa0, 0x06, 0x01), "decode Protobuf t.Order: 3 bytes are fields its writer schema does not have (trailing or foreign data)"},
+		"count -64":         {srtest.Frame(id, nil, []byte{0x7f}), "Protobuf message index: count -64 is negative"},
+		"count 40":          {srtest.Frame(id, nil, []byte{80}), "Protobuf message index: count 40 is more than 32"},
+		"index cut":         {srtest.Frame(id, nil, []byte{4, 2}), "Protobuf message index: index 2 of 2 is missing or not a varint"},
+	} {
+		_, _, err := p.Decode(nil, tc.value, record.Position{})
+		if got := badReason(t, err); !strings.HasPrefix(got, "malformed-payload: "+tc.want) {
+			t.Errorf("%s: %q, want %q", name, got, tc.want)
+		}
 	}
 }
