@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/big"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -27,15 +28,59 @@ var avroAPI = avro.Config{MaxByteSliceSize: 16 << 20, MaxSliceAllocSize: 1 << 20
 func parseAvro(text string, refs ...string) (avroSchema, error) {
 	cache := &avro.SchemaCache{}
 	for _, ref := range refs {
-		if _, err := avro.ParseWithCache(ref, "", cache); err != nil {
+		if _, err := avro.ParseWithCache(localTimestamps(ref), "", cache); err != nil {
 			return nil, fmt.Errorf("parse referenced Avro schema: %w", err)
 		}
 	}
-	s, err := avro.ParseWithCache(text, "", cache)
+	s, err := avro.ParseWithCache(localTimestamps(text), "", cache)
 	if err != nil {
 		return nil, fmt.Errorf("parse Avro schema: %w", err)
 	}
 	return s, nil
+}
+
+// localProp marks a long that was a local-timestamp-millis or -micros in
+// the writer schema; its value is the unit.
+const localProp = "idemsink.local-timestamp"
+
+// localTimestamps takes the local-timestamp logical types out of a schema
+// text, leaving a long marked with localProp. hamba/avro decodes them
+// through the host's time zone (time.Unix in time.Local, then shifted by
+// the offset, which is wrong around a daylight-saving change); as plain
+// longs they are read the same on every host: the wall clock, spelled in
+// UTC. A text that does not parse is returned as it is, for the parser to
+// refuse.
+func localTimestamps(text string) string {
+	if !strings.Contains(text, "local-timestamp-") {
+		return text
+	}
+	var v any
+	if json.Unmarshal([]byte(text), &v) != nil {
+		return text
+	}
+	var walk func(any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			if lt, _ := x["logicalType"].(string); x["type"] == "long" && (lt == "local-timestamp-millis" || lt == "local-timestamp-micros") {
+				delete(x, "logicalType")
+				x[localProp] = strings.TrimPrefix(lt, "local-timestamp-")
+			}
+			for _, e := range x {
+				walk(e)
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	walk(v)
+	b, err := json.Marshal(v)
+	if err != nil {
+		return text
+	}
+	return string(b)
 }
 
 // decodeAvro decodes an Avro binary payload written with s and returns it
@@ -162,6 +207,15 @@ func avroJSON(s avro.Schema, v any) (any, error) {
 	var props map[string]any
 	if p, ok := s.(interface{ Props() map[string]any }); ok {
 		props = p.Props()
+	}
+	if unit, _ := props[localProp].(string); unit != "" {
+		if n, ok := v.(int64); ok {
+			t := time.UnixMilli(n)
+			if unit == "micros" {
+				t = time.UnixMicro(n)
+			}
+			return t.UTC().Format(time.RFC3339Nano), nil
+		}
 	}
 	if name, _ := props["connect.name"].(string); name != "" {
 		if j, ok, err := connectJSON(name, v); ok || err != nil {
