@@ -414,10 +414,10 @@ func TestDebeziumEndToEnd(t *testing.T) {
 	topic := h.k.Topic("pg.public.customers", 1)
 	p := config.Pipeline{
 		Name: "customers", Topics: []string{topic}, Table: "customers", Format: "debezium", Deletes: "apply",
-		Key:     []string{"id"},
+		Key: []string{"id"},
 		Columns: []config.Column{{Name: "id", Type: "bigint"}, {Name: "name", Type: "text"},
 			{Name: "updated", Type: "timestamptz", SemanticType: "io.debezium.time.MicroTimestamp"}},
-		Date:    config.Date{Field: "updated"},
+		Date: config.Date{Field: "updated"},
 	}
 	var recs []*kgo.Record
 	add := func(op string, id int, name string, lsn int) {
