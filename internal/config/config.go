@@ -116,6 +116,11 @@ type Column struct {
 	// Nullable allows a missing or null field; otherwise such a record is
 	// dead-lettered. Key columns are never nullable.
 	Nullable bool `yaml:"nullable"`
+	// SemanticType names the Kafka Connect or Debezium semantic type the
+	// field carries, for events without a schema envelope: it says the
+	// unit of a number (days, milli-, micro-, nanoseconds) or that a
+	// string holds JSON. See SemanticTypes.
+	SemanticType string `yaml:"semantic_type"`
 }
 
 // Date says where a record's target date comes from.
@@ -160,7 +165,13 @@ const (
 )
 
 // ColumnTypes are the PostgreSQL types a column may have.
-var ColumnTypes = []string{"text", "bigint", "integer", "smallint", "numeric", "double precision", "boolean", "date", "timestamptz", "uuid", "jsonb"}
+var ColumnTypes = []string{"text", "bigint", "integer", "smallint", "numeric", "double precision", "real", "boolean", "date",
+	"timestamptz", "timestamp", "time", "uuid", "jsonb", "bytea"}
+
+// noCanonicalForm are the column types a key column cannot have: values
+// that are equal in PostgreSQL but not in spelling (jsonb, floats), or
+// that record_id has no encoding for.
+var noCanonicalForm = []string{"jsonb", "double precision", "real", "time", "bytea"}
 
 // Reserved column names the sink adds to every target table.
 var Reserved = []string{"record_id", "_version", "_src_topic", "_src_partition", "_src_offset", "_batch_id", "_applied_at"}
@@ -389,6 +400,15 @@ func (c *Config) Validate() error {
 			if _, err := ParseType(col.Type); err != nil {
 				bad("%s.type: %v", cat, err)
 			}
+			if col.SemanticType != "" {
+				if bases, ok := SemanticTypes[col.SemanticType]; !ok {
+					bad("%s.semantic_type: %q is not one of %s", cat, col.SemanticType, strings.Join(semanticNames(), ", "))
+				} else if ct, err := ParseType(col.Type); err == nil && !slices.Contains(bases, ct.Base) {
+					bad("%s.semantic_type: %s is not read into a %s column (only %s)", cat, col.SemanticType, ct, strings.Join(bases, ", "))
+				} else if err == nil && col.SemanticType == "org.apache.kafka.connect.data.Decimal" && !ct.HasPrecision {
+					bad("%s.semantic_type: %s needs the column's scale: give the type as numeric(p,s)", cat, col.SemanticType)
+				}
+			}
 			if col.Field == "" || strings.HasPrefix(col.Field, ".") || strings.HasSuffix(col.Field, ".") || strings.Contains(col.Field, "..") {
 				bad("%s.field: %q is not a field name or dotted path", cat, col.Field)
 			}
@@ -406,7 +426,7 @@ func (c *Config) Validate() error {
 				bad("%s.key[%d]: %q is listed twice", at, j, k)
 			case col.Nullable:
 				bad("%s.key[%d]: key column %q cannot be nullable", at, j, k)
-			case col.Typ().Base == "jsonb" || col.Typ().Base == "double precision":
+			case slices.Contains(noCanonicalForm, col.Typ().Base):
 				bad("%s.key[%d]: key column %q has type %s, which has no canonical form", at, j, k, col.Type)
 			}
 			seen[k] = true

@@ -85,7 +85,7 @@ func TestLoadFull(t *testing.T) {
 				Date:   Date{Field: "created", TimeZone: "UTC"},
 				Batch:  Batch{MaxRecords: DefaultMaxRecords, MaxBytes: DefaultMaxBytes, Linger: DefaultLinger},
 				Format: "debezium", KeyFormat: "json", Deletes: "dead_letter", registry: reg,
-				Debezium: &Debezium{Encoding: "json", Version: "file_pos"}, MaxRecordBytes: DefaultMaxRecordBytes,
+				Debezium: &Debezium{Encoding: "json", Version: "file_pos", UnavailableValue: DefaultUnavailableValue}, MaxRecordBytes: DefaultMaxRecordBytes,
 			},
 		},
 	}

@@ -45,7 +45,15 @@ type Debezium struct {
 	// PostgreSQL source.lsn), file_pos (MySQL source.file and source.pos)
 	// or ts_ms (source.ts_ms).
 	Version string `yaml:"version"`
+	// UnavailableValue is the connector's unavailable.value.placeholder:
+	// what Debezium sends for an unchanged TOAST column it cannot read.
+	// Such a column keeps its stored value. Default
+	// __debezium_unavailable_value, Debezium's own default.
+	UnavailableValue string `yaml:"unavailable_value"`
 }
+
+// DefaultUnavailableValue is Debezium's default unavailable.value.placeholder.
+const DefaultUnavailableValue = "__debezium_unavailable_value"
 
 // DefaultRegistryTimeout bounds one Schema Registry request.
 const DefaultRegistryTimeout = 10 * time.Second
@@ -84,6 +92,9 @@ func (c *Config) setFormatDefaults() {
 			}
 			if p.Debezium.Version == "" {
 				p.Debezium.Version = "lsn"
+			}
+			if p.Debezium.UnavailableValue == "" {
+				p.Debezium.UnavailableValue = DefaultUnavailableValue
 			}
 		}
 		if p.KeyFormat == "" {

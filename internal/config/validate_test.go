@@ -125,7 +125,7 @@ func TestBadConfigs(t *testing.T) {
 		{"column name twice", p0(func(p *Pipeline) { p.Columns[1] = Column{Name: "id", Type: "bigint", Field: "id2"} }),
 			[]string{`pipelines[0].columns[1].name: "id" is used twice`}},
 		{"column type unknown", p0(func(p *Pipeline) { p.Columns[1].Type = "string" }),
-			[]string{`pipelines[0].columns[1].type: "string" is not one of text, bigint, integer, smallint, numeric, double precision, boolean, date, timestamptz, uuid, jsonb, varchar(n), char(n)`}},
+			[]string{`pipelines[0].columns[1].type: "string" is not one of text, bigint, integer, smallint, numeric, double precision, real, boolean, date, timestamptz, timestamp, time, uuid, jsonb, bytea, varchar(n), char(n)`}},
 		{"column type empty", p0(func(p *Pipeline) { p.Columns[1].Type = "" }),
 			[]string{`pipelines[0].columns[1].type: "" is not a type like numeric(12,2) or varchar(40)`}},
 		{"numeric precision zero", p0(func(p *Pipeline) { p.Columns[1].Type = "numeric(0,0)" }),
@@ -142,8 +142,18 @@ func TestBadConfigs(t *testing.T) {
 			[]string{`pipelines[0].columns[1].type: "char": give char a length, as char(n); PostgreSQL's bare char is char(1)`}},
 		{"timestamptz precision 7", p0(func(p *Pipeline) { p.Columns[1].Type = "timestamptz(7)" }),
 			[]string{`pipelines[0].columns[1].type: "timestamptz(7)": precision must be between 0 and 6`}},
-		{"timestamp without time zone", p0(func(p *Pipeline) { p.Columns[1].Type = "timestamp" }),
-			[]string{`pipelines[0].columns[1].type: "timestamp": timestamp without time zone is not supported; use timestamptz`}},
+		{"time with time zone", p0(func(p *Pipeline) { p.Columns[1].Type = "time with time zone" }),
+			[]string{`pipelines[0].columns[1].type: "time with time zone": time with time zone is not supported; use time or timestamptz`}},
+		{"timestamp precision 7", p0(func(p *Pipeline) { p.Columns[1].Type = "timestamp(7)" }),
+			[]string{`pipelines[0].columns[1].type: "timestamp(7)": precision must be between 0 and 6`}},
+		{"semantic type unknown", p0(func(p *Pipeline) { p.Columns[1].SemanticType = "micros" }),
+			[]string{`pipelines[0].columns[1].semantic_type: "micros" is not one of io.debezium.data.Json, io.debezium.data.VariableScaleDecimal, io.debezium.time.Date, io.debezium.time.MicroTime, io.debezium.time.MicroTimestamp, io.debezium.time.NanoTime, io.debezium.time.NanoTimestamp, io.debezium.time.Time, io.debezium.time.Timestamp, org.apache.kafka.connect.data.Date, org.apache.kafka.connect.data.Decimal, org.apache.kafka.connect.data.Time, org.apache.kafka.connect.data.Timestamp`}},
+		{"semantic type of another column type", p0(func(p *Pipeline) {
+			p.Columns[1].Type, p.Columns[1].SemanticType = "date", "io.debezium.time.MicroTimestamp"
+		}), []string{`pipelines[0].columns[1].semantic_type: io.debezium.time.MicroTimestamp is not read into a date column (only timestamp, timestamptz)`}},
+		{"decimal semantic type without scale", p0(func(p *Pipeline) {
+			p.Columns[1].Type, p.Columns[1].SemanticType = "numeric", "org.apache.kafka.connect.data.Decimal"
+		}), []string{`pipelines[0].columns[1].semantic_type: org.apache.kafka.connect.data.Decimal needs the column's scale: give the type as numeric(p,s)`}},
 		{"modifier on text", p0(func(p *Pipeline) { p.Columns[1].Type = "text(5)" }),
 			[]string{`pipelines[0].columns[1].type: "text(5)": text takes no modifiers`}},
 		{"type injection", p0(func(p *Pipeline) { p.Columns[1].Type = "text); DROP TABLE x; --" }),
@@ -174,6 +184,8 @@ func TestBadConfigs(t *testing.T) {
 			[]string{`pipelines[0].key[0]: key column "id" cannot be nullable`}},
 		{"key jsonb", p0(func(p *Pipeline) { p.Columns[0].Type = "jsonb" }),
 			[]string{`pipelines[0].key[0]: key column "id" has type jsonb, which has no canonical form`}},
+		{"key bytea", p0(func(p *Pipeline) { p.Columns[0].Type = "bytea" }),
+			[]string{`pipelines[0].key[0]: key column "id" has type bytea, which has no canonical form`}},
 		{"key double precision", p0(func(p *Pipeline) { p.Columns[0].Type = "double precision" }),
 			[]string{`pipelines[0].key[0]: key column "id" has type double precision, which has no canonical form`}},
 		{"no date field", p0(func(p *Pipeline) { p.Date.Field = "" }),

@@ -51,7 +51,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "idemsink_records_total", Help: "Records by pipeline and result.",
 		}, []string{"pipeline", "result"}),
 		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "idemsink_dead_letters_total", Help: "Committed dead letters by pipeline and class of reason.",
+			Name: "idemsink_dead_letters_total", Help: "Dead letters committed for the first time (not again after an offset reset), by pipeline and class of reason.",
 		}, []string{"pipeline", "class"}),
 		Batches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "idemsink_batches_total", Help: "Batch attempts by pipeline and outcome.",

@@ -221,7 +221,7 @@ func (t *txn) stage(ctx context.Context, rowByRow bool) error {
 		return nil
 	}
 	var err error
-	t.copied, err = t.tx.CopyFrom(ctx, pgx.Identifier{t.st.stageName}, t.st.stageCols, &rowSource{rows: t.todo})
+	t.copied, err = t.tx.CopyFrom(ctx, pgx.Identifier{t.st.stageName}, t.st.stageCols, &rowSource{rows: t.todo, unavailable: t.st.unavailable})
 	if err != nil {
 		return fmt.Errorf("stage %d rows: %w", len(t.todo), err)
 	}
@@ -232,7 +232,7 @@ func (t *txn) stage(ctx context.Context, rowByRow bool) error {
 		}
 		t.copied, t.tombstoned = t.copied-n, n
 	}
-	return nil
+	return t.completeStage(ctx)
 }
 
 // upsert merges the staged rows into the target: new keys inserted, newer
@@ -282,17 +282,12 @@ func (t *txn) delete(ctx context.Context) error {
 func (t *txn) record(ctx context.Context) error {
 	res := &t.res
 	if len(t.dead) > 0 {
-		if err := insertDead(ctx, t.tx, t.b.Pipeline.Name, res.BatchID, t.dead); err != nil {
+		var err error
+		if res.DeadClasses, err = insertDead(ctx, t.tx, t.b.Pipeline.Name, res.BatchID, t.dead); err != nil {
 			return err
 		}
 	}
 	res.DeadLettered = len(t.dead)
-	for _, d := range t.dead {
-		if res.DeadClasses == nil {
-			res.DeadClasses = map[string]int{}
-		}
-		res.DeadClasses[deadClass(d.Reason)]++
-	}
 
 	ranges, err := json.Marshal(t.b.Ranges())
 	if err != nil {
@@ -337,6 +332,19 @@ func (t *txn) upsertRows(ctx context.Context) error {
 		args = append(args, r.ID)
 		args = append(args, r.Values...)
 		args = append(args, r.Version, r.Pos.Topic, r.Pos.Partition, r.Pos.Offset, t.res.BatchID)
+		if t.st.unavailable {
+			if len(r.Unavailable) > 0 {
+				ok, err := t.stored(ctx, r)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					t.dead = append(t.dead, t.incompleteDead(r))
+					continue
+				}
+			}
+			args = append(args, unavailableArg(&r))
+		}
 		if _, err := t.tx.Exec(ctx, "SAVEPOINT row"); err != nil {
 			return fmt.Errorf("savepoint: %w", err)
 		}
@@ -379,7 +387,10 @@ func deadClass(reason string) string {
 	return ClassOther
 }
 
-func insertDead(ctx context.Context, tx pgx.Tx, pipeline string, batchID [16]byte, dead []record.DeadLetter) error {
+// insertDead writes the dead letters and returns, by class, how many of
+// them it inserted: one already stored (a redelivery after an offset
+// reset) is not counted again.
+func insertDead(ctx context.Context, tx pgx.Tx, pipeline string, batchID [16]byte, dead []record.DeadLetter) (map[string]int, error) {
 	n := len(dead)
 	topics, parts, offs := make([]string, n), make([]int32, n), make([]int64, n)
 	keys, values, headers, reasons := make([][]byte, n), make([][]byte, n), make([][]byte, n), make([]string, n)
@@ -389,13 +400,29 @@ func insertDead(ctx context.Context, tx pgx.Tx, pipeline string, batchID [16]byt
 		if len(d.Headers) > 0 {
 			h, err := json.Marshal(d.Headers)
 			if err != nil {
-				return fmt.Errorf("encode headers: %w", err)
+				return nil, fmt.Errorf("encode headers: %w", err)
 			}
 			headers[i] = h
 		}
 	}
-	if _, err := tx.Exec(ctx, insertDeadLetters, pipeline, batchID, topics, parts, offs, keys, values, headers, reasons); err != nil {
-		return fmt.Errorf("insert %d dead letters: %w", n, err)
+	rows, err := tx.Query(ctx, insertDeadLetters, pipeline, batchID, topics, parts, offs, keys, values, headers, reasons)
+	if err != nil {
+		return nil, fmt.Errorf("insert %d dead letters: %w", n, err)
 	}
-	return nil
+	var classes map[string]int
+	var reason string
+	var inserted bool
+	_, err = pgx.ForEachRow(rows, []any{&reason, &inserted}, func() error {
+		if inserted {
+			if classes == nil {
+				classes = map[string]int{}
+			}
+			classes[deadClass(reason)]++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("insert %d dead letters: %w", n, err)
+	}
+	return classes, nil
 }

@@ -92,7 +92,8 @@ type Result struct {
 	Stale        int // older than the stored version, not written
 	Deleted      int
 	DeadLettered int
-	// DeadClasses counts the dead letters written by class: the class
+	// DeadClasses counts the dead letters this batch inserted (not those
+	// already stored, as after an offset reset), by class: the class
 	// their reason starts with, or ClassOther.
 	DeadClasses   map[string]int
 	Stage, Upsert time.Duration
@@ -175,6 +176,8 @@ type rowSource struct {
 	rows []record.Row
 	i    int
 	buf  []any
+	// unavailable: the stage has the _unavailable column.
+	unavailable bool
 }
 
 func (r *rowSource) Next() bool { r.i++; return r.i <= len(r.rows) }
@@ -184,6 +187,9 @@ func (r *rowSource) Values() ([]any, error) {
 	r.buf = append(r.buf[:0], row.ID)
 	r.buf = append(r.buf, row.Values...)
 	r.buf = append(r.buf, row.Version, row.Pos.Topic, row.Pos.Partition, row.Pos.Offset)
+	if r.unavailable {
+		r.buf = append(r.buf, unavailableArg(row))
+	}
 	return r.buf, nil
 }
 
