@@ -89,7 +89,7 @@ type Row struct {
 // Fill takes from an older row of the same key the values r could not
 // carry (Unavailable), where o has them: what the key held before r.
 func (r *Row) Fill(o *Row) {
-	if len(r.Unavailable) == 0 || o.Delete || o.Ignore {
+	if len(r.Unavailable) == 0 || o.Delete || o.Ignore || o.Values == nil {
 		return
 	}
 	kept := r.Unavailable[:0:0]

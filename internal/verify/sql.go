@@ -29,17 +29,21 @@ type statements struct {
 func newStatements(p *config.Pipeline) statements {
 	target := pgx.Identifier{p.Schema, p.Table}.Sanitize()
 	var defs, tCols, eCols, tKey, eKey []string
-	for _, col := range p.Columns {
+	for i, col := range p.Columns {
 		q := pgx.Identifier{col.Name}.Sanitize()
 		defs = append(defs, q+" "+col.Type)
-		tCols, eCols = append(tCols, "t."+q), append(eCols, "e."+q)
+		// A column the newest record could not carry (Debezium's
+		// placeholder for an unchanged TOAST value, with no older record
+		// read to take it from) is not compared.
+		tCols = append(tCols, "t."+q)
+		eCols = append(eCols, fmt.Sprintf("CASE WHEN %d = ANY(e._unavailable) THEN t.%s ELSE e.%s END", i, q, q))
 	}
 	for _, k := range p.Key {
 		q := pgx.Identifier{k}.Sanitize()
 		tKey, eKey = append(tKey, "t."+q+"::text"), append(eKey, "e."+q+"::text")
 	}
-	s := statements{cols: append(append([]string{"record_id"}, p.ColumnNames()...), "_version", "_src_topic", "_src_partition", "_src_offset")}
-	s.create = fmt.Sprintf(`CREATE TEMP TABLE `+expectedTable+` (record_id uuid PRIMARY KEY, %s, _version bigint, _src_topic text, _src_partition integer, _src_offset bigint) ON COMMIT DROP`,
+	s := statements{cols: append(append([]string{"record_id"}, p.ColumnNames()...), "_version", "_src_topic", "_src_partition", "_src_offset", "_unavailable")}
+	s.create = fmt.Sprintf(`CREATE TEMP TABLE `+expectedTable+` (record_id uuid PRIMARY KEY, %s, _version bigint, _src_topic text, _src_partition integer, _src_offset bigint, _unavailable integer[]) ON COMMIT DROP`,
 		strings.Join(defs, ", "))
 	tContent := "(t._version, " + strings.Join(tCols, ", ") + ")"
 	eContent := "(e._version, " + strings.Join(eCols, ", ") + ")"

@@ -109,11 +109,14 @@ func Reconcile(ctx context.Context, o Options, p *config.Pipeline, r record.Date
 		if row.Ignore {
 			return nil // changes nothing
 		}
-		if !r.Has(d) {
+		if !r.Has(d) && p.Format != "debezium" {
 			row.Values = nil // only its position is needed
 		}
 		row.Key, row.Value = nil, nil
 		if n, ok := keys[row.ID]; !ok || row.Newer(&n.row) {
+			if ok {
+				row.Fill(&n.row) // what an unchanged TOAST value held before
+			}
 			keys[row.ID] = &newest{row: row, date: d}
 		}
 		return nil
@@ -143,7 +146,7 @@ func Reconcile(ctx context.Context, o Options, p *config.Pipeline, r record.Date
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{expectedTable}, q.cols, pgx.CopyFromSlice(len(expected), func(i int) ([]any, error) {
 		row := &expected[i].row
 		vals := append([]any{row.ID}, row.Values...)
-		return append(vals, row.Version, row.Pos.Topic, row.Pos.Partition, row.Pos.Offset), nil
+		return append(vals, row.Version, row.Pos.Topic, row.Pos.Partition, row.Pos.Offset, row.Unavailable), nil
 	})); err != nil {
 		return rec, fmt.Errorf("copy %d expected rows: %w", len(expected), err)
 	}
