@@ -257,6 +257,12 @@ func (c *Consumer) Applied() map[record.TP]int64 {
 	return out
 }
 
+// CaughtUp reports whether this member owns every partition of ends that
+// has records and has applied it to its end (sink.AppliedToEnd).
+func (c *Consumer) CaughtUp(ends map[record.TP]int64) bool {
+	return sink.AppliedToEnd(c.Applied(), ends)
+}
+
 // Run consumes until ctx is canceled, then flushes what it holds within
 // the shutdown timeout, commits, and leaves the group.
 func (c *Consumer) Run(ctx context.Context) error {
