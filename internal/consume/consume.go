@@ -135,7 +135,7 @@ type Consumer struct {
 	// settles, batches and dispatches; the rebalance callbacks and
 	// shutdown hold it while they hand batches over. Nothing that waits on
 	// the network runs under it, except a hand-over waiting for the
-	// connections' outcomes. Methods that need it say "Requires c.mu" on
+	// connections' outcomes. Methods that need it say "(c.mu held)" on
 	// their first comment line.
 	mu      sync.Mutex
 	set     *batches                 // guarded by mu
@@ -206,9 +206,9 @@ func (c *Consumer) Ready() bool {
 	return gen > 0
 }
 
-// waitsOnOutage reports, from the batches and partitions, whether something waits
-// on an outage: a batch for a retry, or a partition held back for the
-// Schema Registry. Requires c.mu.
+// waitsOnOutage (c.mu held) reports, from the batches and partitions,
+// whether something waits on an outage: a batch for a retry, or a partition
+// held back for the Schema Registry.
 func (c *Consumer) waitsOnOutage() bool {
 	if _, retrying := c.set.pending(); retrying {
 		return true
@@ -221,8 +221,8 @@ func (c *Consumer) waitsOnOutage() bool {
 	return false
 }
 
-// publish stores what waitsOnOutage computes for Ready and sets the readiness
-// gauge. Requires c.mu.
+// publish (c.mu held) stores what waitsOnOutage computes for Ready and sets
+// the readiness gauge.
 func (c *Consumer) publish() {
 	c.waiting.Store(c.waitsOnOutage())
 	c.readyGauge()
@@ -396,9 +396,9 @@ func (c *Consumer) wakeOn(ctx context.Context, cancel context.CancelFunc) (stop 
 	return func() { close(quit) }
 }
 
-// room is how many records the next poll may take: none while the backlog
-// is at a cap, and no more than the smallest batch holds, so that a turn
-// of the loop stays short. Requires c.mu.
+// room (c.mu held) is how many records the next poll may take: none while
+// the backlog is at a cap, and no more than the smallest batch holds, so
+// that a turn of the loop stays short.
 func (c *Consumer) room() int {
 	if int64(c.set.bytes) >= int64(c.cfg.MaxBufferedBytes) {
 		return 0
@@ -435,10 +435,10 @@ func (c *Consumer) turn(fetches kgo.Fetches) {
 	}
 }
 
-// flush sends the batches that are due to their lanes: those past their
-// linger in idle lanes, and at the backlog caps the oldest of each idle
-// lane (open batches alone can fill the backlog: many target dates).
-// Requires c.mu.
+// flush (c.mu held) sends the batches that are due to their lanes: those
+// past their linger in idle lanes, and at the backlog caps the oldest of
+// each idle lane (open batches alone can fill the backlog: many target
+// dates).
 func (c *Consumer) flush() {
 	now := c.now()
 	c.set.flushDue(now, false)
@@ -447,7 +447,7 @@ func (c *Consumer) flush() {
 	}
 }
 
-// drain settles every attempt that has returned. Requires c.mu.
+// drain (c.mu held) settles every attempt that has returned.
 func (c *Consumer) drain() {
 	for {
 		select {
@@ -459,8 +459,8 @@ func (c *Consumer) drain() {
 	}
 }
 
-// add puts one record into the batch of its pipeline, target date and
-// lane. Requires c.mu.
+// add (c.mu held) puts one record into the batch of its pipeline, target
+// date and lane.
 func (c *Consumer) add(r *kgo.Record) {
 	tp := record.TP{Topic: r.Topic, Partition: r.Partition}
 	ps := c.parts[tp]
@@ -504,7 +504,7 @@ func (c *Consumer) add(r *kgo.Record) {
 	c.set.add(dec.Pipeline(), record.Date{}, tp, c.now(), func(b *batch.Batch) { b.AddDead(dl) })
 }
 
-// gauges updates the backlog, lag and pending age metrics. Requires c.mu.
+// gauges (c.mu held) updates the backlog, lag and pending age metrics.
 func (c *Consumer) gauges() {
 	c.m.Buffered.Set(float64(c.set.records))
 	for tp, ps := range c.parts {
@@ -524,7 +524,7 @@ func (c *Consumer) gauges() {
 	}
 }
 
-// owned lists the owned partitions. Requires c.mu.
+// owned (c.mu held) lists the owned partitions.
 func (c *Consumer) owned() []record.TP {
 	out := make([]record.TP, 0, len(c.parts))
 	for tp := range c.parts {

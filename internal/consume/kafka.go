@@ -39,9 +39,9 @@ func (c *Consumer) commitKafka() {
 	c.sendCommit(offsets)
 }
 
-// toCommit returns the offsets to commit for the owned partitions among
-// tps whose ledger position is ahead of Kafka's commit: the commit never
-// passes the ledger. Requires c.mu.
+// toCommit (c.mu held) returns the offsets to commit for the owned
+// partitions among tps whose ledger position is ahead of Kafka's commit:
+// the commit never passes the ledger.
 func (c *Consumer) toCommit(tps []record.TP) map[string]map[int32]kgo.EpochOffset {
 	if c.opts.NoKafkaCommit {
 		return nil
@@ -64,9 +64,9 @@ func (c *Consumer) toCommit(tps []record.TP) map[string]map[int32]kgo.EpochOffse
 	return offsets
 }
 
-// sendCommit commits offsets (from toCommit) and records what Kafka took.
-// Requires c.owning, and must not be called with c.mu held: it waits on
-// the network, then takes c.mu to record the result.
+// sendCommit (c.owning held, c.mu not) commits offsets (from toCommit) and
+// records what Kafka took: it waits on the network, then takes c.mu to
+// record the result.
 func (c *Consumer) sendCommit(offsets map[string]map[int32]kgo.EpochOffset) {
 	if len(offsets) == 0 {
 		return
@@ -114,8 +114,8 @@ func (c *Consumer) pause(b *batch.Batch) {
 	c.cl.PauseFetchPartitions(pause)
 }
 
-// resume fetches the owned partitions among tps again, those neither
-// fenced nor held back. Requires c.mu.
+// resume (c.mu held) fetches the owned partitions among tps again, those
+// neither fenced nor held back.
 func (c *Consumer) resume(tps []record.TP) {
 	resume := map[string][]int32{}
 	for _, tp := range tps {

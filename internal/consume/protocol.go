@@ -46,8 +46,8 @@ type outcome struct {
 	err error
 }
 
-// dispatch sends the ready heads of the lanes to the connections (step 5).
-// Requires c.mu.
+// dispatch (c.mu held) sends the ready heads of the lanes to the
+// connections (step 5).
 func (c *Consumer) dispatch() {
 	if c.closing {
 		return
@@ -61,10 +61,9 @@ func (c *Consumer) dispatch() {
 	}
 }
 
-// watermarks computes, for each partition of b, the end of the contiguous
-// applied prefix once b is applied: just below the first offset any other
-// batch holds from it, or the highest offset seen if none does. Requires
-// c.mu.
+// watermarks (c.mu held) computes, for each partition of b, the end of the
+// contiguous applied prefix once b is applied: just below the first offset
+// any other batch holds from it, or the highest offset seen if none does.
 func (c *Consumer) watermarks(b *batch.Batch) map[record.TP]int64 {
 	out := map[record.TP]int64{}
 	for _, r := range b.Ranges() {
@@ -82,8 +81,7 @@ func (c *Consumer) watermarks(b *batch.Batch) map[record.TP]int64 {
 	return out
 }
 
-// settle takes the outcome of one attempt through steps 5 to 8. Requires
-// c.mu.
+// settle (c.mu held) takes the outcome of one attempt through step 7 or 8.
 func (c *Consumer) settle(o outcome) {
 	j := o.j
 	j.inflight = false
@@ -101,9 +99,9 @@ func (c *Consumer) settle(o outcome) {
 	}
 }
 
-// applied advances the partitions of an applied batch to its watermarks
-// (step 7); their Kafka commit follows once c.mu is released (see
-// commitKafka). Requires c.mu.
+// applied (c.mu held) advances the partitions of an applied batch to its
+// watermarks (step 7); their Kafka commit follows once c.mu is released
+// (see commitKafka).
 func (c *Consumer) applied(j *job, res sink.Result) {
 	c.setDB(true)
 	c.log.Info("batch applied", "event", EventApplied, "pipeline", j.b.Pipeline.Name, "date", j.b.Date.String(),
@@ -130,11 +128,11 @@ func (c *Consumer) applied(j *job, res sink.Result) {
 	}
 }
 
-// fenced forgets everything held from the partitions of a fenced batch
-// (step 8), so that no watermark can pass records that were never applied:
-// the other batches lose those partitions' records, the positions fall
-// back to the ledger's, and fetching restarts there (see resync). Requires
-// c.mu.
+// fenced (c.mu held) forgets everything held from the partitions of a
+// fenced batch (step 8), so that no watermark can pass records that were
+// never applied: the other batches lose those partitions' records, the
+// positions fall back to the ledger's, and fetching restarts there (see
+// resync).
 func (c *Consumer) fenced(j *job, err *sink.FencedError) {
 	c.log.Warn("batch fenced; dropping it and reading its partitions again from the ledger", "event", EventFenced,
 		"pipeline", j.b.Pipeline.Name, "date", j.b.Date.String(), "err", err)
@@ -157,9 +155,9 @@ func (c *Consumer) fenced(j *job, err *sink.FencedError) {
 	c.cl.PauseFetchPartitions(pause)
 }
 
-// failed keeps the batch at the head of its lane for a later attempt and
-// pauses its partitions (step 8); what the error is decides when and how
-// loudly. Requires c.mu.
+// failed (c.mu held) keeps the batch at the head of its lane for a later
+// attempt and pauses its partitions (step 8); what the error is decides
+// when and how loudly.
 func (c *Consumer) failed(j *job, err error) {
 	// Partitions lost or revoked while the attempt ran leave the batch now.
 	if !c.set.shrink(j, func(tp record.TP) bool { return c.parts[tp] == nil }) {
@@ -193,10 +191,10 @@ func (c *Consumer) failed(j *job, err error) {
 	}
 }
 
-// resync moves the fetch position of fenced partitions back to the
-// ledger's, and of held-back partitions to the held-back record, once
+// resync (c.mu held) moves the fetch position of fenced partitions back to
+// the ledger's, and of held-back partitions to the held-back record, once
 // their wait is over. It runs on the polling goroutine before rebalances
-// are allowed, as SetOffsets requires. Requires c.mu.
+// are allowed, as SetOffsets requires.
 func (c *Consumer) resync() {
 	offsets := map[string]map[int32]kgo.EpochOffset{}
 	var tps []record.TP

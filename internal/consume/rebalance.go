@@ -190,14 +190,14 @@ func (c *Consumer) lost(_ context.Context, _ *kgo.Client, tps map[string][]int32
 	c.log.Warn("partitions lost", "event", EventLost, "partitions", fmtTPs(tps))
 }
 
-// handOver applies every batch holding records of the gone partitions
-// before deadline. Requires c.mu, and keeps it while it waits for the
+// handOver (c.mu held) applies every batch holding records of the gone
+// partitions before deadline. It keeps c.mu while it waits for the
 // connections: it flushes the batches, sends them and settles the outcomes
 // (those of other batches too). With retryFailed, failed batches are
 // retried after their backoff until the deadline; without, only conflicts
 // are. It reports whether everything was applied; if not, no batch holding
-// the partitions is left in flight. It commits nothing to Kafka: the
-// caller does, once c.mu is released.
+// the partitions is left in flight. It commits nothing to Kafka: the caller
+// does, once c.mu is released.
 func (c *Consumer) handOver(gone func(record.TP) bool, deadline time.Time, retryFailed bool) bool {
 	c.set.flushHolding(gone, c.now())
 	for c.set.holding(gone) {
@@ -236,8 +236,8 @@ func (c *Consumer) handOver(gone func(record.TP) bool, deadline time.Time, retry
 	return true
 }
 
-// stopInFlight cancels the attempts holding the gone partitions and waits
-// for them to return; a cancel ends an attempt at once. Requires c.mu.
+// stopInFlight (c.mu held) cancels the attempts holding the gone partitions
+// and waits for them to return; a cancel ends an attempt at once.
 func (c *Consumer) stopInFlight(gone func(record.TP) bool) {
 	for _, j := range c.set.inflight() {
 		if holds(j.b, gone) {
@@ -250,7 +250,7 @@ func (c *Consumer) stopInFlight(gone func(record.TP) bool) {
 	}
 }
 
-// forget stops tracking the gone partitions. Requires c.mu.
+// forget (c.mu held) stops tracking the gone partitions.
 func (c *Consumer) forget(gone map[record.TP]bool) {
 	for tp := range gone {
 		delete(c.parts, tp)
