@@ -25,6 +25,9 @@ type Metrics struct {
 	// RegistryRetries counts records held back because the Schema
 	// Registry could not be reached; they are decoded again later.
 	RegistryRetries prometheus.Counter
+	// Fences counts partitions dropped back to the ledger's offset
+	// because a newer generation owns them (a fenced batch).
+	Fences prometheus.Counter
 	// KafkaCommitErrors counts offset commits Kafka refused; the ledger
 	// still holds the applied position, so nothing is lost.
 	KafkaCommitErrors prometheus.Counter
@@ -69,6 +72,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		RegistryRetries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "idemsink_schema_registry_retries_total", Help: "Partitions rewound because the Schema Registry was unavailable.",
 		}),
+		Fences: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "idemsink_partition_fences_total", Help: "Partitions read again from the ledger after a fenced batch.",
+		}),
 		KafkaCommitErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "idemsink_kafka_commit_errors_total", Help: "Kafka offset commits that failed after the database commit.",
 		}),
@@ -90,7 +96,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Records, m.DeadLetters, m.Batches, m.BatchSeconds, m.VerifyFailures, m.DBRetries, m.RegistryRetries,
-			m.KafkaCommitErrors, m.Ready, m.Buffered, m.AppliedOffset, m.Lag, m.PendingBatchAge)
+			m.Fences, m.KafkaCommitErrors, m.Ready, m.Buffered, m.AppliedOffset, m.Lag, m.PendingBatchAge)
 	}
 	return m
 }

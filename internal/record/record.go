@@ -103,7 +103,7 @@ func (r *Row) Fill(o *Row) {
 	r.Unavailable = kept
 }
 
-// Newer reports whether r supersedes o under the ordering contract: a higher
+// Newer reports whether r supersedes o under the ordering contract (docs/design.md, contract 3): a higher
 // version, else a later Kafka position. Positions in different partitions
 // are not ordered by Kafka; comparing the offset, then the partition, then
 // the topic (a pipeline may read several) makes the order total, so that the

@@ -253,7 +253,7 @@ func (t *txn) upsert(ctx context.Context, rowByRow bool) error {
 }
 
 // verify checks, before the commit, that every staged row is in the target
-// at its staged version or a newer one (contract 6).
+// at its staged version or a newer one (docs/design.md, contract 6).
 func (t *txn) verify(ctx context.Context) error {
 	t0 := time.Now()
 	var staged, missing, behind, stale int64

@@ -92,7 +92,8 @@ SELECT (SELECT count(*) FROM kept), (SELECT count(*) FROM gone)`, input(2), st.t
 	if err != nil {
 		return 0, fmt.Errorf("delete from %s: %w", st.target, err)
 	}
-	// Contract 6 for deletes: no deleted key is left behind its delete.
+	// Contract 6 (docs/design.md) for deletes: no deleted key is left
+	// behind its delete.
 	var behind int64
 	if err := tx.QueryRow(ctx, fmt.Sprintf(`WITH d AS (%s)
 SELECT count(*) FROM d JOIN %s t ON t.record_id = d.record_id

@@ -38,8 +38,7 @@ func (s *Sink) Offsets(ctx context.Context, group string) ([]Offset, error) {
 }
 
 // CaughtUp reports whether the group's ledger has applied every partition
-// up to the given end offsets (the next offset to be written, as Kafka's
-// high watermark).
+// up to the given end offsets (see AppliedToEnd).
 func (s *Sink) CaughtUp(ctx context.Context, group string, ends map[record.TP]int64) (bool, error) {
 	offs, err := s.Offsets(ctx, group)
 	if err != nil {
@@ -49,15 +48,24 @@ func (s *Sink) CaughtUp(ctx context.Context, group string, ends map[record.TP]in
 	for _, o := range offs {
 		applied[o.TP] = o.Applied
 	}
+	return AppliedToEnd(applied, ends), nil
+}
+
+// AppliedToEnd is the one definition of "caught up", for the demo, the
+// bench and the tests: every partition of ends that has records (ends are
+// the next offsets to be written, as Kafka's high watermark) has its last
+// record applied in applied (applied offsets by partition; a partition
+// absent has nothing applied).
+func AppliedToEnd(applied, ends map[record.TP]int64) bool {
 	for tp, end := range ends {
 		if end <= 0 {
 			continue
 		}
 		if a, ok := applied[tp]; !ok || a < end-1 {
-			return false, nil
+			return false
 		}
 	}
-	return true, nil
+	return true
 }
 
 // ResetLedger forgets the group's applied offsets for the topics, so that

@@ -100,8 +100,9 @@ func buildStatements(p *config.Pipeline) *statements {
 		s.stage, strings.Join(stageDefs, ", "), extra)
 
 	colList := strings.Join(cols, ", ")
-	// position is the version tuple of contract 3, written once: (version,
-	// offset, partition, topic), the same total order as record.Row.Newer.
+	// position is the version tuple of contract 3 (docs/design.md),
+	// written once: (version, offset, partition, topic), the same total
+	// order as record.Row.Newer.
 	position := func(alias string) string {
 		return fmt.Sprintf("(%[1]s._version, %[1]s._src_offset, %[1]s._src_partition, %[1]s._src_topic)", alias)
 	}
@@ -125,7 +126,7 @@ func buildStatements(p *config.Pipeline) *statements {
 	// One probe of the target per staged row (the probe join) sorts the
 	// batch into new keys and existing keys that are newer with other
 	// content; every other row is left alone, not even locked (contract
-	// 4). New keys are inserted plainly: a key inserted meanwhile by
+	// 4, docs/design.md). New keys are inserted plainly: a key inserted meanwhile by
 	// another transaction fails the batch with a unique violation, and
 	// the row-by-row retry (upsertRow, ON CONFLICT) settles it. Changed
 	// rows are updated under the version guard again: if another
@@ -177,11 +178,11 @@ SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd), (SELECT count(*) 
 	// keeps the stored values (above).
 	s.upsertRow = fmt.Sprintf("%s\n  VALUES (%s)\n  %s", insert, strings.Join(params, ", "), conflict)
 
-	// Contract 6: every staged row is in the target at its staged version
-	// or a newer one. "behind" counts rows where the target holds an older
-	// or the same position with other content: the upsert should have
-	// replaced or restored them. "stale" counts staged rows older than what
-	// the target holds.
+	// Contract 6 (docs/design.md): every staged row is in the target at
+	// its staged version or a newer one. "behind" counts rows where the
+	// target holds an older or the same position with other content: the
+	// upsert should have replaced or restored them. "stale" counts staged
+	// rows older than what the target holds.
 	contentT := "(t._version, " + strings.Join(tContent, ", ") + ")"
 	contentS := "(s._version, " + strings.Join(sContent, ", ") + ")"
 	s.verify = fmt.Sprintf(`SELECT count(*),
