@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -58,6 +59,24 @@ func (p *Pipeline) UsesRegistry() bool {
 	return registryFormat(p.Format) || registryFormat(p.KeyFormat) || p.Format == "debezium" && p.Debezium != nil && p.Debezium.Encoding == "avro"
 }
 
+// redactURL hides the password of a URL's user information, which an
+// error or a log line must never show: url.URL.Redacted when s parses,
+// else everything between the scheme and the last "@".
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	at := strings.LastIndex(s, "@")
+	if at < 0 {
+		return s
+	}
+	start := 0
+	if i := strings.Index(s, "://"); i >= 0 && i < at {
+		start = i + 3
+	}
+	return s[:start] + "xxxxx" + s[at:]
+}
+
 func registryFormat(f string) bool { return f == "avro" || f == "protobuf" || f == "json_schema" }
 
 func (c *Config) setFormatDefaults() {
@@ -102,7 +121,7 @@ func (c *Config) setFormatDefaults() {
 func (c *Config) validateFormats(bad func(string, ...any)) {
 	if r := c.SchemaRegistry; r != nil {
 		if u, err := url.Parse(r.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("schema_registry.url: %q is not an http or https URL", r.URL)
+			bad("schema_registry.url: %q is not an http or https URL", redactURL(r.URL))
 		}
 		if r.Password != "" && r.User == "" {
 			bad("schema_registry.user: required with a password")
