@@ -192,13 +192,23 @@ func migrate(ctx context.Context, e *env) error {
 	defer pool.Close()
 	v, err := sink.Migrate(ctx, pool)
 	if err != nil {
-		return err
+		return ddlHint(err)
 	}
 	if err := sink.New(pool, e.cfg, sink.Options{Logger: e.log}).EnsureTables(ctx, e.cfg); err != nil {
-		return err
+		return ddlHint(err)
 	}
 	fmt.Fprintf(e.stdout, "ledger schema at version %d; %d target table(s) ready\n", v, len(e.cfg.Pipelines))
 	return nil
+}
+
+// ddlHint says what to do when the role may not apply a pending migration
+// or create a missing table. With nothing pending, migrate and run need no
+// DDL: a role with run's privileges (README) starts.
+func ddlHint(err error) error {
+	if sink.SQLState(err) == "42501" { // insufficient_privilege
+		return fmt.Errorf("%w: the schema needs a change this role may not make; run `consumer migrate` as a role that may (README, PostgreSQL privileges)", err)
+	}
+	return err
 }
 
 // serve runs the daemon: the consumer and the metrics server as actors of

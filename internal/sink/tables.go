@@ -11,7 +11,7 @@ import (
 
 // EnsureTables creates any missing target table, under an advisory lock so
 // that concurrent starts do not race, and checks that existing tables have
-// every configured column.
+// every configured column. When every table exists it runs no DDL.
 func (s *Sink) EnsureTables(ctx context.Context, cfg *config.Config) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, lockDDL); err != nil {
@@ -20,8 +20,17 @@ func (s *Sink) EnsureTables(ctx context.Context, cfg *config.Config) error {
 		for i := range cfg.Pipelines {
 			p := &cfg.Pipelines[i]
 			st := s.tables[p.Name]
-			if _, err := tx.Exec(ctx, st.createTable); err != nil {
-				return fmt.Errorf("create table %s: %w", st.target, err)
+			// CREATE TABLE IF NOT EXISTS needs CREATE on the schema even
+			// when the table exists: look first, so that a role without
+			// DDL (the least privilege of run) starts on existing tables.
+			var exists bool
+			if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", st.target).Scan(&exists); err != nil {
+				return fmt.Errorf("look up table %s: %w", st.target, err)
+			}
+			if !exists {
+				if _, err := tx.Exec(ctx, st.createTable); err != nil {
+					return fmt.Errorf("create table %s: %w", st.target, err)
+				}
 			}
 			rows, err := tx.Query(ctx, `SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
 WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, st.target)
