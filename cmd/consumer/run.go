@@ -206,7 +206,8 @@ func migrate(ctx context.Context, e *env) error {
 // DDL: a role with run's privileges (README) starts.
 func ddlHint(err error) error {
 	if sink.SQLState(err) == "42501" { // insufficient_privilege
-		return fmt.Errorf("%w: the schema needs a change this role may not make; run `consumer migrate` as a role that may (README, PostgreSQL privileges)", err)
+		return fmt.Errorf("%w: if a migration or a target table is pending, run `consumer migrate` as a role that may change the schema; "+
+			"else grant this role what README's PostgreSQL privileges lists", err)
 	}
 	return err
 }

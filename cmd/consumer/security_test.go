@@ -91,6 +91,19 @@ func (d *daemon) stop() error {
 	}
 }
 
+// running fails the test if run has returned; wait conditions call it so
+// that a daemon that stopped fails at once, with its error.
+func (d *daemon) running(t *testing.T) bool {
+	t.Helper()
+	select {
+	case err := <-d.done:
+		d.cancel = nil
+		t.Fatalf("run returned: %v\n%s", err, d.stderr)
+	default:
+	}
+	return true
+}
+
 // runCmd runs a command to its end and returns its error and everything
 // it printed.
 func runCmd(env map[string]string, timeout time.Duration, args ...string) (string, error) {
@@ -165,7 +178,7 @@ func TestRunPostgresVerifyFull(t *testing.T) {
 	env := map[string]string{"IDEMSINK_DATABASE_URL": dsn(ca.CertFile), "IDEMSINK_BROKERS": strings.Join(k.Brokers, ",")}
 
 	d := startRun(t, cfg, env)
-	waittest.For(t, 60*time.Second, "10 rows in orders", func() bool { return rowCount(t, s.DSN("idemsink"), "orders") == 10 })
+	waittest.For(t, 60*time.Second, "10 rows in orders", func() bool { return d.running(t) && rowCount(t, s.DSN("idemsink"), "orders") == 10 })
 	// Every connection of the daemon is TLS with its client certificate.
 	var conns, tlsConns int
 	ctx := context.Background()
@@ -195,4 +208,123 @@ FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = 'idemsi
 		}
 		t.Logf("%s trusting another CA: %v", cmd, err)
 	}
+}
+
+// runGrants are the privileges README's "PostgreSQL privileges" gives the
+// role of run, on a database whose owner ran migrate; keep them the same.
+var runGrants = []string{
+	"GRANT CONNECT, TEMPORARY ON DATABASE app TO idemsink_run",
+	"GRANT USAGE ON SCHEMA idemsink, public TO idemsink_run",
+	"GRANT SELECT ON public.idemsink_schema_version TO idemsink_run",
+	"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA idemsink TO idemsink_run",
+	"GRANT SELECT, INSERT, UPDATE, DELETE ON public.orders TO idemsink_run",
+}
+
+// migrate runs as the owner; run then works as a role with only run's
+// privileges (no DDL anywhere), and a privilege taken away stops it with
+// an error that names what is missing.
+func TestRunLeastPrivilege(t *testing.T) {
+	s := pgtest.Start(t, pglocal.Options{})
+	// PUBLIC loses what PostgreSQL grants it by default (CREATE on public
+	// before 15, TEMPORARY and CONNECT on the database), so that the run
+	// role has exactly runGrants.
+	superuser(t, s, "", "CREATE ROLE idemsink_owner LOGIN", "CREATE ROLE idemsink_run LOGIN",
+		"CREATE DATABASE app OWNER idemsink_owner", "CREATE DATABASE fresh OWNER idemsink_owner",
+		"REVOKE ALL ON DATABASE app FROM PUBLIC", "REVOKE ALL ON DATABASE fresh FROM PUBLIC",
+		"GRANT CONNECT ON DATABASE fresh TO idemsink_run")
+	superuser(t, s, "app", "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+	superuser(t, s, "fresh", "REVOKE CREATE ON SCHEMA public FROM PUBLIC", "GRANT USAGE ON SCHEMA public TO idemsink_run")
+	as := func(role, db string) string {
+		return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", role, s.Port(), db)
+	}
+
+	k := kafkatest.New(t)
+	topic := k.Topic("orders", 2)
+	produceOrders(k, topic, 0, 10)
+	cfg := writeConfig(t, "group: "+kafkatest.Name(t, "group")+"\n"+secPipeline(topic))
+	env := map[string]string{"IDEMSINK_DATABASE_URL": as("idemsink_owner", "app"), "IDEMSINK_BROKERS": strings.Join(k.Brokers, ",")}
+	if out, err := runCmd(env, time.Minute, "migrate", "-config", cfg); err != nil {
+		t.Fatalf("migrate as the owner: %v\n%s", err, out)
+	}
+	ctx := context.Background()
+	owner, err := pgx.Connect(ctx, as("idemsink_owner", "app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = owner.Close(ctx) }()
+	exec := func(q string) {
+		t.Helper()
+		if _, err := owner.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	for _, q := range runGrants {
+		exec(q)
+	}
+
+	// The run role can do no DDL.
+	runner, err := pgx.Connect(ctx, as("idemsink_run", "app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"CREATE TABLE public.x (i int)", "CREATE TABLE idemsink.x (i int)", "CREATE SCHEMA x", "ALTER TABLE public.orders ADD COLUMN x int"} {
+		if _, err := runner.Exec(ctx, q); sink.SQLState(err) != "42501" {
+			t.Errorf("%s as the run role: %v, want insufficient privilege (42501)", q, err)
+		}
+	}
+	_ = runner.Close(ctx)
+
+	// run as that role: migrations applied, tables there, nothing to
+	// change: it starts and rows land.
+	env["IDEMSINK_DATABASE_URL"] = as("idemsink_run", "app")
+	d := startRun(t, cfg, env)
+	waittest.For(t, 60*time.Second, "10 rows in orders", func() bool { return d.running(t) && rowCount(t, s.DSN("app"), "orders") == 10 })
+	if err := d.stop(); err != nil {
+		t.Fatalf("run as the run role: %v\n%s", err, d.stderr)
+	}
+	if out, err := runCmd(env, time.Minute, "migrate", "-config", cfg); err != nil || !strings.Contains(out, "ledger schema at version 3") {
+		t.Errorf("migrate as the run role with nothing pending: %v\n%s", err, out)
+	}
+
+	// A privilege taken away at start: run stops and names it.
+	exec("REVOKE SELECT ON public.idemsink_schema_version FROM idemsink_run")
+	_, err = runCmd(env, time.Minute, "run", "-config", cfg)
+	if err == nil || !strings.Contains(err.Error(), "permission denied for table idemsink_schema_version") {
+		t.Errorf("run without SELECT on the schema version: %v, want it named", err)
+	}
+	t.Logf("run without SELECT on idemsink_schema_version: %v", err)
+	exec("GRANT SELECT ON public.idemsink_schema_version TO idemsink_run")
+
+	// Taken away while running: the batch is retried, stuck, with the
+	// table named in the log; granted back, the rows land.
+	exec("REVOKE INSERT ON idemsink.batches FROM idemsink_run")
+	d = startRun(t, cfg, env)
+	produceOrders(k, topic, 10, 4)
+	waittest.For(t, 60*time.Second, "run to log the missing privilege", func() bool {
+		return d.running(t) && strings.Contains(d.stderr.String(), "permission denied for table batches")
+	})
+	if n := rowCount(t, s.DSN("app"), "orders"); n != 10 {
+		t.Errorf("%d rows in orders without INSERT on the ledger, want the 10 from before", n)
+	}
+	exec("GRANT INSERT ON idemsink.batches TO idemsink_run")
+	waittest.For(t, 60*time.Second, "14 rows in orders", func() bool { return d.running(t) && rowCount(t, s.DSN("app"), "orders") == 14 })
+	if err := d.stop(); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	for _, l := range strings.Split(d.stderr.String(), "\n") {
+		if strings.Contains(l, "permission denied") {
+			t.Logf("run without INSERT on idemsink.batches logged: %s", l)
+			break
+		}
+	}
+
+	// A database where migrations are pending: the run role may not apply
+	// them, and the error says who must.
+	env["IDEMSINK_DATABASE_URL"] = as("idemsink_run", "fresh")
+	_, err = runCmd(env, time.Minute, "run", "-config", cfg)
+	if err == nil || !strings.Contains(err.Error(), "permission denied for schema public") ||
+		!strings.Contains(err.Error(), "run `consumer migrate` as a role that may change the schema") {
+		t.Errorf("run as the run role with migrations pending: %v, want the privilege named and migrate suggested", err)
+	}
+	t.Logf("run with migrations pending: %v", err)
 }
