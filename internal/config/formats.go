@@ -25,6 +25,8 @@ var DebeziumVersions = []string{"lsn", "file_pos", "ts_ms"}
 
 // SchemaRegistry says how to reach a Confluent-compatible Schema Registry.
 type SchemaRegistry struct {
+	// URL may carry user information (https://user:password@host); it is
+	// moved into User and Password unless those are set.
 	URL string `yaml:"url"`
 	// User and Password are HTTP basic auth; prefer
 	// IDEMSINK_SCHEMA_REGISTRY_PASSWORD for the password.
@@ -59,6 +61,24 @@ func (p *Pipeline) UsesRegistry() bool {
 	return registryFormat(p.Format) || registryFormat(p.KeyFormat) || p.Format == "debezium" && p.Debezium != nil && p.Debezium.Encoding == "avro"
 }
 
+// moveUserInfo takes user information out of the URL into User and
+// Password, where they are not already set: the registry client prints its
+// request URLs in its errors, password included.
+func (r *SchemaRegistry) moveUserInfo() {
+	u, err := url.Parse(r.URL)
+	if err != nil || u.User == nil {
+		return
+	}
+	if r.User == "" {
+		r.User = u.User.Username()
+		if pw, ok := u.User.Password(); ok && r.Password == "" {
+			r.Password = pw
+		}
+	}
+	u.User = nil
+	r.URL = u.String()
+}
+
 // redactURL hides the password of a URL's user information, which an
 // error or a log line must never show: url.URL.Redacted when s parses,
 // else everything between the scheme and the last "@".
@@ -84,6 +104,7 @@ func (c *Config) setFormatDefaults() {
 		if r.Timeout == 0 {
 			r.Timeout = DefaultRegistryTimeout
 		}
+		r.moveUserInfo()
 	}
 	for i := range c.Pipelines {
 		p := &c.Pipelines[i]

@@ -391,3 +391,20 @@ func TestMetricsWebConfigValid(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A registry URL's user information moves into user and password (unless
+// set), so that the client's errors, which print the URL, carry no password.
+func TestRegistryURLUserInfo(t *testing.T) {
+	for _, c := range []struct{ url, user, pass, wantURL, wantUser, wantPass string }{
+		{"https://sr:pw@registry:8081", "", "", "https://registry:8081", "sr", "pw"},
+		{"https://sr:pw@registry:8081", "other", "", "https://registry:8081", "other", ""},
+		{"https://sr:pw@registry:8081", "", "env", "https://registry:8081", "sr", "env"},
+		{"https://registry:8081", "sr", "pw", "https://registry:8081", "sr", "pw"},
+	} {
+		r := &SchemaRegistry{URL: c.url, User: c.user, Password: c.pass}
+		r.moveUserInfo()
+		if r.URL != c.wantURL || r.User != c.wantUser || r.Password != c.wantPass {
+			t.Errorf("%s with user %q password %q: %+v, want %s %s %s", c.url, c.user, c.pass, r, c.wantURL, c.wantUser, c.wantPass)
+		}
+	}
+}
