@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -16,7 +15,6 @@ import (
 	oklog "github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/consume"
@@ -211,13 +209,24 @@ func migrate(ctx context.Context, e *env) error {
 	defer pool.Close()
 	v, err := sink.Migrate(ctx, pool)
 	if err != nil {
-		return err
+		return ddlHint(err)
 	}
 	if err := sink.New(pool, e.cfg, sink.Options{Logger: e.log}).EnsureTables(ctx, e.cfg); err != nil {
-		return err
+		return ddlHint(err)
 	}
 	fmt.Fprintf(e.stdout, "ledger schema at version %d; %d target table(s) ready\n", v, len(e.cfg.Pipelines))
 	return nil
+}
+
+// ddlHint says what to do when the role may not apply a pending migration
+// or create a missing table. With nothing pending, migrate and run need no
+// DDL: a role with run's privileges (README) starts.
+func ddlHint(err error) error {
+	if sink.SQLState(err) == "42501" { // insufficient_privilege
+		return fmt.Errorf("%w: if a migration or a target table is pending, run `consumer migrate` as a role that may change the schema; "+
+			"else grant this role what README's PostgreSQL privileges lists", err)
+	}
+	return err
 }
 
 // serve runs the daemon: the consumer and the metrics server as actors of
@@ -248,23 +257,11 @@ func serve(ctx context.Context, e *env) error {
 	dctx, dcancel := context.WithCancel(ctx)
 	g.Add(func() error { return logDrain(dctx, cfg, log, c.Applied, drainEvery) }, func(error) { dcancel() })
 	if cfg.MetricsAddr != "" {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-			if !c.Ready() {
-				http.Error(w, "not ready", http.StatusServiceUnavailable)
-				return
-			}
-			fmt.Fprintln(w, "ready")
-		})
-		srv := &http.Server{Addr: cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		g.Add(func() error {
-			if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("metrics server: %w", err)
-			}
-			return nil
-		}, func(error) {
+		srv, err := metrics.Listen(cfg.MetricsAddr, cfg.MetricsWebConfigFile, metrics.Handler(reg, c.Ready), log)
+		if err != nil {
+			return err
+		}
+		g.Add(srv.Serve, func(error) {
 			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer scancel()
 			_ = srv.Shutdown(sctx)

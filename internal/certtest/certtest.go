@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"testing"
 	"time"
 )
 
@@ -147,4 +148,64 @@ func WriteBroker(dir string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "broker.pem"), append(key, cert...), 0o600)
+}
+
+// Files is a CA of one test whose certificates are PEM files in the
+// test's temporary directory: what a test hands to PostgreSQL, libpq-style
+// connection strings and exporter-toolkit's web config.
+type Files struct {
+	// CertFile is the CA certificate.
+	CertFile string
+	ca       *CA
+	dir      string
+	t        testing.TB
+}
+
+// Pair is a certificate and its private key, as PEM files.
+type Pair struct {
+	CertFile, KeyFile string
+}
+
+// New creates a CA named name for t and writes its certificate.
+func New(t testing.TB, name string) *Files {
+	t.Helper()
+	ca, err := NewCA(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &Files{ca: ca, dir: t.TempDir(), t: t}
+	f.CertFile = f.write(name+"-ca.crt", ca.CertPEM())
+	return f
+}
+
+// Server issues a server certificate for 127.0.0.1, ::1 and localhost.
+func (f *Files) Server(name string) Pair {
+	f.t.Helper()
+	return f.issue(name, "127.0.0.1", "::1", "localhost")
+}
+
+// Client issues a client certificate whose common name is user.
+func (f *Files) Client(user string) Pair {
+	f.t.Helper()
+	return f.issue(user)
+}
+
+func (f *Files) issue(name string, hosts ...string) Pair {
+	f.t.Helper()
+	cert, key, err := f.ca.Issue(name, hosts...)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return Pair{CertFile: f.write(name+".crt", cert), KeyFile: f.write(name+".key", key)}
+}
+
+// write writes a PEM file readable by its owner only: libpq and
+// PostgreSQL refuse a private key that others can read.
+func (f *Files) write(name string, pemBytes []byte) string {
+	f.t.Helper()
+	path := filepath.Join(f.dir, name)
+	if err := os.WriteFile(path, pemBytes, 0o600); err != nil {
+		f.t.Fatal(err)
+	}
+	return path
 }

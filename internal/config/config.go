@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/exporter-toolkit/web"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -42,6 +43,10 @@ type Config struct {
 	TLS TLS `yaml:"tls"`
 	// MetricsAddr serves /metrics, /healthz and /readyz; "" disables it.
 	MetricsAddr string `yaml:"metrics_addr"`
+	// MetricsWebConfigFile is a Prometheus exporter web configuration
+	// (TLS, basic auth; the file of every exporter's --web.config.file)
+	// for the metrics server; "" serves plain HTTP without auth.
+	MetricsWebConfigFile string `yaml:"metrics_web_config_file"`
 	// MaxBufferedRecords caps the records held in open batches across all
 	// pipelines; when reached, batches are flushed before fetching more.
 	MaxBufferedRecords int `yaml:"max_buffered_records"`
@@ -327,6 +332,14 @@ func (c *Config) Validate() error {
 		bad("database_url: required (or set %s)", EnvDatabaseURL)
 	}
 	c.validateSecurity(bad)
+	if c.MetricsWebConfigFile != "" {
+		if c.MetricsAddr == "" {
+			bad("metrics_web_config_file: set, but metrics_addr is empty: there is no metrics server to secure")
+		}
+		if err := web.Validate(c.MetricsWebConfigFile); err != nil {
+			bad("metrics_web_config_file: %s: %v", c.MetricsWebConfigFile, err)
+		}
+	}
 	if c.MaxBufferedRecords < 0 {
 		bad("max_buffered_records: must be positive")
 	}

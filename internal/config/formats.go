@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -24,6 +25,8 @@ var DebeziumVersions = []string{"lsn", "file_pos", "ts_ms"}
 
 // SchemaRegistry says how to reach a Confluent-compatible Schema Registry.
 type SchemaRegistry struct {
+	// URL may carry user information (https://user:password@host); it is
+	// moved into User and Password unless those are set.
 	URL string `yaml:"url"`
 	// User and Password are HTTP basic auth; prefer
 	// IDEMSINK_SCHEMA_REGISTRY_PASSWORD for the password.
@@ -66,6 +69,42 @@ func (p *Pipeline) UsesRegistry() bool {
 	return registryFormat(p.Format) || registryFormat(p.KeyFormat) || p.Format == "debezium" && p.Debezium != nil && p.Debezium.Encoding == "avro"
 }
 
+// moveUserInfo takes user information out of the URL into User and
+// Password, where they are not already set: the registry client prints its
+// request URLs in its errors, password included.
+func (r *SchemaRegistry) moveUserInfo() {
+	u, err := url.Parse(r.URL)
+	if err != nil || u.User == nil {
+		return
+	}
+	if r.User == "" {
+		r.User = u.User.Username()
+		if pw, ok := u.User.Password(); ok && r.Password == "" {
+			r.Password = pw
+		}
+	}
+	u.User = nil
+	r.URL = u.String()
+}
+
+// redactURL hides the password of a URL's user information, which an
+// error or a log line must never show: url.URL.Redacted when s parses,
+// else everything between the scheme and the last "@".
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	at := strings.LastIndex(s, "@")
+	if at < 0 {
+		return s
+	}
+	start := 0
+	if i := strings.Index(s, "://"); i >= 0 && i < at {
+		start = i + 3
+	}
+	return s[:start] + "xxxxx" + s[at:]
+}
+
 func registryFormat(f string) bool { return f == "avro" || f == "protobuf" || f == "json_schema" }
 
 func (c *Config) setFormatDefaults() {
@@ -73,6 +112,7 @@ func (c *Config) setFormatDefaults() {
 		if r.Timeout == 0 {
 			r.Timeout = DefaultRegistryTimeout
 		}
+		r.moveUserInfo()
 	}
 	for i := range c.Pipelines {
 		p := &c.Pipelines[i]
@@ -113,7 +153,7 @@ func (c *Config) setFormatDefaults() {
 func (c *Config) validateFormats(bad func(string, ...any)) {
 	if r := c.SchemaRegistry; r != nil {
 		if u, err := url.Parse(r.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("schema_registry.url: %q is not an http or https URL", r.URL)
+			bad("schema_registry.url: %q is not an http or https URL", redactURL(r.URL))
 		}
 		if r.Password != "" && r.User == "" {
 			bad("schema_registry.user: required with a password")

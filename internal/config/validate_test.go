@@ -78,6 +78,12 @@ func TestBadConfigs(t *testing.T) {
 			[]string{"apply_connections: 65 is not between 1 and 64"}},
 		{"apply timeout too short", func(c *Config) { c.ApplyTimeout = time.Millisecond },
 			[]string{"apply_timeout: 1ms is below 1s"}},
+		{"metrics web config without metrics_addr", func(c *Config) { c.MetricsWebConfigFile = "testdata/web.yml" },
+			[]string{"metrics_web_config_file: set, but metrics_addr is empty: there is no metrics server to secure"}},
+		{"metrics web config missing", func(c *Config) { c.MetricsAddr, c.MetricsWebConfigFile = ":9100", "testdata/nope.yml" },
+			[]string{"metrics_web_config_file: testdata/nope.yml: open testdata/nope.yml: no such file or directory"}},
+		{"metrics web config with a plain password", func(c *Config) { c.MetricsAddr, c.MetricsWebConfigFile = ":9100", "testdata/web-plain.yml" },
+			[]string{"metrics_web_config_file: testdata/web-plain.yml: crypto/bcrypt: hashedSecret too short to be a bcrypted password"}},
 		{"no pipelines", func(c *Config) { c.Pipelines = nil },
 			[]string{"pipelines: at least one pipeline is required"}},
 
@@ -247,6 +253,10 @@ func TestBadConfigs(t *testing.T) {
 		}), []string{`pipelines[0].version: a Debezium pipeline is ordered by debezium.version, not a field`}},
 		{"registry url", reg(func(r *SchemaRegistry) { r.URL = "registry:8081" }),
 			[]string{`schema_registry.url: "registry:8081" is not an http or https URL`}},
+		{"registry url with a password", reg(func(r *SchemaRegistry) { r.URL = "ftp://sr:regPa55@registry:8081" }),
+			[]string{`schema_registry.url: "ftp://sr:xxxxx@registry:8081" is not an http or https URL`}},
+		{"registry url with a password, unparsable", reg(func(r *SchemaRegistry) { r.URL = "http://sr:regPa55@registry:port" }),
+			[]string{`schema_registry.url: "http://xxxxx@registry:port" is not an http or https URL`}},
 		{"registry password without user", reg(func(r *SchemaRegistry) { r.Password = "x" }),
 			[]string{`schema_registry.user: required with a password`}},
 	}...)
@@ -382,5 +392,31 @@ func TestBrokersFromEnvTrimmed(t *testing.T) {
 	}
 	if got := strings.Join(c.Brokers, "|"); got != "a:1|b:2" {
 		t.Errorf("brokers %q, want a:1|b:2", got)
+	}
+}
+
+// A valid web config file passes, read as the metrics server will read it.
+func TestMetricsWebConfigValid(t *testing.T) {
+	c := parseBase(t)
+	c.MetricsAddr, c.MetricsWebConfigFile = ":9100", "testdata/web.yml"
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A registry URL's user information moves into user and password (unless
+// set), so that the client's errors, which print the URL, carry no password.
+func TestRegistryURLUserInfo(t *testing.T) {
+	for _, c := range []struct{ url, user, pass, wantURL, wantUser, wantPass string }{
+		{"https://sr:pw@registry:8081", "", "", "https://registry:8081", "sr", "pw"},
+		{"https://sr:pw@registry:8081", "other", "", "https://registry:8081", "other", ""},
+		{"https://sr:pw@registry:8081", "", "env", "https://registry:8081", "sr", "env"},
+		{"https://registry:8081", "sr", "pw", "https://registry:8081", "sr", "pw"},
+	} {
+		r := &SchemaRegistry{URL: c.url, User: c.user, Password: c.pass}
+		r.moveUserInfo()
+		if r.URL != c.wantURL || r.User != c.wantUser || r.Password != c.wantPass {
+			t.Errorf("%s with user %q password %q: %+v, want %s %s %s", c.url, c.user, c.pass, r, c.wantURL, c.wantUser, c.wantPass)
+		}
 	}
 }
