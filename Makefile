@@ -51,8 +51,8 @@ test-kafka: ## Run the integration and torture suites against a real Apache Kafk
 	scripts/test-kafka
 
 .PHONY: test-debezium
-test-debezium: ## Stream a PostgreSQL source through a real Debezium connector (Kafka Connect) into idemsink; compare the tables column by column.
-	scripts/deps kafka
+test-debezium: ## Stream PostgreSQL and MariaDB sources through real Debezium connectors (Kafka Connect) into idemsink; compare the tables column by column.
+	scripts/deps debezium
 	scripts/test-debezium
 
 .PHONY: test-containers
