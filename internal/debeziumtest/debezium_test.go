@@ -791,7 +791,7 @@ func pipeline(s stream, topic string) (config.Pipeline, map[string]any) {
 	cols := []map[string]any{{"name": "id", "type": "bigint"}, {"name": "created", "type": "timestamptz"}}
 	p.Columns = []config.Column{{Name: "id", Type: "bigint"}, {Name: "created", Type: "timestamptz"}}
 	for _, c := range s.cols {
-		if slices.Contains(s.exclude, c.name) {
+		if slices.Contains(s.exclude, c.name) || c.name == "created" { // created is the date column above
 			continue
 		}
 		typ := c.typ()
