@@ -50,6 +50,11 @@ test-kafka: ## Run the integration and torture suites against a real Apache Kafk
 	scripts/deps kafka
 	scripts/test-kafka
 
+.PHONY: test-debezium
+test-debezium: ## Stream PostgreSQL and MariaDB sources through real Debezium connectors (Kafka Connect) into idemsink; compare the tables column by column.
+	scripts/deps debezium
+	scripts/test-debezium
+
 .PHONY: test-containers
 test-containers: ## Run the integration suite through testcontainers (podman, local images).
 	scripts/test-containers
@@ -94,6 +99,7 @@ fuzz: ## Fuzz every decoder target in internal/decode for FUZZTIME each (default
 lint: ## gofmt, go vet, and golangci-lint when installed.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags debezium ./internal/debeziumtest/
 	@if command -v golangci-lint >/dev/null; then golangci-lint run; else echo "lint: golangci-lint not installed, skipped"; fi
 
 .PHONY: clean
