@@ -25,6 +25,7 @@ import (
 	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/decode"
+	"github.com/idemsink/idemsink/internal/kafka"
 	"github.com/idemsink/idemsink/internal/metrics"
 	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/retry"
@@ -493,13 +494,7 @@ func (c *Consumer) add(r *kgo.Record) {
 		c.set.add(dec.Pipeline(), date, tp, c.now(), func(b *batch.Batch) { b.Add(row) })
 		return
 	}
-	dl := record.DeadLetterFor(pos, r.Key, r.Value, err)
-	if len(r.Headers) > 0 {
-		dl.Headers = map[string]string{}
-		for _, h := range r.Headers {
-			dl.Headers[h.Key] = string(h.Value)
-		}
-	}
+	dl := kafka.DeadLetter(r, err) // as replay and dlq replay make them
 	c.log.Warn("dead-lettering record", "event", EventDeadLetter, "topic", tp.Topic, "partition", tp.Partition, "offset", r.Offset, "reason", dl.Reason)
 	c.set.add(dec.Pipeline(), record.Date{}, tp, c.now(), func(b *batch.Batch) { b.AddDead(dl) })
 }
