@@ -50,6 +50,11 @@ test-kafka: ## Run the integration and torture suites against a real Apache Kafk
 	scripts/deps kafka
 	scripts/test-kafka
 
+.PHONY: test-debezium
+test-debezium: ## Stream PostgreSQL and MariaDB sources through real Debezium connectors (Kafka Connect) into idemsink; compare the tables column by column.
+	scripts/deps debezium
+	scripts/test-debezium
+
 .PHONY: test-containers
 test-containers: ## Run the integration suite through testcontainers (podman, local images).
 	scripts/test-containers
@@ -67,7 +72,7 @@ test-systemd: build ## Check deploy/systemd/idemsink.service offline (systemd-an
 	scripts/test-systemd bin/consumer
 
 .PHONY: stack-test
-stack-test: ## Run deploy/compose.yaml on podman (local images): 2 replicas, one killed mid-stream; table and Prometheus checked.
+stack-test: ## Run deploy/compose.yaml on podman (local images): 2 static replicas, one killed mid-stream and timed back to work (<10s); table and Prometheus checked.
 	scripts/stack-test
 
 .PHONY: torture
@@ -94,6 +99,7 @@ fuzz: ## Fuzz every decoder target in internal/decode for FUZZTIME each (default
 lint: ## gofmt, go vet, and golangci-lint when installed.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags debezium ./internal/debeziumtest/
 	@if command -v golangci-lint >/dev/null; then golangci-lint run; else echo "lint: golangci-lint not installed, skipped"; fi
 
 .PHONY: clean

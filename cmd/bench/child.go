@@ -209,15 +209,7 @@ func waitCaughtUp(ctx context.Context, c *consume.Consumer, want map[record.TP]i
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		applied := c.Applied()
-		ok := true
-		for tp, end := range want {
-			if a, owned := applied[tp]; !owned || a < end-1 {
-				ok = false
-				break
-			}
-		}
-		if ok {
+		if c.CaughtUp(want) {
 			return nil
 		}
 		select {

@@ -25,7 +25,6 @@ import (
 	"github.com/idemsink/idemsink/internal/gen"
 	"github.com/idemsink/idemsink/internal/pglocal"
 	"github.com/idemsink/idemsink/internal/sink"
-	"github.com/idemsink/idemsink/migrations"
 )
 
 // childApp is the application_name of every connection a child opens, so
@@ -107,10 +106,7 @@ func setup(ctx context.Context, o options, log *slog.Logger, stderr io.Writer) (
 	if e.pool, err = pgxpool.New(ctx, e.dsn); err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
-	if err := e.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
-		_, err := migrations.Migrate(ctx, c.Conn(), -1)
-		return err
-	}); err != nil {
+	if _, err := sink.Migrate(ctx, e.pool); err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
 	var drop []string

@@ -13,13 +13,8 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/idemsink/idemsink/internal/batch"
-	"github.com/idemsink/idemsink/internal/config"
-	"github.com/idemsink/idemsink/internal/decode"
 	"github.com/idemsink/idemsink/internal/record"
+	"github.com/idemsink/idemsink/internal/replay"
 	"github.com/idemsink/idemsink/internal/sink"
 )
 
@@ -40,143 +35,109 @@ duration back from now such as 24h), -all (list only: include replayed ones).
 Run "consumer dlq <list|replay> -h" for every flag.
 `
 
-// dlqFilter selects dead letters; zero fields select everything.
-type dlqFilter struct {
-	pipeline, reason, topic string
-	partition               int
-	since, until            time.Time
-	all                     bool
-	limit                   int
-}
+const dlqListHelp = `Show pending dead letters in Kafka order, as a table or with -json.
 
-// Dead-letter statements. The filter is one statement with optional
-// parameters, so that its SQL stays in one place.
-const (
-	dlqSelect = `SELECT pipeline, topic, partition, kafka_offset, key, value, headers, reason, created_at, replayed_at, replays, last_replay_at
-FROM idemsink.dead_letters
-WHERE ($1 = '' OR pipeline = $1)
-  AND ($2 = '' OR strpos(lower(reason), lower($2)) > 0)
-  AND ($3 = '' OR topic = $3)
-  AND ($4 < 0 OR partition = $4)
-  AND ($5::timestamptz IS NULL OR created_at >= $5)
-  AND ($6::timestamptz IS NULL OR created_at < $6)
-  AND ($7 OR replayed_at IS NULL)
-  AND (topic, partition, kafka_offset) > ($8, $9, $10)
-ORDER BY pipeline, topic, partition, kafka_offset
-LIMIT $11`
+examples:
+  consumer dlq list -config idemsink.yaml -reason out-of-range
+  consumer dlq list -config idemsink.yaml -json -limit 0 -since 24h
+`
 
-	// dlqAttempted counts a replay attempt of dead letters that still
-	// fail; a new reason from the decoder replaces the old one.
-	dlqAttempted = `UPDATE idemsink.dead_letters d
-SET replays = replays + 1, last_replay_at = now(), reason = coalesce(x.reason, d.reason)
-FROM unnest($2::text[], $3::integer[], $4::bigint[], $5::text[]) AS x(topic, partition, off, reason)
-WHERE d.pipeline = $1 AND d.topic = x.topic AND d.partition = x.partition AND d.kafka_offset = x.off`
+const dlqReplayHelp = `Decode pending dead letters again with the current configuration and apply
+those that now fit, through the daemon's batching (batch.max_records) and
+retries; applied ones are marked replayed, the rest keep their row with the
+latest reason. Oversize dead letters keep only their first bytes and are not
+replayed.
 
-	dlqReplayed = `UPDATE idemsink.dead_letters d
-SET replays = replays + 1, last_replay_at = now(), replayed_at = now()
-FROM unnest($2::text[], $3::integer[], $4::bigint[]) AS x(topic, partition, off)
-WHERE d.pipeline = $1 AND d.topic = x.topic AND d.partition = x.partition AND d.kafka_offset = x.off`
+examples:
+  consumer dlq replay -config idemsink.yaml -reason out-of-range
+`
 
-	// dlqLanded reads where the target's rows stand, to tell a replayed
-	// record that applied (or was superseded by a newer version) from one
-	// PostgreSQL refused again. %s is the quoted target table.
-	dlqLanded = `SELECT record_id, _version, _src_topic, _src_partition, _src_offset FROM %s WHERE record_id = ANY($1)`
-)
-
-// deadLetter is one row of idemsink.dead_letters.
-type deadLetter struct {
-	Pipeline     string          `json:"pipeline"`
-	Topic        string          `json:"topic"`
-	Partition    int32           `json:"partition"`
-	Offset       int64           `json:"offset"`
-	Class        string          `json:"class"`
-	Reason       string          `json:"reason"`
-	CreatedAt    time.Time       `json:"created_at"`
-	ReplayedAt   *time.Time      `json:"replayed_at,omitempty"`
-	Replays      int             `json:"replays"`
-	LastReplayAt *time.Time      `json:"last_replay_at,omitempty"`
-	Headers      json.RawMessage `json:"headers,omitempty"`
-	// KeyText and ValueText are the bytes as text when they are valid
-	// UTF-8; the base64 fields always hold them exactly.
-	KeyText     *string `json:"key_text,omitempty"`
-	ValueText   *string `json:"value_text,omitempty"`
-	KeyBase64   string  `json:"key_base64,omitempty"`
-	ValueBase64 string  `json:"value_base64,omitempty"`
-	ValueBytes  int     `json:"value_bytes"`
-
-	key, value []byte
-	null       bool // the value is NULL: a tombstone
-}
-
-func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, dlqUsage)
-		return errors.New("dlq: give a subcommand, list or replay")
-	}
-	sub := args[0]
-	switch sub {
-	case "list", "replay":
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, dlqUsage)
-		return nil
-	default:
-		fmt.Fprint(stderr, dlqUsage)
-		return fmt.Errorf("dlq: unknown subcommand %q", sub)
-	}
-	fs := flag.NewFlagSet("dlq "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "idemsink.yaml", "configuration file")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
-	var f dlqFilter
+// dlqFilterFlags defines the filter flags both dlq subcommands take, and
+// returns the function that reads them once parsed.
+func dlqFilterFlags(fs *flag.FlagSet) func() (sink.DeadLetterFilter, error) {
+	var f sink.DeadLetterFilter
 	var since, until string
-	fs.StringVar(&f.pipeline, "pipeline", "", "only this pipeline")
-	fs.StringVar(&f.reason, "reason", "", "only reasons containing this text (case-insensitive), e.g. a class: invalid-text, out-of-range")
-	fs.StringVar(&f.topic, "topic", "", "only this topic")
-	fs.IntVar(&f.partition, "partition", -1, "only this partition")
+	fs.StringVar(&f.Pipeline, "pipeline", "", "only this pipeline")
+	fs.StringVar(&f.Reason, "reason", "", "only reasons containing this text (case-insensitive), e.g. a class: invalid-text, out-of-range")
+	fs.StringVar(&f.Topic, "topic", "", "only this topic")
+	fs.IntVar(&f.Partition, "partition", -1, "only this partition")
 	fs.StringVar(&since, "since", "", "only dead letters created at or after this time (RFC 3339, YYYY-MM-DD, or a duration back from now like 24h)")
 	fs.StringVar(&until, "until", "", "only dead letters created before this time (same forms as -since)")
-	asJSON := false
-	if sub == "list" {
-		fs.BoolVar(&f.all, "all", false, "include dead letters already replayed")
-		fs.IntVar(&f.limit, "limit", 100, "show at most this many; 0 for all")
-		fs.BoolVar(&asJSON, "json", false, "one JSON object per line, with the raw bytes")
+	return func() (sink.DeadLetterFilter, error) {
+		now := time.Now()
+		var err error
+		if f.Since, err = parseWhen(since, now); err != nil {
+			return f, fmt.Errorf("-since: %w", err)
+		}
+		if f.Until, err = parseWhen(until, now); err != nil {
+			return f, fmt.Errorf("-until: %w", err)
+		}
+		return f, nil
 	}
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+}
+
+func dlqListFlags(fs *flag.FlagSet) func(context.Context, *env) error {
+	filter := dlqFilterFlags(fs)
+	all := fs.Bool("all", false, "include dead letters already replayed")
+	limit := fs.Int("limit", 100, "show at most this many; 0 for all")
+	asJSON := fs.Bool("json", false, "one JSON object per line, with the raw bytes")
+	return func(ctx context.Context, e *env) error {
+		f, err := filter()
+		if err != nil {
+			return err
+		}
+		f.All = *all
+		pool, err := connect(ctx, e.cfg)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		stored, err := sink.New(pool, e.cfg, sink.Options{Logger: e.log}).ListDeadLetters(ctx, f, sink.StartOfDeadLetters, *limit)
+		if err != nil {
+			return err
+		}
+		dls := make([]deadLetter, len(stored))
+		for i, d := range stored {
+			dls[i] = shown(d)
+		}
+		if *asJSON {
+			enc := json.NewEncoder(e.stdout)
+			for _, d := range dls {
+				if err := enc.Encode(d); err != nil {
+					return err
+				}
+			}
 			return nil
 		}
-		return err
+		return printDeadLetters(e.stdout, dls, *limit)
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("dlq %s: unexpected argument %q", sub, fs.Arg(0))
+}
+
+func dlqReplayFlags(fs *flag.FlagSet) func(context.Context, *env) error {
+	filter := dlqFilterFlags(fs)
+	return func(ctx context.Context, e *env) error {
+		f, err := filter()
+		if err != nil {
+			return err
+		}
+		pool, err := connect(ctx, e.cfg)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		s := sink.New(pool, e.cfg, sink.Options{Logger: e.log})
+		reps, err := replay.DeadLetters(ctx, replay.Options{Config: e.cfg, Sink: s, Logger: e.log}, f)
+		if err != nil {
+			return err
+		}
+		for _, r := range reps {
+			a := r.Applied
+			fmt.Fprintf(e.stdout, "pipeline %s: %d replayed (%d inserted, %d updated, %d deleted, %d unchanged, %d stale or superseded), %d still failing, %d oversize kept only in part (not replayable)\n",
+				r.Pipeline, r.Replayed, a.Inserted, a.Updated, a.Deleted, a.Unchanged, r.Replayed-a.Inserted-a.Updated-a.Deleted-a.Unchanged,
+				r.Failing, r.Partial)
+		}
+		return nil
 	}
-	now := time.Now()
-	var err error
-	if f.since, err = parseWhen(since, now); err != nil {
-		return fmt.Errorf("-since: %w", err)
-	}
-	if f.until, err = parseWhen(until, now); err != nil {
-		return fmt.Errorf("-until: %w", err)
-	}
-	log, err := newLogger(stderr, *logLevel, *logFormat)
-	if err != nil {
-		return err
-	}
-	cfg, err := config.Load(*cfgPath, getenv)
-	if err != nil {
-		return err
-	}
-	pool, err := connect(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	if sub == "list" {
-		return dlqList(ctx, pool, f, asJSON, stdout)
-	}
-	s := sink.New(pool, cfg, sink.Options{Logger: log})
-	return dlqReplay(ctx, pool, s, cfg, f, stdout)
 }
 
 // parseWhen reads a time given as RFC 3339, a date (midnight UTC), or a
@@ -197,67 +158,48 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%q is not an RFC 3339 time, a YYYY-MM-DD date or a duration like 24h", s)
 }
 
-// after is a position to page from: dead letters sort by topic, partition
-// and offset within a pipeline.
-type after struct {
-	topic     string
-	partition int32
-	offset    int64
+// deadLetter is how dlq list shows a dead letter.
+type deadLetter struct {
+	Pipeline     string          `json:"pipeline"`
+	Topic        string          `json:"topic"`
+	Partition    int32           `json:"partition"`
+	Offset       int64           `json:"offset"`
+	Class        string          `json:"class"`
+	Reason       string          `json:"reason"`
+	CreatedAt    time.Time       `json:"created_at"`
+	ReplayedAt   *time.Time      `json:"replayed_at,omitempty"`
+	Replays      int             `json:"replays"`
+	LastReplayAt *time.Time      `json:"last_replay_at,omitempty"`
+	Headers      json.RawMessage `json:"headers,omitempty"`
+	// KeyText and ValueText are the bytes as text when they are valid
+	// UTF-8; the base64 fields always hold them exactly.
+	KeyText     *string `json:"key_text,omitempty"`
+	ValueText   *string `json:"value_text,omitempty"`
+	KeyBase64   string  `json:"key_base64,omitempty"`
+	ValueBase64 string  `json:"value_base64,omitempty"`
+	ValueBytes  int     `json:"value_bytes"`
+
+	value []byte
 }
 
-func selectDeadLetters(ctx context.Context, pool *pgxpool.Pool, f dlqFilter, from after, limit int) ([]deadLetter, error) {
-	nullTime := func(t time.Time) any {
-		if t.IsZero() {
-			return nil
-		}
-		return t
+func shown(s sink.StoredDeadLetter) deadLetter {
+	d := deadLetter{Pipeline: s.Pipeline, Topic: s.Pos.Topic, Partition: s.Pos.Partition, Offset: s.Pos.Offset,
+		Class: record.ClassOf(s.Reason), Reason: s.Reason, CreatedAt: s.CreatedAt, ReplayedAt: s.ReplayedAt, Replays: s.Replays,
+		LastReplayAt: s.LastReplayAt, Headers: s.Headers, ValueBytes: len(s.Value),
+		KeyBase64: base64.StdEncoding.EncodeToString(s.Key), ValueBase64: base64.StdEncoding.EncodeToString(s.Value), value: s.Value}
+	if s.Key != nil && utf8.Valid(s.Key) {
+		k := string(s.Key)
+		d.KeyText = &k
 	}
-	if limit <= 0 {
-		limit = 1 << 30
+	if s.Value != nil && utf8.Valid(s.Value) {
+		v := string(s.Value)
+		d.ValueText = &v
 	}
-	rows, err := pool.Query(ctx, dlqSelect, f.pipeline, f.reason, f.topic, f.partition, nullTime(f.since), nullTime(f.until), f.all,
-		from.topic, from.partition, from.offset, limit)
-	if err != nil {
-		return nil, fmt.Errorf("read dead letters: %w", err)
-	}
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (deadLetter, error) {
-		var d deadLetter
-		var headers []byte
-		err := row.Scan(&d.Pipeline, &d.Topic, &d.Partition, &d.Offset, &d.key, &d.value, &headers, &d.Reason, &d.CreatedAt,
-			&d.ReplayedAt, &d.Replays, &d.LastReplayAt)
-		d.null = d.value == nil
-		d.Class = record.ClassOf(d.Reason)
-		d.Headers = headers
-		d.ValueBytes = len(d.value)
-		d.KeyBase64 = base64.StdEncoding.EncodeToString(d.key)
-		d.ValueBase64 = base64.StdEncoding.EncodeToString(d.value)
-		if d.key != nil && utf8.Valid(d.key) {
-			k := string(d.key)
-			d.KeyText = &k
-		}
-		if d.value != nil && utf8.Valid(d.value) {
-			v := string(d.value)
-			d.ValueText = &v
-		}
-		return d, err
-	})
+	return d
 }
 
-func dlqList(ctx context.Context, pool *pgxpool.Pool, f dlqFilter, asJSON bool, stdout io.Writer) error {
-	dls, err := selectDeadLetters(ctx, pool, f, after{partition: -1, offset: -1}, f.limit)
-	if err != nil {
-		return err
-	}
-	if asJSON {
-		enc := json.NewEncoder(stdout)
-		for _, d := range dls {
-			if err := enc.Encode(d); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+func printDeadLetters(w io.Writer, dls []deadLetter, limit int) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PIPELINE\tTOPIC\tPARTITION\tOFFSET\tCREATED\tREPLAYS\tVALUE\tREASON")
 	for _, d := range dls {
 		replays := strconv.Itoa(d.Replays)
@@ -270,15 +212,15 @@ func dlqList(ctx context.Context, pool *pgxpool.Pool, f dlqFilter, asJSON bool, 
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if f.limit > 0 && len(dls) == f.limit {
-		fmt.Fprintf(stdout, "(first %d shown; -limit 0 shows all)\n", f.limit)
+	if limit > 0 && len(dls) == limit {
+		fmt.Fprintf(w, "(first %d shown; -limit 0 shows all)\n", limit)
 	}
 	return nil
 }
 
 // preview is the start of a value, escaped onto one line.
 func preview(d deadLetter) string {
-	if d.null {
+	if d.value == nil {
 		return "null"
 	}
 	v := d.value
@@ -288,188 +230,20 @@ func preview(d deadLetter) string {
 	return strconv.Quote(string(v))
 }
 
-// replayGroup is the ledger group replays apply under. It is not the
-// daemon's: its applied offsets must not move, and it must not skip a
-// dead letter because the daemon has moved past its offset.
-func replayGroup(group string) string { return group + "/dlq-replay" }
-
-// replayTally counts what a replay did.
-type replayTally struct {
-	replayed, failing, partial int
-	applied                    sink.Result
-}
-
-// dlqReplay re-drives the pending dead letters that match f through the
-// current configuration, one page at a time.
-func dlqReplay(ctx context.Context, pool *pgxpool.Pool, s *sink.Sink, cfg *config.Config, f dlqFilter, stdout io.Writer) error {
-	if err := s.EnsureTables(ctx, cfg); err != nil {
-		return err
+// dlqCommand checks what follows "dlq": a subcommand, or a request for
+// the usage.
+func dlqCommand(args []string, stdout, stderr io.Writer) (handled bool, err error) {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, dlqUsage)
+		return true, errors.New("dlq: give a subcommand, list or replay")
 	}
-	decoders := map[string]*decode.Decoder{}
-	for i := range cfg.Pipelines {
-		decoders[cfg.Pipelines[i].Name] = decode.NewDecoder(&cfg.Pipelines[i])
+	switch args[0] {
+	case "list", "replay":
+		return false, nil
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, dlqUsage)
+		return true, nil
 	}
-	tallies := map[string]*replayTally{}
-	var order []string
-	const page = 1000
-	f.all = false
-	for _, p := range cfg.Pipelines {
-		if f.pipeline != "" && f.pipeline != p.Name {
-			continue
-		}
-		pf := f
-		pf.pipeline = p.Name
-		t := &replayTally{}
-		tallies[p.Name] = t
-		order = append(order, p.Name)
-		from := after{partition: -1, offset: -1}
-		for {
-			dls, err := selectDeadLetters(ctx, pool, pf, from, page)
-			if err != nil {
-				return err
-			}
-			if len(dls) == 0 {
-				break
-			}
-			if err := replayPage(ctx, pool, s, decoders[p.Name], cfg.Group, dls, t); err != nil {
-				return err
-			}
-			last := dls[len(dls)-1]
-			from = after{last.Topic, last.Partition, last.Offset}
-			if len(dls) < page {
-				break
-			}
-		}
-	}
-	for _, name := range order {
-		t := tallies[name]
-		a := t.applied
-		fmt.Fprintf(stdout, "pipeline %s: %d replayed (%d inserted, %d updated, %d deleted, %d unchanged, %d stale or superseded), %d still failing, %d oversize kept only in part (not replayable)\n",
-			name, t.replayed, a.Inserted, a.Updated, a.Deleted, a.Unchanged, t.replayed-a.Inserted-a.Updated-a.Deleted-a.Unchanged,
-			t.failing, t.partial)
-	}
-	return nil
-}
-
-// replayPage decodes one page of dead letters of one pipeline, applies the
-// rows through the sink, one batch per target date, and records the
-// outcome of each dead letter.
-func replayPage(ctx context.Context, pool *pgxpool.Pool, s *sink.Sink, dec *decode.Decoder, group string, dls []deadLetter, t *replayTally) error {
-	p := dec.Pipeline()
-	var failing []deadLetter
-	var reasons []string
-	batches := map[record.Date]*batch.Batch{}
-	decoded := map[record.Date][]record.Row{}
-	byPos := map[record.Position]deadLetter{}
-	for _, d := range dls {
-		if d.Class == record.ClassOversize {
-			t.partial++ // only its first bytes were kept
-			continue
-		}
-		pos := record.Position{TP: record.TP{Topic: d.Topic, Partition: d.Partition}, Offset: d.Offset}
-		byPos[pos] = d
-		value := d.value
-		if d.null {
-			value = nil
-		}
-		row, date, err := dec.Decode(d.key, value, pos)
-		if decode.Unavailable(err) {
-			return fmt.Errorf("replay %s: %w", p.Name, err) // an outage, not a new reason: run again later
-		}
-		if err != nil {
-			failing, reasons = append(failing, d), append(reasons, err.Error())
-			continue
-		}
-		b := batches[date]
-		if b == nil {
-			b = batch.New(p, date, time.Now())
-			batches[date] = b
-		}
-		b.Add(row)
-		decoded[date] = append(decoded[date], row)
-	}
-	var replayed []deadLetter
-	for date, b := range batches {
-		res, err := s.Apply(ctx, batch.Of(b), sink.Commit{Group: replayGroup(group), Member: "consumer dlq replay"})
-		if err != nil {
-			return fmt.Errorf("replay %s batch of %s: %w", p.Name, date, err)
-		}
-		t.applied.Add(res)
-		landed, err := whereRowsStand(ctx, pool, p, decoded[date])
-		if err != nil {
-			return err
-		}
-		for _, r := range decoded[date] {
-			d := byPos[r.Pos]
-			// A delete (applied under the version guard) or an ignored
-			// tombstone is dealt with once its batch applies.
-			if cur, ok := landed[r.ID]; r.Delete || r.Ignore || ok && !r.Newer(&cur) {
-				replayed = append(replayed, d)
-				continue
-			}
-			// Refused by PostgreSQL again: Apply has recorded the new
-			// reason in the dead letter's row.
-			failing, reasons = append(failing, d), append(reasons, "")
-		}
-	}
-	if err := markDeadLetters(ctx, pool, p.Name, dlqReplayed, replayed, nil); err != nil {
-		return err
-	}
-	if err := markDeadLetters(ctx, pool, p.Name, dlqAttempted, failing, reasons); err != nil {
-		return err
-	}
-	t.replayed += len(replayed)
-	t.failing += len(failing)
-	return nil
-}
-
-// whereRowsStand returns, for the rows' record ids, the position of the
-// version the target holds.
-func whereRowsStand(ctx context.Context, pool *pgxpool.Pool, p *config.Pipeline, rows []record.Row) (map[record.ID]record.Row, error) {
-	ids := make([][16]byte, len(rows))
-	for i, r := range rows {
-		ids[i] = r.ID
-	}
-	q := fmt.Sprintf(dlqLanded, pgx.Identifier{p.Schema, p.Table}.Sanitize())
-	res, err := pool.Query(ctx, q, ids)
-	if err != nil {
-		return nil, fmt.Errorf("read replayed rows of %s: %w", p.Table, err)
-	}
-	out := map[record.ID]record.Row{}
-	var r record.Row
-	var id [16]byte
-	_, err = pgx.ForEachRow(res, []any{&id, &r.Version, &r.Pos.Topic, &r.Pos.Partition, &r.Pos.Offset}, func() error {
-		out[id] = r
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read replayed rows of %s: %w", p.Table, err)
-	}
-	return out, nil
-}
-
-// markDeadLetters runs stmt (dlqReplayed or dlqAttempted) for dls; reasons,
-// for dlqAttempted, are the new reasons ("" keeps the stored one).
-func markDeadLetters(ctx context.Context, pool *pgxpool.Pool, pipeline, stmt string, dls []deadLetter, reasons []string) error {
-	if len(dls) == 0 {
-		return nil
-	}
-	topics, parts, offs := make([]string, len(dls)), make([]int32, len(dls)), make([]int64, len(dls))
-	for i, d := range dls {
-		topics[i], parts[i], offs[i] = d.Topic, d.Partition, d.Offset
-	}
-	args := []any{pipeline, topics, parts, offs}
-	if reasons != nil {
-		rs := make([]*string, len(reasons))
-		for i := range reasons {
-			if reasons[i] != "" {
-				rs[i] = &reasons[i]
-			}
-		}
-		args = append(args, rs)
-	}
-	if _, err := pool.Exec(ctx, stmt, args...); err != nil {
-		return fmt.Errorf("record replay of %d dead letter(s): %w", len(dls), err)
-	}
-	return nil
+	fmt.Fprint(stderr, dlqUsage)
+	return true, fmt.Errorf("dlq: unknown subcommand %q", args[0])
 }

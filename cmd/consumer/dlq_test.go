@@ -17,9 +17,12 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/kafkatest"
 	"github.com/idemsink/idemsink/internal/pgtest"
 	"github.com/idemsink/idemsink/internal/record"
+	"github.com/idemsink/idemsink/internal/sink"
+	"github.com/idemsink/idemsink/internal/waittest"
 )
 
 // badInput is the corpus of the bad-input test: one record per line, each
@@ -179,25 +182,23 @@ func TestBadInputCorpus(t *testing.T) {
 	go func() {
 		done <- run(dctx, []string{"run", "-config", cfgPath, "-log-format", "json"}, getenv, &logs, &logs)
 	}()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		var behind int
-		if err := pool.QueryRow(ctx, `SELECT $2::int - count(*) FILTER (WHERE applied_offset + 1 = ($3::bigint[])[partition + 1])
-FROM idemsink.offsets WHERE group_id = $1 AND topic = $4`, group, parts, []int64{next[0], next[1], next[2]}, topic).Scan(&behind); err != nil {
-			t.Fatal(err)
-		}
-		if behind == 0 {
-			break
-		}
+	ends := map[record.TP]int64{}
+	for p, n := range next {
+		ends[record.TP{Topic: topic, Partition: p}] = n
+	}
+	ledger := sink.New(pool, &config.Config{}, sink.Options{})
+	waittest.Describe(t, 60*time.Second, func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("the daemon stopped before reaching the end: %v\n%s", err, logs.String())
-		case <-time.After(50 * time.Millisecond): // polling interval of a condition wait
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the ledger did not reach the end of every partition in 60s\n%s", logs.String())
+		ok, err := ledger.CaughtUp(ctx, group, ends)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
+		return ok
+	}, func() string { return "the ledger to reach the end of every partition\n" + logs.String() })
 	stop()
 	if err := <-done; err != nil {
 		t.Fatalf("daemon: %v\n%s", err, logs.String())

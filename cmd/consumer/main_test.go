@@ -26,29 +26,56 @@ func TestRunCommands(t *testing.T) {
 		wantOut    string
 		wantStderr string
 		wantErr    string
+		// lines is how many lines the error has: 1 unless a config file
+		// has several faults, each on its line.
+		lines int
 	}{
 		{name: "no command", args: nil, wantErr: "no command given"},
 		{name: "unknown command", args: []string{"frobnicate"}, wantErr: `unknown command "frobnicate"`},
 		{name: "version", args: []string{"version"}, wantOut: "idemsink "},
 		{name: "help", args: []string{"help"}, wantOut: "offsets reset"},
 		{name: "missing config", args: []string{"run", "-config", "testdata/nope.yaml"}, wantErr: "read config: open testdata/nope.yaml: no such file"},
-		{name: "unknown key", args: []string{"run", "-config", "testdata/unknown.yaml"}, wantErr: "field databse_url not found"},
+		{name: "unknown key", args: []string{"run", "-config", "testdata/unknown.yaml"}, wantErr: "field databse_url not found", lines: 2},
 		{name: "invalid config names every field", args: []string{"migrate", "-config", "testdata/bad.yaml"},
 			wantErr: `brokers[0]: "localhost" is not host:port` + "\n" +
-				`pipelines[0].table: "orders; DROP TABLE users" must match`},
+				`pipelines[0].table: "orders; DROP TABLE users" must match`, lines: 3},
 		{name: "bad log level", args: []string{"run", "-log-level", "loud"}, wantErr: "-log-level"},
-		{name: "-h", args: []string{"offsets", "-h"}, wantStderr: "consumer offsets -config idemsink.yaml --json"},
-		{name: "reset -h", args: []string{"offsets", "reset", "-h"}, wantStderr: "examples:\n  consumer offsets reset -config idemsink.yaml --to-date"},
-		{name: "replay -h", args: []string{"replay", "--help"}, wantStderr: "--from 2026-11-01 --to 2026-11-07"},
-		{name: "verify -h", args: []string{"verify", "-h"}, wantStderr: "--date 2026-11-02"},
-		{name: "unknown flag", args: []string{"offsets", "--frobnicate"}, wantErr: "flag provided but not defined: -frobnicate"},
+		{name: "-h", args: []string{"offsets", "-h"}, wantOut: "consumer offsets -config idemsink.yaml --json"},
+		{name: "reset -h", args: []string{"offsets", "reset", "-h"}, wantOut: "examples:\n  consumer offsets reset -config idemsink.yaml --to-date"},
+		{name: "reset --help", args: []string{"offsets", "reset", "--help"}, wantOut: "--shift-by      counts from where the group resumes"},
+		{name: "replay -h", args: []string{"replay", "--help"}, wantOut: "--from 2026-11-01 --to 2026-11-07"},
+		{name: "verify -h", args: []string{"verify", "-h"}, wantOut: "--date 2026-11-02"},
+		{name: "run -h", args: []string{"run", "-h"}, wantOut: "consumer run -config /etc/idemsink.yaml"},
+		{name: "migrate -h", args: []string{"migrate", "-h"}, wantOut: "consumer migrate -config idemsink.yaml"},
+		{name: "demo -h", args: []string{"demo", "-h"}, wantOut: "usage: consumer demo [flags]"},
+		{name: "dlq list -h", args: []string{"dlq", "list", "-h"}, wantOut: "-limit"},
+		{name: "dlq replay --help", args: []string{"dlq", "replay", "--help"}, wantOut: "usage: consumer dlq replay [flags]"},
+		{name: "unknown flag", args: []string{"offsets", "--frobnicate"}, wantErr: "offsets: flag provided but not defined: -frobnicate (consumer offsets -h for help)"},
+		{name: "bad shift", args: []string{"offsets", "reset", "--shift-by", "abc"},
+			wantErr: `offsets reset: invalid value "abc" for flag -shift-by: parse error (consumer offsets reset -h for help)`},
+		{name: "bad partition", args: []string{"offsets", "reset", "--topic", "t:-1"},
+			wantErr: `offsets reset: invalid value "t:-1" for flag -topic: partition "-1" is not a partition number (0 or more) (consumer offsets reset -h for help)`},
+		{name: "dlq bad partition", args: []string{"dlq", "list", "-partition", "x"},
+			wantErr: `dlq list: invalid value "x" for flag -partition: parse error (consumer dlq list -h for help)`},
+		{name: "reset bad duration", args: []string{"offsets", "reset", "-config", "testdata/ok.yaml", "--by-duration", "PT1X"},
+			wantErr: `offsets reset: --by-duration "PT1X" is not an ISO 8601 duration as Kafka takes it`},
+		{name: "reset months", args: []string{"offsets", "reset", "-config", "testdata/ok.yaml", "--by-duration", "P1M"},
+			wantErr: `no years, months or weeks`},
+		{name: "reset negative duration", args: []string{"offsets", "reset", "-config", "testdata/ok.yaml", "--by-duration", "-PT1H"},
+			wantErr: `offsets reset: --by-duration -PT1H is not positive (a time in the future: use --to-latest)`},
+		{name: "reset dry run and execute", args: []string{"offsets", "reset", "-config", "testdata/ok.yaml", "--to-earliest", "--dry-run", "--execute"},
+			wantErr: "offsets reset: --dry-run and --execute conflict: give one"},
+		{name: "reset all topics and topic", args: []string{"offsets", "reset", "-config", "testdata/ok.yaml", "--to-earliest", "--all-topics", "--topic", "orders"},
+			wantErr: "offsets reset: --all-topics and --topic conflict: give one"},
 		{name: "stray argument", args: []string{"offsets", "-config", "testdata/ok.yaml", "now"}, wantErr: `offsets: unexpected argument "now"`},
 		{name: "reset needs a mode", args: []string{"offsets", "reset", "-config", "testdata/ok.yaml"}, wantErr: "give exactly one of --to-earliest"},
 		{name: "reset takes one mode", args: []string{"offsets", "reset", "-config", "testdata/ok.yaml", "--to-earliest", "--shift-by", "-5"},
-			wantErr: "give exactly one of --to-earliest, --to-latest, --to-offset, --shift-by, --to-datetime, --by-duration, --to-date (got 2)"},
-		{name: "reset bad datetime", args: []string{"offsets", "reset", "-config", "testdata/ok.yaml", "--to-datetime", "yesterday"}, wantErr: `--to-datetime "yesterday" is not RFC 3339`},
+			wantErr: "give exactly one of --to-earliest, --to-latest, --to-current, --to-offset, --shift-by, --to-datetime, --by-duration, --to-date (got 2)"},
+		{name: "reset bad datetime", args: []string{"offsets", "reset", "-config", "testdata/ok.yaml", "--to-datetime", "yesterday"}, wantErr: `--to-datetime "yesterday" is neither RFC 3339`},
+		{name: "reset hhmm zone", args: []string{"offsets", "reset", "-config", "testdata/ok.yaml", "--to-datetime", "2026-11-29T12:00:00.000+0530"},
+			wantErr: `write the offset as +05:30`},
 		{name: "reset bad date", args: []string{"offsets", "reset", "-config", "testdata/ok.yaml", "--to-date", "2026-13-01"}, wantErr: `--to-date "2026-13-01" is not YYYY-MM-DD`},
-		{name: "reset bad topic", args: []string{"offsets", "reset", "-config", "testdata/ok.yaml", "--to-earliest", "--topic", "orders:x"}, wantErr: `partition "x" is not a number`},
+		{name: "reset bad topic", args: []string{"offsets", "reset", "-config", "testdata/ok.yaml", "--to-earliest", "--topic", "orders:x"}, wantErr: `partition "x" is not a partition number`},
 		{name: "replay needs from", args: []string{"replay", "-config", "testdata/ok.yaml"}, wantErr: "replay: --from is required"},
 		{name: "replay backwards", args: []string{"replay", "-config", "testdata/ok.yaml", "--from", "2026-11-05", "--to", "2026-11-01"}, wantErr: "--to 2026-11-01 is before --from 2026-11-05"},
 		{name: "verify date and from", args: []string{"verify", "-config", "testdata/ok.yaml", "--date", "2026-11-05", "--from", "2026-11-01"}, wantErr: "give --date or --from/--to, not both"},
@@ -69,6 +96,12 @@ func TestRunCommands(t *testing.T) {
 			}
 			if !strings.Contains(stderr.String(), tc.wantStderr) {
 				t.Errorf("stderr %q, want it to contain %q", stderr.String(), tc.wantStderr)
+			}
+			// A bad argument is one line, returned once for main to
+			// print: nothing of it on stderr, no usage dump.
+			if err != nil && (strings.Count(err.Error(), "\n")+1 != max(tc.lines, 1) ||
+				strings.Contains(stderr.String(), "flags:") || strings.Contains(stderr.String(), err.Error())) {
+				t.Errorf("error %q with stderr %q: want one line, not repeated", err, stderr.String())
 			}
 		})
 	}

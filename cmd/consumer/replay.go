@@ -2,23 +2,17 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"os"
-	"slices"
-	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
-	"github.com/idemsink/idemsink/internal/decode"
+	"github.com/idemsink/idemsink/internal/kafka"
 	"github.com/idemsink/idemsink/internal/record"
-	"github.com/idemsink/idemsink/internal/retry"
+	"github.com/idemsink/idemsink/internal/replay"
 	"github.com/idemsink/idemsink/internal/sink"
+	"github.com/idemsink/idemsink/internal/verify"
 )
 
 const replayHelp = `Backfill a range of target dates while the group keeps running: a temporary
@@ -28,23 +22,35 @@ log as it is when the replay starts, and applies the records of those dates
 through the same sink as the daemon: the version guard keeps every newer row,
 and unchanged rows are not written. It writes its own ledger rows under a
 temporary group name and deletes them at the end; the live group's offsets
-and ledger rows are not touched. It prints inserted / updated / deleted /
-unchanged / stale / dead at the end.
+and ledger rows are not touched.
+
+A replay also repairs: the record a row came from rewrites the row when the
+row's content differs (edited by hand, or a column the pipeline gained since,
+which migrate or run added), so verify --date, then replay, then verify --date
+shows no mismatch. Rows on those dates that no record of the topics explains
+(verify's "extra") are listed, and deleted only with --delete-extra.
+
+It prints what it did: inserted, updated, repaired (same version, content
+restored), unchanged, stale (older than the row), dead (dead-lettered),
+deleted; with --json, one JSON object.
 
 examples:
   consumer replay -config idemsink.yaml --from 2026-11-02
   consumer replay -config idemsink.yaml --from 2026-11-01 --to 2026-11-07 --pipeline orders
+  consumer replay -config idemsink.yaml --from 2026-11-02 --delete-extra --json
 `
 
 func replayFlags(fs *flag.FlagSet) func(context.Context, *env) error {
 	from := fs.String("from", "", "first target date to replay, `YYYY-MM-DD` (required)")
 	to := fs.String("to", "", "last target date to replay, `YYYY-MM-DD` (default: --from)")
 	only := fs.String("pipeline", "", "replay only this `pipeline`")
+	deleteExtra := fs.Bool("delete-extra", false, "after the replay, delete rows on those dates that no record of the topics explains")
+	asJSON := fs.Bool("json", false, "print what the replay did as JSON")
 	return func(ctx context.Context, e *env) error {
 		if *from == "" {
 			return errors.New("replay: --from is required (the first target date to replay, YYYY-MM-DD)")
 		}
-		r, err := parseRange(*from, *to)
+		r, err := record.ParseDates(*from, *to)
 		if err != nil {
 			return fmt.Errorf("replay: %w", err)
 		}
@@ -52,169 +58,127 @@ func replayFlags(fs *flag.FlagSet) func(context.Context, *env) error {
 		if err != nil {
 			return fmt.Errorf("replay: %w", err)
 		}
-		return replay(ctx, e, r, ps)
+		return replayDates(ctx, e, r, ps, *deleteExtra, *asJSON)
 	}
 }
 
-// replayer applies what a replay reads, batch by batch.
-type replayer struct {
-	e      *env
-	sink   *sink.Sink
-	commit sink.Commit
-	open   map[record.Date]*batch.Batch
-	total  sink.Result
-	// outside counts records read whose target date is not replayed.
-	outside int64
-	batches int
+// replayReport is what replay --json prints.
+type replayReport struct {
+	Dates     string           `json:"dates"`
+	Group     string           `json:"group"` // the live group, untouched
+	Pipelines []pipelineReplay `json:"pipelines"`
+	Total     replayCounts     `json:"total"`
 }
 
-func replay(ctx context.Context, e *env, r dateRange, pipelines []*config.Pipeline) error {
+type pipelineReplay struct {
+	Pipeline string       `json:"pipeline"`
+	Read     int64        `json:"records_read"`
+	Outside  int64        `json:"other_dates"`
+	Batches  int          `json:"batches"`
+	Counts   replayCounts `json:"counts"`
+	// Extra lists the rows no record explains; ExtraDeleted how many of
+	// them --delete-extra deleted.
+	Extra        []verify.Finding `json:"extra"`
+	ExtraDeleted int              `json:"extra_deleted"`
+}
+
+type replayCounts struct {
+	Inserted   int `json:"inserted"`
+	Updated    int `json:"updated"`
+	Repaired   int `json:"repaired"`
+	Unchanged  int `json:"unchanged"`
+	Stale      int `json:"stale"`
+	Dead       int `json:"dead"`
+	Deleted    int `json:"deleted"`
+	Superseded int `json:"in_batch_duplicates"`
+}
+
+func countsOf(r sink.Result) replayCounts {
+	return replayCounts{Inserted: r.Inserted, Updated: r.Updated, Repaired: r.Repaired, Unchanged: r.Unchanged,
+		Stale: r.Stale, Dead: r.DeadLettered, Deleted: r.Deleted, Superseded: r.Superseded}
+}
+
+func replayDates(ctx context.Context, e *env, r record.Dates, pipelines []*config.Pipeline, deleteExtra, asJSON bool) error {
 	c, err := openCluster(ctx, e)
 	if err != nil {
 		return err
 	}
 	defer c.close()
-	// The temporary group keys this replay's ledger rows; the live group's
-	// rows have another key, so the replay can neither fence nor move them.
-	var nonce [4]byte
-	_, _ = rand.Read(nonce[:]) // crypto/rand.Read never fails
-	host, _ := os.Hostname()
-	tmp := fmt.Sprintf("%s.replay.%s.%s", e.cfg.Group, time.Now().UTC().Format("20060102T150405"), hex.EncodeToString(nonce[:]))
 	var topics []string
 	for _, p := range pipelines {
 		topics = append(topics, p.Topics...)
 	}
-	defer func() {
-		if _, err := c.sink.ResetLedger(context.WithoutCancel(ctx), tmp, topics); err != nil {
-			e.log.Warn("replay: could not delete the temporary ledger rows", "group", tmp, "err", err)
-		}
-	}()
-	var total sink.Result
-	var read, outside int64
-	for _, p := range pipelines {
-		rp := &replayer{e: e, sink: c.sink, open: map[record.Date]*batch.Batch{},
-			commit: sink.Commit{Group: tmp, Generation: 1, Member: "replay@" + host}}
-		n, err := rp.run(ctx, c, p, r)
-		read += n
-		if err != nil {
-			return fmt.Errorf("replay pipeline %s: %w", p.Name, err)
-		}
-		total.Add(rp.total)
-		outside += rp.outside
-		fmt.Fprintf(e.stdout, "pipeline %s, target dates %s: %d record(s) read, %d of other dates passed over, %d batch(es) applied\n",
-			p.Name, r, n, rp.outside, rp.batches)
+	ps, _, err := c.positions(ctx, topics)
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(e.stdout, "inserted %d, updated %d, deleted %d, unchanged %d, stale %d, dead %d (in-batch duplicates %d); group %s's offsets and ledger untouched\n",
-		total.Inserted, total.Updated, total.Deleted, total.Unchanged, total.Stale, total.DeadLettered, total.Superseded, e.cfg.Group)
+	reps, err := replay.Dates(ctx, replay.Options{Config: e.cfg, Sink: c.sink, Logger: e.log, Progress: e.meter}, pipelines, r, spans(ps))
+	out := replayReport{Dates: r.String(), Group: e.cfg.Group}
+	var total sink.Result
+	for _, rep := range reps {
+		total.Add(rep.Result)
+		out.Pipelines = append(out.Pipelines, pipelineReplay{Pipeline: rep.Pipeline, Read: rep.Read, Outside: rep.Outside,
+			Batches: rep.Batches, Counts: countsOf(rep.Result), Extra: []verify.Finding{}})
+	}
+	out.Total = countsOf(total)
+	if err == nil {
+		// The rows no record explains: found as verify finds them, over
+		// the same spans, after the replay applied.
+		o := verify.Options{Config: e.cfg, Pool: c.pool, Logger: e.log, Progress: e.meter}
+		for i, p := range pipelines {
+			rec, rerr := verify.Reconcile(ctx, o, p, r, spans(ps))
+			if rerr != nil {
+				err = fmt.Errorf("look for extra rows of pipeline %s: %w", p.Name, rerr)
+				break
+			}
+			for _, f := range rec.Findings {
+				if f.Kind == verify.Extra {
+					out.Pipelines[i].Extra = append(out.Pipelines[i].Extra, f)
+				}
+			}
+			if deleteExtra {
+				if out.Pipelines[i].ExtraDeleted, err = verify.DeleteExtra(ctx, c.pool, p, rec); err != nil {
+					break
+				}
+			}
+		}
+	}
+	if asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		if jerr := enc.Encode(out); jerr != nil && err == nil {
+			err = jerr
+		}
+		return err
+	}
+	for _, p := range out.Pipelines {
+		fmt.Fprintf(e.stdout, "pipeline %s, target dates %s: %d record(s) read, %d of other dates passed over, %d batch(es) applied\n",
+			p.Pipeline, r, p.Read, p.Outside, p.Batches)
+		for _, f := range p.Extra {
+			fmt.Fprintf(e.stdout, "  extra  %s: %s\n", f.Key, f.Detail)
+		}
+		switch {
+		case len(p.Extra) > 0 && deleteExtra:
+			fmt.Fprintf(e.stdout, "  %d extra row(s) deleted (--delete-extra)\n", p.ExtraDeleted)
+		case len(p.Extra) > 0:
+			fmt.Fprintf(e.stdout, "  %d extra row(s) kept: no record explains them; --delete-extra deletes them\n", len(p.Extra))
+		}
+	}
+	if err != nil {
+		return err
+	}
+	t := out.Total
+	fmt.Fprintf(e.stdout, "inserted %d, updated %d, repaired %d, unchanged %d, stale %d, dead %d, deleted %d (in-batch duplicates %d); group %s's offsets and ledger untouched\n",
+		t.Inserted, t.Updated, t.Repaired, t.Unchanged, t.Stale, t.Dead, t.Deleted, t.Superseded, e.cfg.Group)
 	return nil
 }
 
-// run replays one pipeline and returns the records it read.
-func (rp *replayer) run(ctx context.Context, c *cluster, p *config.Pipeline, r dateRange) (int64, error) {
-	ps, _, err := c.positions(ctx, p.Topics)
-	if err != nil {
-		return 0, err
+// spans is the log of each partition, as internal/replay and
+// internal/verify read it.
+func spans(ps []position) []kafka.Span {
+	out := make([]kafka.Span, len(ps))
+	for i, p := range ps {
+		out[i] = kafka.Span{TP: p.tp(), Start: p.Start, End: p.End}
 	}
-	dec := decode.NewDecoder(p)
-	from, to := map[record.TP]int64{}, map[record.TP]int64{}
-	var total int64
-	for _, pos := range ps {
-		start, err := searchDate(ctx, rp.e.cfg, rp.e.log, dec, pos.tp(), pos.Start, pos.End, r.From)
-		if err != nil {
-			return 0, fmt.Errorf("search %s for %s: %w", pos.tp(), r.From, err)
-		}
-		from[pos.tp()], to[pos.tp()] = start, pos.End
-		total += pos.End - start
-	}
-	var n int64
-	prog := newProgress(rp.e.stderr, rp.e.log, "replay: read "+p.Name, total)
-	err = readRange(ctx, rp.e.cfg, rp.e.log, from, to, func(kr *kgo.Record) error {
-		prog.add(1)
-		n++
-		pos := record.Position{TP: record.TP{Topic: kr.Topic, Partition: kr.Partition}, Offset: kr.Offset}
-		row, d, err := dec.Decode(kr.Key, kr.Value, pos)
-		var b *batch.Batch
-		switch {
-		case decode.Unavailable(err):
-			return fmt.Errorf("decode %s at %d: %w", pos.TP, pos.Offset, err) // an outage: run the replay again later
-		case err != nil:
-			// Bad input is dead-lettered again; the dead-letter table
-			// keeps one row per position, so nothing is doubled.
-			b = rp.batch(p, record.Date{})
-			b.AddDead(record.DeadLetter{Pos: pos, Key: kr.Key, Value: kr.Value, Reason: err.Error(), Headers: headers(kr)})
-		case row.Delete:
-			// A delete names a key, not a date: it is applied wherever it
-			// lies in what is read, under the version guard (a delete
-			// applied before writes nothing).
-			b = rp.batch(p, record.Date{})
-			b.Add(row)
-		case row.Ignore || !r.has(d):
-			rp.outside++
-			return nil
-		default:
-			b = rp.batch(p, d)
-			b.Add(row)
-		}
-		if b.Full() {
-			return rp.flush(ctx, b)
-		}
-		return nil
-	})
-	prog.done()
-	if err != nil {
-		return n, err
-	}
-	dates := make([]record.Date, 0, len(rp.open))
-	for d := range rp.open {
-		dates = append(dates, d)
-	}
-	slices.SortFunc(dates, func(a, b record.Date) int { return a.Time().Compare(b.Time()) })
-	for _, d := range dates {
-		if err := rp.flush(ctx, rp.open[d]); err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
-
-func (rp *replayer) batch(p *config.Pipeline, d record.Date) *batch.Batch {
-	b := rp.open[d]
-	if b == nil {
-		b = batch.New(p, d, time.Now())
-		rp.open[d] = b
-	}
-	return b
-}
-
-// flush applies b, retrying what is an outage rather than bad input (a
-// deadlock with the live group's transaction on the same rows, say).
-func (rp *replayer) flush(ctx context.Context, b *batch.Batch) error {
-	delete(rp.open, b.Date)
-	bo := retry.Backoff{Base: rp.e.cfg.RetryBackoff, Limit: rp.e.cfg.RetryBackoffMax}
-	for attempt := 1; ; attempt++ {
-		res, err := rp.sink.Apply(ctx, batch.Of(b), rp.commit)
-		if err == nil {
-			rp.total.Add(res)
-			rp.batches++
-			return nil
-		}
-		if !sink.Transient(err) || attempt == 10 {
-			return fmt.Errorf("apply batch of %s: %w", b.Date, err)
-		}
-		rp.e.log.Warn("replay: applying a batch failed; retrying", "date", b.Date.String(), "attempt", attempt, "err", err)
-		if !retry.Sleep(ctx, bo.After(attempt)) {
-			return ctx.Err()
-		}
-	}
-}
-
-func headers(r *kgo.Record) map[string]string {
-	if len(r.Headers) == 0 {
-		return nil
-	}
-	h := make(map[string]string, len(r.Headers))
-	for _, kv := range r.Headers {
-		h[kv.Key] = string(kv.Value)
-	}
-	return h
+	return out
 }

@@ -45,7 +45,7 @@ func TestReplayWithDeletes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("replay: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "inserted 2, updated 0, deleted 0, unchanged 0, stale 1, dead 0") {
+	if !strings.Contains(out, "inserted 2, updated 0, repaired 0, unchanged 0, stale 1, dead 0, deleted 0") {
 		t.Errorf("replay printed:\n%s\nwant b and c inserted, a's upsert stale after its delete (nothing to delete yet)", out)
 	}
 	var got []int64

@@ -32,7 +32,7 @@ func TestReplayBesideLiveGroup(t *testing.T) {
 	f.drain()
 	before := f.xmins()
 	out, err := f.run("replay", "--from", "2026-11-02")
-	if err != nil || !strings.Contains(out, "inserted 0, updated 0, deleted 0, unchanged 8, stale 0, dead 0") {
+	if err != nil || !strings.Contains(out, "inserted 0, updated 0, repaired 0, unchanged 8, stale 0, dead 0, deleted 0") {
 		t.Fatalf("replay on a clean table: %v\n%s", err, out)
 	}
 	if after := f.xmins(); !maps.Equal(before, after) {
@@ -147,8 +147,8 @@ func summary(t *testing.T, out string) sink.Result {
 		t.Fatalf("no summary in:\n%s", out)
 	}
 	var r sink.Result
-	if _, err := fmt.Sscanf(out[i:], "inserted %d, updated %d, deleted %d, unchanged %d, stale %d, dead %d",
-		&r.Inserted, &r.Updated, &r.Deleted, &r.Unchanged, &r.Stale, &r.DeadLettered); err != nil {
+	if _, err := fmt.Sscanf(out[i:], "inserted %d, updated %d, repaired %d, unchanged %d, stale %d, dead %d, deleted %d",
+		&r.Inserted, &r.Updated, &r.Repaired, &r.Unchanged, &r.Stale, &r.DeadLettered, &r.Deleted); err != nil {
 		t.Fatalf("replay printed %q: %v", out, err)
 	}
 	return r

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -167,6 +168,14 @@ func TestResetRefusesLiveMember(t *testing.T) {
 	if err != nil || !strings.Contains(out, "total: 6 record(s) to read again") || !strings.Contains(out, "note: --execute would refuse now") {
 		t.Errorf("dry run with a live member: %v\n%s", err, out)
 	}
+	// --json carries the same note.
+	out, err = f.run("offsets", "reset", "--to-earliest", "--json")
+	var plan resetPlan
+	if err != nil || json.Unmarshal([]byte(out), &plan) != nil || !slices.ContainsFunc(plan.Notes, func(n string) bool {
+		return strings.HasPrefix(n, "--execute would refuse now: group "+f.group) && strings.Contains(n, member+"@")
+	}) {
+		t.Errorf("dry run --json with a live member: %v\n%s", err, out)
+	}
 	if c := f.k.Committed(f.group, f.topic); c[0] != 3 {
 		t.Errorf("a refused reset moved Kafka to %v", c)
 	}
@@ -178,5 +187,89 @@ func TestResetRefusesLiveMember(t *testing.T) {
 	}
 	if c, l := f.k.Committed(f.group, f.topic), f.ledger(); c[0] != 0 || l[0] != -1 {
 		t.Errorf("after --to-earliest: Kafka %v, ledger %v", c, l)
+	}
+}
+
+// A plan that moves a partition past records never applied says so per
+// partition and in total, in text and JSON, and --execute refuses it
+// without --allow-skip (--to-latest implies it). Clamping to the log is
+// reported the same way.
+func TestResetNamesSkipsAndClamps(t *testing.T) {
+	f := newFixture(t, kafkatest.New(t), 2, "")
+	f.produceDay(1, 5)
+	f.drain() // applied: 0..4 of each partition
+	f.produceDay(2, 3)
+	committed, ledger := f.k.Committed(f.group, f.topic), f.ledger()
+
+	// A datetime after the last record, in Kafka's zone-less spelling:
+	// the log end, past 3 records never applied in each partition.
+	future := "2026-12-31T00:00:00.000"
+	out, err := f.run("offsets", "reset", "--to-datetime", future)
+	if err != nil {
+		t.Fatalf("dry run: %v", err)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("%s  0          5        8    0        3     skips 3 record(s) never applied", f.topic),
+		fmt.Sprintf("%s  1          5        8    0        3     skips 3 record(s) never applied", f.topic),
+		"total: 0 record(s) to read again; skips 6 record(s) never applied",
+		"note: --execute would refuse: the plan skips 6 record(s) never applied (past where the group resumes); add --allow-skip if that is intended",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run printed\n%s\nwant it to contain %q", out, want)
+		}
+	}
+	out, err = f.run("offsets", "reset", "--to-datetime", future, "--json", "--dry-run")
+	var plan resetPlan
+	if err != nil || json.Unmarshal([]byte(out), &plan) != nil || plan.Skipped != 6 || plan.ReRead != 0 || len(plan.Moves) != 2 ||
+		plan.Moves[0].Skip != 3 || plan.Moves[1].Skip != 3 || !slices.ContainsFunc(plan.Notes, func(n string) bool {
+		return strings.HasPrefix(n, "--execute would refuse: the plan skips 6 record(s) never applied")
+	}) {
+		t.Errorf("dry run --json: %v\n%s", err, out)
+	}
+
+	// --execute refuses it, prints the plan, and moves nothing.
+	out, err = f.run("offsets", "reset", "--to-datetime", future, "--execute")
+	if err == nil || err.Error() != "offsets reset: the plan skips 6 record(s) never applied (past where the group resumes); add --allow-skip if that is intended" ||
+		!strings.Contains(out, "(refused: nothing changed)") || !strings.Contains(out, "skips 3 record(s) never applied") {
+		t.Errorf("--execute of a skipping plan: %v\n%s", err, out)
+	}
+	out, err = f.run("offsets", "reset", "--to-datetime", future, "--execute", "--json")
+	plan = resetPlan{}
+	if err == nil || json.Unmarshal([]byte(out), &plan) != nil || plan.Executed || len(plan.Notes) == 0 ||
+		!strings.HasPrefix(plan.Notes[0], "refused: nothing changed: the plan skips 6") {
+		t.Errorf("--execute --json of a skipping plan: %v\n%s", err, out)
+	}
+	if c, l := f.k.Committed(f.group, f.topic), f.ledger(); !maps.Equal(c, committed) || !maps.Equal(l, ledger) {
+		t.Fatalf("a refused reset moved Kafka to %v (was %v) or the ledger to %v (was %v)", c, committed, l, ledger)
+	}
+
+	// Clamping: past the log end (also a skip), and below its start.
+	out, err = f.run("offsets", "reset", "--to-offset", "999999", "--topic", f.topic+":0")
+	if err != nil || !strings.Contains(out, fmt.Sprintf("%s  0          5        8    0        3     skips 3 record(s) never applied; clamped to the log end 8 (asked 999999)", f.topic)) ||
+		!strings.Contains(out, "note: 1 partition(s) clamped to the log") {
+		t.Errorf("--to-offset 999999: %v\n%s", err, out)
+	}
+	out, err = f.run("offsets", "reset", "--shift-by", "-999", "--json")
+	plan = resetPlan{}
+	if err != nil || json.Unmarshal([]byte(out), &plan) != nil || plan.Clamped != 2 || plan.ReRead != 10 ||
+		plan.Moves[1] != (move{Topic: f.topic, Partition: 1, Current: 5, New: 0, ReRead: 5, Clamped: "log start", Asked: -994}) ||
+		!slices.Contains(plan.Notes, "2 partition(s) clamped to the log") {
+		t.Errorf("--shift-by -999 --json: %v\n%s", err, out)
+	}
+
+	// --allow-skip applies it; so does --to-latest by itself.
+	if out, err = f.run("offsets", "reset", "--shift-by", "2", "--topic", f.topic+":0", "--execute", "--allow-skip"); err != nil ||
+		!strings.Contains(out, "executed: Kafka and the ledger moved") || !strings.Contains(out, "skips 2 record(s) never applied") {
+		t.Fatalf("--execute --allow-skip: %v\n%s", err, out)
+	}
+	if c, l := f.k.Committed(f.group, f.topic), f.ledger(); c[0] != 7 || l[0] != 6 || c[1] != 5 || l[1] != 4 {
+		t.Errorf("after --shift-by 2 on partition 0: Kafka %v, ledger %v", c, l)
+	}
+	if out, err = f.run("offsets", "reset", "--to-latest", "--execute"); err != nil ||
+		!strings.Contains(out, "total: 0 record(s) to read again; skips 4 record(s) never applied") {
+		t.Fatalf("--to-latest --execute: %v\n%s", err, out)
+	}
+	if c := f.k.Committed(f.group, f.topic); c[0] != 8 || c[1] != 8 {
+		t.Errorf("after --to-latest: Kafka %v", c)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -16,7 +15,6 @@ import (
 	oklog "github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/consume"
@@ -80,6 +78,8 @@ examples:
 	"replay":        {help: replayHelp, flags: replayFlags},
 	"verify":        {help: verifyHelp, flags: verifyFlags},
 	"history":       {help: historyHelp, flags: historyFlags},
+	"dlq list":      {help: dlqListHelp, flags: dlqListFlags},
+	"dlq replay":    {help: dlqReplayHelp, flags: dlqReplayFlags},
 	"demo": {help: `Run the whole pipeline on an in-process Kafka and a throwaway PostgreSQL
 (needs the PostgreSQL server binaries on PATH); no configuration.
 
@@ -104,7 +104,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stdout, usage)
 		return nil
 	case "dlq":
-		return runDLQ(ctx, args, getenv, stdout, stderr)
+		if handled, err := dlqCommand(args, stdout, stderr); handled {
+			return err
+		}
 	}
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		if _, ok := commands[name+" "+args[0]]; ok {
@@ -117,19 +119,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("unknown command %q", name)
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "idemsink.yaml", "configuration file")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	action := c.flags(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: consumer %s [flags]\n\n%s\nflags:\n", name, c.help)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil // -h printed the help; asking for it is no failure
-		}
+	if help, err := parseFlags(fs, args, stdout, fmt.Sprintf("usage: consumer %s [flags]\n\n%s", name, c.help)); help || err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -146,6 +140,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	return action(ctx, e)
+}
+
+// parseFlags parses args into fs. -h or --help prints help and the flags
+// on stdout and reports help, which is no failure. A bad flag or
+// value is one line of error, returned (the flag package would print it,
+// then the whole usage, and main would print it again).
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer, help string) (bool, error) {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(stdout)
+		fmt.Fprintf(stdout, "%s\nflags:\n", help)
+		fs.PrintDefaults()
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("%s: %w (consumer %s -h for help)", fs.Name(), err, fs.Name())
+	}
+	return false, nil
 }
 
 func buildVersion() string {
@@ -196,13 +209,24 @@ func migrate(ctx context.Context, e *env) error {
 	defer pool.Close()
 	v, err := sink.Migrate(ctx, pool)
 	if err != nil {
-		return err
+		return ddlHint(err)
 	}
 	if err := sink.New(pool, e.cfg, sink.Options{Logger: e.log}).EnsureTables(ctx, e.cfg); err != nil {
-		return err
+		return ddlHint(err)
 	}
 	fmt.Fprintf(e.stdout, "ledger schema at version %d; %d target table(s) ready\n", v, len(e.cfg.Pipelines))
 	return nil
+}
+
+// ddlHint says what to do when the role may not apply a pending migration
+// or create a missing table. With nothing pending, migrate and run need no
+// DDL: a role with run's privileges (README) starts.
+func ddlHint(err error) error {
+	if sink.SQLState(err) == "42501" { // insufficient_privilege
+		return fmt.Errorf("%w: if a migration or a target table is pending, run `consumer migrate` as a role that may change the schema; "+
+			"else grant this role what README's PostgreSQL privileges lists", err)
+	}
+	return err
 }
 
 // serve runs the daemon: the consumer and the metrics server as actors of
@@ -233,28 +257,17 @@ func serve(ctx context.Context, e *env) error {
 	dctx, dcancel := context.WithCancel(ctx)
 	g.Add(func() error { return logDrain(dctx, cfg, log, c.Applied, drainEvery) }, func(error) { dcancel() })
 	if cfg.MetricsAddr != "" {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-			if !c.Ready() {
-				http.Error(w, "not ready", http.StatusServiceUnavailable)
-				return
-			}
-			fmt.Fprintln(w, "ready")
-		})
-		srv := &http.Server{Addr: cfg.MetricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		g.Add(func() error {
-			if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("metrics server: %w", err)
-			}
-			return nil
-		}, func(error) {
+		srv, err := metrics.Listen(cfg.MetricsAddr, cfg.MetricsWebConfigFile, metrics.Handler(reg, c.Ready), log)
+		if err != nil {
+			return err
+		}
+		g.Add(srv.Serve, func(error) {
 			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer scancel()
 			_ = srv.Shutdown(sctx)
 		})
 	}
-	log.Info("idemsink starting", "version", buildVersion(), "group", cfg.Group, "topics", strings.Join(cfg.Topics(), ","))
+	log.Info("idemsink starting", "version", buildVersion(), "group", cfg.Group, "topics", strings.Join(cfg.Topics(), ","),
+		"instance_id", cfg.InstanceID)
 	return g.Run()
 }

@@ -60,8 +60,14 @@ func (b *Batch) Add(r record.Row) {
 	}
 	if i, ok := b.index[r.ID]; ok {
 		b.Superseded++
+		// The newer row keeps; a value it could not carry (an unchanged
+		// TOAST column) is the older row's, which it would have found
+		// in the table.
 		if r.Newer(&b.Rows[i]) {
+			r.Fill(&b.Rows[i])
 			b.Rows[i] = r
+		} else {
+			b.Rows[i].Fill(&r)
 		}
 		return
 	}

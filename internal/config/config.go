@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/exporter-toolkit/web"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -38,9 +39,14 @@ type Config struct {
 	// DatabaseURL is a libpq/pgx connection string. Prefer IDEMSINK_DATABASE_URL.
 	DatabaseURL string `yaml:"database_url"`
 	SASL        *SASL  `yaml:"sasl"`
-	TLS         bool   `yaml:"tls"`
+	// TLS is `tls: true` or a mapping; see security.go.
+	TLS TLS `yaml:"tls"`
 	// MetricsAddr serves /metrics, /healthz and /readyz; "" disables it.
 	MetricsAddr string `yaml:"metrics_addr"`
+	// MetricsWebConfigFile is a Prometheus exporter web configuration
+	// (TLS, basic auth; the file of every exporter's --web.config.file)
+	// for the metrics server; "" serves plain HTTP without auth.
+	MetricsWebConfigFile string `yaml:"metrics_web_config_file"`
 	// MaxBufferedRecords caps the records held in open batches across all
 	// pipelines; when reached, batches are flushed before fetching more.
 	MaxBufferedRecords int `yaml:"max_buffered_records"`
@@ -76,13 +82,6 @@ type Config struct {
 	// SchemaRegistry is where avro, protobuf and json_schema pipelines
 	// (and Debezium Avro) fetch writer schemas by id; see formats.go.
 	SchemaRegistry *SchemaRegistry `yaml:"schema_registry"`
-}
-
-// SASL configures SASL authentication to the brokers.
-type SASL struct {
-	Mechanism string `yaml:"mechanism"` // plain, scram-sha-256, scram-sha-512
-	User      string `yaml:"user"`
-	Password  string `yaml:"password"`
 }
 
 // Pipeline maps one or more topics onto one target table.
@@ -122,6 +121,11 @@ type Column struct {
 	// Nullable allows a missing or null field; otherwise such a record is
 	// dead-lettered. Key columns are never nullable.
 	Nullable bool `yaml:"nullable"`
+	// SemanticType names the Kafka Connect or Debezium semantic type the
+	// field carries, for events without a schema envelope: it says the
+	// unit of a number (days, milli-, micro-, nanoseconds) or that a
+	// string holds JSON. See SemanticTypes.
+	SemanticType string `yaml:"semantic_type"`
 }
 
 // Date says where a record's target date comes from.
@@ -166,7 +170,13 @@ const (
 )
 
 // ColumnTypes are the PostgreSQL types a column may have.
-var ColumnTypes = []string{"text", "bigint", "integer", "smallint", "numeric", "double precision", "boolean", "date", "timestamptz", "uuid", "jsonb"}
+var ColumnTypes = []string{"text", "bigint", "integer", "smallint", "numeric", "double precision", "real", "boolean", "date",
+	"timestamptz", "timestamp", "time", "uuid", "jsonb", "bytea"}
+
+// noCanonicalForm are the column types a key column cannot have: values
+// that are equal in PostgreSQL but not in spelling (jsonb, floats), or
+// that record_id has no encoding for.
+var noCanonicalForm = []string{"jsonb", "double precision", "real", "time", "bytea"}
 
 // Reserved column names the sink adds to every target table.
 var Reserved = []string{"record_id", "_version", "_src_topic", "_src_partition", "_src_offset", "_batch_id", "_applied_at"}
@@ -203,6 +213,9 @@ func Parse(b []byte, getenv func(string) string) (*Config, error) {
 		}
 		if v := getenv(EnvSASLPassword); v != "" && c.SASL != nil {
 			c.SASL.Password = v
+		}
+		if v := getenv(EnvSASLClientSecret); v != "" && c.SASL != nil && c.SASL.OAuth != nil {
+			c.SASL.OAuth.ClientSecret = v
 		}
 		if v := getenv(EnvInstanceID); v != "" {
 			c.InstanceID = v
@@ -318,14 +331,13 @@ func (c *Config) Validate() error {
 	if c.DatabaseURL == "" {
 		bad("database_url: required (or set %s)", EnvDatabaseURL)
 	}
-	if c.SASL != nil {
-		switch c.SASL.Mechanism {
-		case "plain", "scram-sha-256", "scram-sha-512":
-		default:
-			bad("sasl.mechanism: %q is not one of plain, scram-sha-256, scram-sha-512", c.SASL.Mechanism)
+	c.validateSecurity(bad)
+	if c.MetricsWebConfigFile != "" {
+		if c.MetricsAddr == "" {
+			bad("metrics_web_config_file: set, but metrics_addr is empty: there is no metrics server to secure")
 		}
-		if c.SASL.User == "" {
-			bad("sasl.user: required")
+		if err := web.Validate(c.MetricsWebConfigFile); err != nil {
+			bad("metrics_web_config_file: %s: %v", c.MetricsWebConfigFile, err)
 		}
 	}
 	if c.MaxBufferedRecords < 0 {
@@ -401,6 +413,15 @@ func (c *Config) Validate() error {
 			if _, err := ParseType(col.Type); err != nil {
 				bad("%s.type: %v", cat, err)
 			}
+			if col.SemanticType != "" {
+				if bases, ok := SemanticTypes[col.SemanticType]; !ok {
+					bad("%s.semantic_type: %q is not one of %s", cat, col.SemanticType, strings.Join(semanticNames(), ", "))
+				} else if ct, err := ParseType(col.Type); err == nil && !slices.Contains(bases, ct.Base) {
+					bad("%s.semantic_type: %s is not read into a %s column (only %s)", cat, col.SemanticType, ct, strings.Join(bases, ", "))
+				} else if err == nil && col.SemanticType == "org.apache.kafka.connect.data.Decimal" && !ct.HasPrecision {
+					bad("%s.semantic_type: %s needs the column's scale: give the type as numeric(p,s)", cat, col.SemanticType)
+				}
+			}
 			if col.Field == "" || strings.HasPrefix(col.Field, ".") || strings.HasSuffix(col.Field, ".") || strings.Contains(col.Field, "..") {
 				bad("%s.field: %q is not a field name or dotted path", cat, col.Field)
 			}
@@ -418,7 +439,7 @@ func (c *Config) Validate() error {
 				bad("%s.key[%d]: %q is listed twice", at, j, k)
 			case col.Nullable:
 				bad("%s.key[%d]: key column %q cannot be nullable", at, j, k)
-			case col.Typ().Base == "jsonb" || col.Typ().Base == "double precision":
+			case slices.Contains(noCanonicalForm, col.Typ().Base):
 				bad("%s.key[%d]: key column %q has type %s, which has no canonical form", at, j, k, col.Type)
 			}
 			seen[k] = true

@@ -30,7 +30,7 @@ func TestLoadFull(t *testing.T) {
 		Group:          "idemsink",
 		DatabaseURL:    "postgres://idemsink@db:5432/idemsink",
 		SASL:           &SASL{Mechanism: "scram-sha-512", User: "idemsink", Password: "from-the-file"},
-		TLS:            true,
+		TLS:            TLS{Enabled: true},
 		MetricsAddr:    ":9100",
 
 		MaxBufferedRecords: 20000,
@@ -85,7 +85,7 @@ func TestLoadFull(t *testing.T) {
 				Date:   Date{Field: "created", TimeZone: "UTC"},
 				Batch:  Batch{MaxRecords: DefaultMaxRecords, MaxBytes: DefaultMaxBytes, Linger: DefaultLinger},
 				Format: "debezium", KeyFormat: "json", Deletes: "dead_letter", registry: reg,
-				Debezium: &Debezium{Encoding: "json", Version: "file_pos"}, MaxRecordBytes: DefaultMaxRecordBytes,
+				Debezium: &Debezium{Encoding: "json", Version: "file_pos", UnavailableValue: DefaultUnavailableValue}, MaxRecordBytes: DefaultMaxRecordBytes,
 			},
 		},
 	}
@@ -395,4 +395,52 @@ func decodeStrict(b []byte, v any) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	return dec.Decode(v)
+}
+
+// IDEMSINK_INSTANCE_ID, which every shipped deployment sets (deploy/: the
+// StatefulSet's pod name, the compose service name, the systemd host name),
+// overrides instance_id and is validated like it; an empty value does not
+// override.
+func TestEnvInstanceID(t *testing.T) {
+	withID := minimal + "instance_id: from-the-file\n"
+	for _, tc := range []struct {
+		name, yaml, env, want, err string
+	}{
+		{name: "from the environment", yaml: minimal, env: "idemsink-0", want: "idemsink-0"},
+		{name: "overrides the file", yaml: withID, env: "host-1.example.com", want: "host-1.example.com"},
+		{name: "empty keeps the file's", yaml: withID, env: "", want: "from-the-file"},
+		{name: "neither: a dynamic member", yaml: minimal, env: "", want: ""},
+		{name: "validated", yaml: minimal, env: "pod 1",
+			err: `invalid config: instance_id: "pod 1" must match ^[a-zA-Z0-9._-]{1,249}$`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.yaml), env(map[string]string{EnvInstanceID: tc.env}))
+			if tc.err != "" {
+				if err == nil || err.Error() != tc.err {
+					t.Fatalf("Parse: error %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if c.InstanceID != tc.want {
+				t.Errorf("instance_id = %q, want %q", c.InstanceID, tc.want)
+			}
+		})
+	}
+}
+
+// The compose stack's file with what compose.yaml passes each replica.
+func TestComposeConfigInstanceID(t *testing.T) {
+	c, err := Load(filepath.Join("..", "..", "deploy", "compose", "idemsink.yaml"), env(map[string]string{
+		EnvDatabaseURL: "postgres://idemsink:idemsink@postgres:5432/idemsink?sslmode=disable",
+		EnvInstanceID:  "idemsink-1",
+	}))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if c.InstanceID != "idemsink-1" || c.SessionTimeout != 45*time.Second {
+		t.Errorf("instance_id %q, session_timeout %v; want idemsink-1, 45s", c.InstanceID, c.SessionTimeout)
+	}
 }

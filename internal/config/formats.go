@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -24,6 +25,8 @@ var DebeziumVersions = []string{"lsn", "file_pos", "ts_ms"}
 
 // SchemaRegistry says how to reach a Confluent-compatible Schema Registry.
 type SchemaRegistry struct {
+	// URL may carry user information (https://user:password@host); it is
+	// moved into User and Password unless those are set.
 	URL string `yaml:"url"`
 	// User and Password are HTTP basic auth; prefer
 	// IDEMSINK_SCHEMA_REGISTRY_PASSWORD for the password.
@@ -45,7 +48,15 @@ type Debezium struct {
 	// PostgreSQL source.lsn), file_pos (MySQL source.file and source.pos)
 	// or ts_ms (source.ts_ms).
 	Version string `yaml:"version"`
+	// UnavailableValue is the connector's unavailable.value.placeholder:
+	// what Debezium sends for an unchanged TOAST column it cannot read.
+	// Such a column keeps its stored value. Default
+	// __debezium_unavailable_value, Debezium's own default.
+	UnavailableValue string `yaml:"unavailable_value"`
 }
+
+// DefaultUnavailableValue is Debezium's default unavailable.value.placeholder.
+const DefaultUnavailableValue = "__debezium_unavailable_value"
 
 // DefaultRegistryTimeout bounds one Schema Registry request.
 const DefaultRegistryTimeout = 10 * time.Second
@@ -58,6 +69,42 @@ func (p *Pipeline) UsesRegistry() bool {
 	return registryFormat(p.Format) || registryFormat(p.KeyFormat) || p.Format == "debezium" && p.Debezium != nil && p.Debezium.Encoding == "avro"
 }
 
+// moveUserInfo takes user information out of the URL into User and
+// Password, where they are not already set: the registry client prints its
+// request URLs in its errors, password included.
+func (r *SchemaRegistry) moveUserInfo() {
+	u, err := url.Parse(r.URL)
+	if err != nil || u.User == nil {
+		return
+	}
+	if r.User == "" {
+		r.User = u.User.Username()
+		if pw, ok := u.User.Password(); ok && r.Password == "" {
+			r.Password = pw
+		}
+	}
+	u.User = nil
+	r.URL = u.String()
+}
+
+// redactURL hides the password of a URL's user information, which an
+// error or a log line must never show: url.URL.Redacted when s parses,
+// else everything between the scheme and the last "@".
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	at := strings.LastIndex(s, "@")
+	if at < 0 {
+		return s
+	}
+	start := 0
+	if i := strings.Index(s, "://"); i >= 0 && i < at {
+		start = i + 3
+	}
+	return s[:start] + "xxxxx" + s[at:]
+}
+
 func registryFormat(f string) bool { return f == "avro" || f == "protobuf" || f == "json_schema" }
 
 func (c *Config) setFormatDefaults() {
@@ -65,6 +112,7 @@ func (c *Config) setFormatDefaults() {
 		if r.Timeout == 0 {
 			r.Timeout = DefaultRegistryTimeout
 		}
+		r.moveUserInfo()
 	}
 	for i := range c.Pipelines {
 		p := &c.Pipelines[i]
@@ -85,6 +133,9 @@ func (c *Config) setFormatDefaults() {
 			if p.Debezium.Version == "" {
 				p.Debezium.Version = "lsn"
 			}
+			if p.Debezium.UnavailableValue == "" {
+				p.Debezium.UnavailableValue = DefaultUnavailableValue
+			}
 		}
 		if p.KeyFormat == "" {
 			switch {
@@ -102,7 +153,7 @@ func (c *Config) setFormatDefaults() {
 func (c *Config) validateFormats(bad func(string, ...any)) {
 	if r := c.SchemaRegistry; r != nil {
 		if u, err := url.Parse(r.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("schema_registry.url: %q is not an http or https URL", r.URL)
+			bad("schema_registry.url: %q is not an http or https URL", redactURL(r.URL))
 		}
 		if r.Password != "" && r.User == "" {
 			bad("schema_registry.user: required with a password")

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -17,7 +18,8 @@ type ColumnType struct {
 	// Length is the character limit of varchar(n) and char(n); 0 is none.
 	Length int
 	// Precision and Scale are numeric(p,s)'s modifiers, and Precision is
-	// timestamptz(p)'s fractional digits; HasPrecision says they are set.
+	// the fractional digits of timestamptz(p), timestamp(p) and time(p);
+	// HasPrecision says they are set.
 	Precision, Scale int
 	HasPrecision     bool
 }
@@ -33,7 +35,7 @@ const (
 
 // typeRE splits a type into its name and its parenthesised modifiers, and
 // takes the "with time zone" suffix format_type puts after them.
-var typeRE = regexp.MustCompile(`^([a-z][a-z0-9 ]*?)\s*(?:\(\s*([-+]?\d+)\s*(?:,\s*([-+]?\d+)\s*)?\))?(\s+with time zone)?$`)
+var typeRE = regexp.MustCompile(`^([a-z][a-z0-9 ]*?)\s*(?:\(\s*([-+]?\d+)\s*(?:,\s*([-+]?\d+)\s*)?\))?(\s+with(?:out)? time zone)?$`)
 
 // typeAliases maps the other spellings PostgreSQL (and format_type, so
 // that a type can be pasted from psql's \d) gives a base type.
@@ -48,7 +50,9 @@ var typeAliases = map[string]string{
 	"int2":              "smallint",
 	"float8":            "double precision",
 	"bool":              "boolean",
-	"timestamp":         "timestamptz", // only with "with time zone", below
+	"float4":            "real",
+	"timestamp":         "timestamp", // timestamptz with "with time zone", below
+	"time":              "time",
 }
 
 // ParseType parses a configured column type. Modifiers are checked against
@@ -59,14 +63,16 @@ func ParseType(s string) (ColumnType, error) {
 	if m == nil {
 		return ColumnType{}, fmt.Errorf("%q is not a type like numeric(12,2) or varchar(40)", s)
 	}
-	name, a1, a2, tz := strings.Join(strings.Fields(m[1]), " "), m[2], m[3], m[4] != ""
+	name, a1, a2, zone := strings.Join(strings.Fields(m[1]), " "), m[2], m[3], strings.TrimSpace(m[4])
 	if alias, ok := typeAliases[name]; ok {
-		if name == "timestamp" && !tz {
-			return ColumnType{}, fmt.Errorf("%q: timestamp without time zone is not supported; use timestamptz", s)
-		}
 		name = alias
 	}
-	if tz && name != "timestamptz" {
+	switch {
+	case zone == "with time zone" && name == "timestamp":
+		name = "timestamptz"
+	case zone == "with time zone" && name == "time":
+		return ColumnType{}, fmt.Errorf("%q: time with time zone is not supported; use time or timestamptz", s)
+	case zone != "" && name != "timestamp" && name != "time" && !(zone == "with time zone" && name == "timestamptz"):
 		return ColumnType{}, fmt.Errorf("%q is not a type like numeric(12,2) or varchar(40)", s)
 	}
 	t := ColumnType{Base: name}
@@ -107,9 +113,9 @@ func ParseType(s string) (ColumnType, error) {
 			return t, fmt.Errorf("%q: scale must be between %d and %d", s, MinNumericScale, MaxNumericScale)
 		}
 		t.Precision, t.Scale, t.HasPrecision = n1, n2, true
-	case name == "timestamptz":
+	case name == "timestamptz" || name == "timestamp" || name == "time":
 		if a2 != "" {
-			return t, fmt.Errorf("%q: timestamptz takes one modifier, its fractional digits", s)
+			return t, fmt.Errorf("%q: %s takes one modifier, its fractional digits", s, name)
 		}
 		if a1 == "" {
 			break
@@ -134,8 +140,8 @@ func (t ColumnType) String() string {
 		return fmt.Sprintf("%s(%d)", t.Base, t.Length)
 	case t.Base == "numeric" && t.HasPrecision:
 		return fmt.Sprintf("numeric(%d,%d)", t.Precision, t.Scale)
-	case t.Base == "timestamptz" && t.HasPrecision:
-		return fmt.Sprintf("timestamptz(%d)", t.Precision)
+	case (t.Base == "timestamptz" || t.Base == "timestamp" || t.Base == "time") && t.HasPrecision:
+		return fmt.Sprintf("%s(%d)", t.Base, t.Precision)
 	}
 	return t.Base
 }
@@ -156,6 +162,11 @@ func (t ColumnType) Catalog() string {
 			return fmt.Sprintf("timestamp(%d) with time zone", t.Precision)
 		}
 		return "timestamp with time zone"
+	case "timestamp", "time":
+		if t.HasPrecision {
+			return fmt.Sprintf("%s(%d) without time zone", t.Base, t.Precision)
+		}
+		return t.Base + " without time zone"
 	}
 	return t.String()
 }
@@ -167,4 +178,36 @@ func (c *Column) Typ() ColumnType {
 		return ColumnType{Base: c.Type}
 	}
 	return t
+}
+
+// SemanticTypes are the Kafka Connect and Debezium semantic types a
+// column's semantic_type may name, each with the column types it is read
+// into. Without a schema envelope an event carries bare numbers and
+// strings; the semantic type says what they mean, so that no unit is ever
+// guessed: a date as days since the epoch, a timestamp as epoch milli-,
+// micro- or nanoseconds, a time as milli-, micro- or nanoseconds since
+// midnight, JSON as a string, a decimal as base64 of its unscaled value.
+var SemanticTypes = map[string][]string{
+	"io.debezium.time.Date":                   {"date"},
+	"org.apache.kafka.connect.data.Date":      {"date"},
+	"io.debezium.time.Timestamp":              {"timestamp", "timestamptz"},
+	"io.debezium.time.MicroTimestamp":         {"timestamp", "timestamptz"},
+	"io.debezium.time.NanoTimestamp":          {"timestamp", "timestamptz"},
+	"org.apache.kafka.connect.data.Timestamp": {"timestamp", "timestamptz"},
+	"io.debezium.time.Time":                   {"time"},
+	"io.debezium.time.MicroTime":              {"time"},
+	"io.debezium.time.NanoTime":               {"time"},
+	"org.apache.kafka.connect.data.Time":      {"time"},
+	"io.debezium.data.Json":                   {"jsonb"},
+	"org.apache.kafka.connect.data.Decimal":   {"numeric"},
+	"io.debezium.data.VariableScaleDecimal":   {"numeric"},
+}
+
+func semanticNames() []string {
+	names := make([]string, 0, len(SemanticTypes))
+	for n := range SemanticTypes {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
 }

@@ -29,6 +29,14 @@ func TestParseType(t *testing.T) {
 		{"timestamp with time zone", "timestamptz", "timestamp with time zone"},
 		{"timestamptz(3)", "timestamptz(3)", "timestamp(3) with time zone"},
 		{"timestamp(0) with time zone", "timestamptz(0)", "timestamp(0) with time zone"},
+		{"timestamp", "timestamp", "timestamp without time zone"},
+		{"timestamp(6)", "timestamp(6)", "timestamp(6) without time zone"},
+		{"timestamp(3) without time zone", "timestamp(3)", "timestamp(3) without time zone"},
+		{"time", "time", "time without time zone"},
+		{"time(0) without time zone", "time(0)", "time(0) without time zone"},
+		{"real", "real", "real"},
+		{"float4", "real", "real"},
+		{"bytea", "bytea", "bytea"},
 	} {
 		ct, err := ParseType(tc.in)
 		if err != nil {

@@ -59,9 +59,9 @@ func TestBadConfigs(t *testing.T) {
 		{"no database url", func(c *Config) { c.DatabaseURL = "" },
 			[]string{"database_url: required (or set IDEMSINK_DATABASE_URL)"}},
 		{"sasl mechanism", func(c *Config) { c.SASL = &SASL{Mechanism: "gssapi", User: "u"} },
-			[]string{`sasl.mechanism: "gssapi" is not one of plain, scram-sha-256, scram-sha-512`}},
+			[]string{`sasl.mechanism: "gssapi" is not one of plain, scram-sha-256, scram-sha-512, oauthbearer, aws_msk_iam`}},
 		{"sasl mechanism upper case", func(c *Config) { c.SASL = &SASL{Mechanism: "PLAIN", User: "u"} },
-			[]string{`sasl.mechanism: "PLAIN" is not one of plain, scram-sha-256, scram-sha-512`}},
+			[]string{`sasl.mechanism: "PLAIN" is not one of plain, scram-sha-256, scram-sha-512, oauthbearer, aws_msk_iam`}},
 		{"sasl without user", func(c *Config) { c.SASL = &SASL{Mechanism: "scram-sha-256"} },
 			[]string{"sasl.user: required"}},
 		{"negative max_buffered_records", func(c *Config) { c.MaxBufferedRecords = -1 },
@@ -78,6 +78,12 @@ func TestBadConfigs(t *testing.T) {
 			[]string{"apply_connections: 65 is not between 1 and 64"}},
 		{"apply timeout too short", func(c *Config) { c.ApplyTimeout = time.Millisecond },
 			[]string{"apply_timeout: 1ms is below 1s"}},
+		{"metrics web config without metrics_addr", func(c *Config) { c.MetricsWebConfigFile = "testdata/web.yml" },
+			[]string{"metrics_web_config_file: set, but metrics_addr is empty: there is no metrics server to secure"}},
+		{"metrics web config missing", func(c *Config) { c.MetricsAddr, c.MetricsWebConfigFile = ":9100", "testdata/nope.yml" },
+			[]string{"metrics_web_config_file: testdata/nope.yml: open testdata/nope.yml: no such file or directory"}},
+		{"metrics web config with a plain password", func(c *Config) { c.MetricsAddr, c.MetricsWebConfigFile = ":9100", "testdata/web-plain.yml" },
+			[]string{"metrics_web_config_file: testdata/web-plain.yml: crypto/bcrypt: hashedSecret too short to be a bcrypted password"}},
 		{"no pipelines", func(c *Config) { c.Pipelines = nil },
 			[]string{"pipelines: at least one pipeline is required"}},
 
@@ -125,7 +131,7 @@ func TestBadConfigs(t *testing.T) {
 		{"column name twice", p0(func(p *Pipeline) { p.Columns[1] = Column{Name: "id", Type: "bigint", Field: "id2"} }),
 			[]string{`pipelines[0].columns[1].name: "id" is used twice`}},
 		{"column type unknown", p0(func(p *Pipeline) { p.Columns[1].Type = "string" }),
-			[]string{`pipelines[0].columns[1].type: "string" is not one of text, bigint, integer, smallint, numeric, double precision, boolean, date, timestamptz, uuid, jsonb, varchar(n), char(n)`}},
+			[]string{`pipelines[0].columns[1].type: "string" is not one of text, bigint, integer, smallint, numeric, double precision, real, boolean, date, timestamptz, timestamp, time, uuid, jsonb, bytea, varchar(n), char(n)`}},
 		{"column type empty", p0(func(p *Pipeline) { p.Columns[1].Type = "" }),
 			[]string{`pipelines[0].columns[1].type: "" is not a type like numeric(12,2) or varchar(40)`}},
 		{"numeric precision zero", p0(func(p *Pipeline) { p.Columns[1].Type = "numeric(0,0)" }),
@@ -142,8 +148,18 @@ func TestBadConfigs(t *testing.T) {
 			[]string{`pipelines[0].columns[1].type: "char": give char a length, as char(n); PostgreSQL's bare char is char(1)`}},
 		{"timestamptz precision 7", p0(func(p *Pipeline) { p.Columns[1].Type = "timestamptz(7)" }),
 			[]string{`pipelines[0].columns[1].type: "timestamptz(7)": precision must be between 0 and 6`}},
-		{"timestamp without time zone", p0(func(p *Pipeline) { p.Columns[1].Type = "timestamp" }),
-			[]string{`pipelines[0].columns[1].type: "timestamp": timestamp without time zone is not supported; use timestamptz`}},
+		{"time with time zone", p0(func(p *Pipeline) { p.Columns[1].Type = "time with time zone" }),
+			[]string{`pipelines[0].columns[1].type: "time with time zone": time with time zone is not supported; use time or timestamptz`}},
+		{"timestamp precision 7", p0(func(p *Pipeline) { p.Columns[1].Type = "timestamp(7)" }),
+			[]string{`pipelines[0].columns[1].type: "timestamp(7)": precision must be between 0 and 6`}},
+		{"semantic type unknown", p0(func(p *Pipeline) { p.Columns[1].SemanticType = "micros" }),
+			[]string{`pipelines[0].columns[1].semantic_type: "micros" is not one of io.debezium.data.Json, io.debezium.data.VariableScaleDecimal, io.debezium.time.Date, io.debezium.time.MicroTime, io.debezium.time.MicroTimestamp, io.debezium.time.NanoTime, io.debezium.time.NanoTimestamp, io.debezium.time.Time, io.debezium.time.Timestamp, org.apache.kafka.connect.data.Date, org.apache.kafka.connect.data.Decimal, org.apache.kafka.connect.data.Time, org.apache.kafka.connect.data.Timestamp`}},
+		{"semantic type of another column type", p0(func(p *Pipeline) {
+			p.Columns[1].Type, p.Columns[1].SemanticType = "date", "io.debezium.time.MicroTimestamp"
+		}), []string{`pipelines[0].columns[1].semantic_type: io.debezium.time.MicroTimestamp is not read into a date column (only timestamp, timestamptz)`}},
+		{"decimal semantic type without scale", p0(func(p *Pipeline) {
+			p.Columns[1].Type, p.Columns[1].SemanticType = "numeric", "org.apache.kafka.connect.data.Decimal"
+		}), []string{`pipelines[0].columns[1].semantic_type: org.apache.kafka.connect.data.Decimal needs the column's scale: give the type as numeric(p,s)`}},
 		{"modifier on text", p0(func(p *Pipeline) { p.Columns[1].Type = "text(5)" }),
 			[]string{`pipelines[0].columns[1].type: "text(5)": text takes no modifiers`}},
 		{"type injection", p0(func(p *Pipeline) { p.Columns[1].Type = "text); DROP TABLE x; --" }),
@@ -174,6 +190,8 @@ func TestBadConfigs(t *testing.T) {
 			[]string{`pipelines[0].key[0]: key column "id" cannot be nullable`}},
 		{"key jsonb", p0(func(p *Pipeline) { p.Columns[0].Type = "jsonb" }),
 			[]string{`pipelines[0].key[0]: key column "id" has type jsonb, which has no canonical form`}},
+		{"key bytea", p0(func(p *Pipeline) { p.Columns[0].Type = "bytea" }),
+			[]string{`pipelines[0].key[0]: key column "id" has type bytea, which has no canonical form`}},
 		{"key double precision", p0(func(p *Pipeline) { p.Columns[0].Type = "double precision" }),
 			[]string{`pipelines[0].key[0]: key column "id" has type double precision, which has no canonical form`}},
 		{"no date field", p0(func(p *Pipeline) { p.Date.Field = "" }),
@@ -235,6 +253,10 @@ func TestBadConfigs(t *testing.T) {
 		}), []string{`pipelines[0].version: a Debezium pipeline is ordered by debezium.version, not a field`}},
 		{"registry url", reg(func(r *SchemaRegistry) { r.URL = "registry:8081" }),
 			[]string{`schema_registry.url: "registry:8081" is not an http or https URL`}},
+		{"registry url with a password", reg(func(r *SchemaRegistry) { r.URL = "ftp://sr:regPa55@registry:8081" }),
+			[]string{`schema_registry.url: "ftp://sr:xxxxx@registry:8081" is not an http or https URL`}},
+		{"registry url with a password, unparsable", reg(func(r *SchemaRegistry) { r.URL = "http://sr:regPa55@registry:port" }),
+			[]string{`schema_registry.url: "http://xxxxx@registry:port" is not an http or https URL`}},
 		{"registry password without user", reg(func(r *SchemaRegistry) { r.Password = "x" }),
 			[]string{`schema_registry.user: required with a password`}},
 	}...)
@@ -370,5 +392,31 @@ func TestBrokersFromEnvTrimmed(t *testing.T) {
 	}
 	if got := strings.Join(c.Brokers, "|"); got != "a:1|b:2" {
 		t.Errorf("brokers %q, want a:1|b:2", got)
+	}
+}
+
+// A valid web config file passes, read as the metrics server will read it.
+func TestMetricsWebConfigValid(t *testing.T) {
+	c := parseBase(t)
+	c.MetricsAddr, c.MetricsWebConfigFile = ":9100", "testdata/web.yml"
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A registry URL's user information moves into user and password (unless
+// set), so that the client's errors, which print the URL, carry no password.
+func TestRegistryURLUserInfo(t *testing.T) {
+	for _, c := range []struct{ url, user, pass, wantURL, wantUser, wantPass string }{
+		{"https://sr:pw@registry:8081", "", "", "https://registry:8081", "sr", "pw"},
+		{"https://sr:pw@registry:8081", "other", "", "https://registry:8081", "other", ""},
+		{"https://sr:pw@registry:8081", "", "env", "https://registry:8081", "sr", "env"},
+		{"https://registry:8081", "sr", "pw", "https://registry:8081", "sr", "pw"},
+	} {
+		r := &SchemaRegistry{URL: c.url, User: c.user, Password: c.pass}
+		r.moveUserInfo()
+		if r.URL != c.wantURL || r.User != c.wantUser || r.Password != c.wantPass {
+			t.Errorf("%s with user %q password %q: %+v, want %s %s %s", c.url, c.user, c.pass, r, c.wantURL, c.wantUser, c.wantPass)
+		}
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/decode"
+	"github.com/idemsink/idemsink/internal/kafka"
 	"github.com/idemsink/idemsink/internal/metrics"
 	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/retry"
@@ -43,11 +44,12 @@ const (
 // Events are the values of the "event" attribute of the consumer's log
 // records: tests and operators match on them, not on the message text.
 const (
-	EventApplied      = "batch_applied"
-	EventFenced       = "batch_fenced"
-	EventRetry        = "apply_retry"
-	EventStuck        = "batch_stuck"
-	EventAbandoned    = "batch_abandoned"
+	EventApplied   = "batch_applied"
+	EventFenced    = "batch_fenced"
+	EventRetry     = "apply_retry"
+	EventStuck     = "batch_stuck"
+	EventAbandoned = "batch_abandoned"
+	// EventResync: a fenced partition is read again from the ledger.
 	EventResync       = "partition_resync"
 	EventCommitFailed = "kafka_commit_failed"
 	EventDeadLetter   = "dead_letter"
@@ -59,6 +61,9 @@ const (
 	// EventRegistryRetry: a record could not be decoded because the
 	// Schema Registry is out; its partition is read again from it later.
 	EventRegistryRetry = "schema_registry_retry"
+	// EventRegistryResume: a partition held back for the Schema Registry
+	// is read again from the held-back record.
+	EventRegistryResume = "schema_registry_resume"
 )
 
 // Options configures a Consumer.
@@ -100,14 +105,13 @@ type Consumer struct {
 	// canceled Run, so that shutdown can finish what is in flight.
 	base context.Context
 
-	// dbOK is false from a failed database operation until the next one
-	// succeeds; failing is set while a batch waits for a retry; registryOut
-	// while a partition is held back for a Schema Registry outage. Ready
-	// combines them with group membership.
-	dbOK        atomic.Bool
-	failing     atomic.Bool
-	registryOut atomic.Bool
-	stopped     atomic.Bool
+	// What Ready reads, on any goroutine. dbOK is false from a failed
+	// database operation until the next one succeeds; waiting is what
+	// waitsOnOutage last computed from the batches and partitions (see
+	// publish).
+	dbOK    atomic.Bool
+	waiting atomic.Bool
+	stopped atomic.Bool
 	// resumeSkips counts records passed over because the ledger had
 	// applied them while Kafka's committed offset lagged behind.
 	resumeSkips atomic.Int64
@@ -122,13 +126,22 @@ type Consumer struct {
 	wake chan struct{}  // an outcome is waiting, or a rebalance
 	conn sync.WaitGroup // the connections
 
-	// mu guards everything below. The poll loop holds it between a poll
-	// and AllowRebalance; the rebalance callbacks and shutdown hold it
-	// while they hand batches over.
+	// owning is held while the set of owned partitions changes (the
+	// rebalance callbacks, shutdown) and while a Kafka commit is sent, so
+	// that a commit never names a partition this member has handed over
+	// (see commitKafka). Taken before mu, never after it.
+	owning sync.Mutex
+
+	// mu guards the fields below. The poll loop holds it while it
+	// settles, batches and dispatches; the rebalance callbacks and
+	// shutdown hold it while they hand batches over. Nothing that waits on
+	// the network runs under it, except a hand-over waiting for the
+	// connections' outcomes. Methods that need it say "(c.mu held)" on
+	// their first comment line.
 	mu      sync.Mutex
-	set     *batches
-	parts   map[record.TP]*partition
-	closing bool // the connections are gone: dispatch nothing
+	set     *batches                 // guarded by mu
+	parts   map[record.TP]*partition // guarded by mu: the owned partitions
+	closing bool                     // guarded by mu: the connections are gone, dispatch nothing
 }
 
 // attempt is one batch sent to a connection.
@@ -180,25 +193,49 @@ func New(opts Options) *Consumer {
 }
 
 // Ready reports whether the consumer is in its group, its last database
-// operation succeeded, no batch waits for a retry and no partition waits
-// for the Schema Registry to answer. A member that owns
-// no partitions (more replicas than partitions) is ready: it is a healthy
-// standby.
+// operation succeeded, and nothing waits on an outage (see waitsOnOutage). A
+// member that owns no partitions (more replicas than partitions) is
+// ready: it is a healthy standby. It is the one place readiness is
+// computed; it never takes c.mu, which a hand-over holds for up to the
+// rebalance timeout, so /readyz answers at once.
 func (c *Consumer) Ready() bool {
 	cl := c.client.Load()
-	if c.stopped.Load() || !c.dbOK.Load() || c.failing.Load() || c.registryOut.Load() || cl == nil {
+	if cl == nil || c.stopped.Load() || !c.dbOK.Load() || c.waiting.Load() {
 		return false
 	}
 	_, gen := cl.GroupMetadata()
 	return gen > 0
 }
 
-func (c *Consumer) setDB(ok bool) {
-	c.dbOK.Store(ok)
-	c.updateReady()
+// waitsOnOutage (c.mu held) reports, from the batches and partitions,
+// whether something waits on an outage: a batch for a retry, or a partition
+// held back for the Schema Registry.
+func (c *Consumer) waitsOnOutage() bool {
+	if _, retrying := c.set.pending(); retrying {
+		return true
+	}
+	for _, ps := range c.parts {
+		if ps.registryHold >= 0 {
+			return true
+		}
+	}
+	return false
 }
 
-func (c *Consumer) updateReady() {
+// publish (c.mu held) stores what waitsOnOutage computes for Ready and sets
+// the readiness gauge.
+func (c *Consumer) publish() {
+	c.waiting.Store(c.waitsOnOutage())
+	c.readyGauge()
+}
+
+// setDB records the outcome of a database operation. Safe without c.mu.
+func (c *Consumer) setDB(ok bool) {
+	c.dbOK.Store(ok)
+	c.readyGauge()
+}
+
+func (c *Consumer) readyGauge() {
 	if c.Ready() {
 		c.m.Ready.Set(1)
 	} else {
@@ -219,6 +256,12 @@ func (c *Consumer) Applied() map[record.TP]int64 {
 		out[tp] = p.applied
 	}
 	return out
+}
+
+// CaughtUp reports whether this member owns every partition of ends that
+// has records and has applied it to its end (sink.AppliedToEnd).
+func (c *Consumer) CaughtUp(ends map[record.TP]int64) bool {
+	return sink.AppliedToEnd(c.Applied(), ends)
 }
 
 // Run consumes until ctx is canceled, then flushes what it holds within
@@ -277,8 +320,9 @@ func (c *Consumer) wakeUp() {
 // whoever owns the partitions next.
 func (c *Consumer) shutdown() {
 	c.cl.PauseFetchTopics(c.cfg.Topics()...)
+	c.owning.Lock()
+	defer c.owning.Unlock()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	all := func(record.TP) bool { return true }
 	if !c.handOver(all, c.now().Add(c.cfg.ShutdownTimeout), true) {
 		c.log.Warn("shutdown: abandoning batches", "event", EventAbandoned, "records", c.set.records)
@@ -287,6 +331,9 @@ func (c *Consumer) shutdown() {
 	c.closing = true
 	close(c.jobs)
 	c.conn.Wait()
+	offsets := c.toCommit(c.owned())
+	c.mu.Unlock()
+	c.sendCommit(offsets)
 }
 
 func (c *Consumer) loop(ctx context.Context) error {
@@ -301,14 +348,18 @@ func (c *Consumer) loop(ctx context.Context) error {
 		// Also when nothing is polled (at the cap): a stuck batch's age
 		// must keep growing on the gauge.
 		c.gauges()
+		c.publish()
 		deadline := c.set.deadline(c.now().Add(time.Second))
 		for _, ps := range c.parts {
-			if ps.fenced && ps.resyncAt.Before(deadline) {
-				deadline = ps.resyncAt
+			if at, ok := ps.stopped(); ok && at.Before(deadline) {
+				deadline = at
 			}
 		}
 		room := c.room()
 		c.mu.Unlock()
+		// What the batches just settled applied goes to Kafka now, not
+		// under c.mu (see commitKafka).
+		c.commitKafka()
 
 		pctx, cancel := context.WithDeadline(ctx, deadline)
 		stop := c.wakeOn(pctx, cancel)
@@ -346,9 +397,9 @@ func (c *Consumer) wakeOn(ctx context.Context, cancel context.CancelFunc) (stop 
 	return func() { close(quit) }
 }
 
-// room is how many records the next poll may take: none while the backlog
-// is at a cap, and no more than the smallest batch holds, so that a turn
-// of the loop stays short.
+// room (c.mu held) is how many records the next poll may take: none while
+// the backlog is at a cap, and no more than the smallest batch holds, so
+// that a turn of the loop stays short.
 func (c *Consumer) room() int {
 	if int64(c.set.bytes) >= int64(c.cfg.MaxBufferedBytes) {
 		return 0
@@ -357,7 +408,7 @@ func (c *Consumer) room() int {
 }
 
 // turn handles one poll's records, inside the rebalance window: no waiting
-// on the database here.
+// on the database here, and the Kafka commit after c.mu is released.
 func (c *Consumer) turn(fetches kgo.Fetches) {
 	fetches.EachError(func(topic string, part int32, err error) {
 		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
@@ -365,7 +416,6 @@ func (c *Consumer) turn(fetches kgo.Fetches) {
 		}
 	})
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 		if ps := c.parts[record.TP{Topic: p.Topic, Partition: p.Partition}]; ps != nil && p.HighWatermark >= 0 {
 			ps.end = p.HighWatermark
@@ -376,19 +426,17 @@ func (c *Consumer) turn(fetches kgo.Fetches) {
 	c.flush()
 	c.dispatch()
 	c.resync()
-	if !c.hurry.Swap(false) {
-		all := make([]record.TP, 0, len(c.parts))
-		for tp := range c.parts {
-			all = append(all, tp)
-		}
-		// Catch Kafka up with the ledger: after resuming from the
-		// ledger, or after a commit that failed.
-		c.commitKafka(all)
-	}
 	c.gauges()
+	c.publish()
+	c.mu.Unlock()
+	if !c.hurry.Swap(false) {
+		// Catch Kafka up with the ledger: after batches applied, after
+		// resuming from the ledger, or after a commit that failed.
+		c.commitKafka()
+	}
 }
 
-// flush sends the units that are due to their lanes: those past their
+// flush (c.mu held) sends the units that are due to their lanes: those past their
 // linger in idle lanes, and at the backlog caps the open unit of each idle
 // lane (open units alone can fill the backlog when max_buffered_records is
 // below lanes × pipelines × max_records).
@@ -400,7 +448,7 @@ func (c *Consumer) flush() {
 	}
 }
 
-// drain settles every attempt that has returned.
+// drain (c.mu held) settles every attempt that has returned.
 func (c *Consumer) drain() {
 	for {
 		select {
@@ -412,12 +460,12 @@ func (c *Consumer) drain() {
 	}
 }
 
-// add puts one record into the open unit of its pipeline and lane, in the
-// batch of its target date.
+// add (c.mu held) puts one record into the open unit of its pipeline and
+// lane, in the batch of its target date.
 func (c *Consumer) add(r *kgo.Record) {
 	tp := record.TP{Topic: r.Topic, Partition: r.Partition}
 	ps := c.parts[tp]
-	if ps == nil || ps.fenced {
+	if ps == nil || ps.state != reading {
 		// Revoked or lost after it was fetched (its new owner reads it
 		// again), or fetched from before a fence's reset.
 		return
@@ -438,8 +486,6 @@ func (c *Consumer) add(r *kgo.Record) {
 			"event", EventRegistryRetry, "topic", tp.Topic, "partition", tp.Partition, "offset", r.Offset, "err", err)
 		c.m.RegistryRetries.Inc()
 		ps.holdBack(r.Offset, c.now(), c.bo)
-		c.registryOut.Store(true)
-		c.updateReady()
 		c.cl.PauseFetchPartitions(map[string][]int32{tp.Topic: {tp.Partition}})
 		return
 	}
@@ -448,18 +494,12 @@ func (c *Consumer) add(r *kgo.Record) {
 		c.set.add(dec.Pipeline(), tp, c.now(), func(u *batch.Unit) { u.Add(date, row) })
 		return
 	}
-	dl := record.DeadLetterFor(pos, r.Key, r.Value, err)
-	if len(r.Headers) > 0 {
-		dl.Headers = map[string]string{}
-		for _, h := range r.Headers {
-			dl.Headers[h.Key] = string(h.Value)
-		}
-	}
+	dl := kafka.DeadLetter(r, err) // as replay and dlq replay make them
 	c.log.Warn("dead-lettering record", "event", EventDeadLetter, "topic", tp.Topic, "partition", tp.Partition, "offset", r.Offset, "reason", dl.Reason)
 	c.set.add(dec.Pipeline(), tp, c.now(), func(u *batch.Unit) { u.AddDead(record.Date{}, dl) })
 }
 
-// gauges updates the backlog, lag, pending age and readiness metrics.
+// gauges (c.mu held) updates the backlog, lag and pending age metrics.
 func (c *Consumer) gauges() {
 	c.m.Buffered.Set(float64(c.set.records))
 	for tp, ps := range c.parts {
@@ -467,12 +507,7 @@ func (c *Consumer) gauges() {
 			c.m.Lag.WithLabelValues(tp.Topic, fmt.Sprint(tp.Partition)).Set(float64(lag))
 		}
 	}
-	held := false
-	for _, ps := range c.parts {
-		held = held || ps.registryHold >= 0
-	}
-	c.registryOut.Store(held)
-	oldest, failing := c.set.pending()
+	oldest, _ := c.set.pending()
 	now := c.now()
 	for i := range c.cfg.Pipelines {
 		name := c.cfg.Pipelines[i].Name
@@ -482,6 +517,13 @@ func (c *Consumer) gauges() {
 		}
 		c.m.PendingBatchAge.WithLabelValues(name).Set(age)
 	}
-	c.failing.Store(failing)
-	c.updateReady()
+}
+
+// owned (c.mu held) lists the owned partitions.
+func (c *Consumer) owned() []record.TP {
+	out := make([]record.TP, 0, len(c.parts))
+	for tp := range c.parts {
+		out = append(out, tp)
+	}
+	return out
 }

@@ -216,7 +216,8 @@ func TestOutageDuringRebalance(t *testing.T) {
 	cfg := *e.cfg
 	cfg.RebalanceTimeout = time.Minute
 	px := newProxy(t, e.serverAddr())
-	a := e.startWith(&cfg, consume.Options{}, e.poolVia(px.ln.Addr().String()))
+	log := newEvents()
+	a := e.startWith(&cfg, consume.Options{Logger: slog.New(log)}, e.poolVia(px.ln.Addr().String()))
 	produce := func(from, n int) { produceSpread(k, topic, 4, from, n) }
 	produce(0, 40)
 	e.waitApplied(e.cfg.Group, topic)
@@ -240,6 +241,14 @@ func TestOutageDuringRebalance(t *testing.T) {
 	})
 	if len(a.c.Applied()) == 0 || len(owned) == 4 {
 		t.Logf("assignment after the rebalance: a %v, b %v", a.c.Applied(), owned)
+	}
+	if ev := log.find(consume.EventAbandoned); ev == nil {
+		t.Error("the member in the outage did not abandon its revoked batches")
+	} else if ev["level"] != slog.LevelWarn.String() {
+		t.Errorf("abandoned batches logged at %s, want WARN", ev["level"])
+	}
+	if log.find(consume.EventRevoked) == nil {
+		t.Error("no revocation logged by the member in the outage")
 	}
 
 	px.restore()

@@ -20,13 +20,31 @@ type (
 
 func errorForCode(code int16) error { return kerr.ErrorForCode(code) }
 
-// commitKafka commits the next offset after the ledger's applied offset of
-// each partition, only for partitions this member still owns and only
-// forward. A failed commit loses nothing: the ledger holds the position
-// and wins on reassignment.
-func (c *Consumer) commitKafka(tps []record.TP) {
+// commitKafka commits to Kafka, for every owned partition, the next offset
+// after the ledger's applied offset, only forward. A failed commit loses
+// nothing: the ledger holds the position and wins on reassignment.
+//
+// It takes c.owning, then c.mu only to read and record positions: the
+// commit, a network call of up to 10 s, runs without c.mu, so the poll
+// loop's state stays free meanwhile. Holding c.owning keeps the rebalance
+// callbacks (revoked, lost) and shutdown, which change what is owned, out
+// until the commit is done: Kafka never receives a commit for a partition
+// this member has handed over. It must not be called with c.mu held.
+func (c *Consumer) commitKafka() {
+	c.owning.Lock()
+	defer c.owning.Unlock()
+	c.mu.Lock()
+	offsets := c.toCommit(c.owned())
+	c.mu.Unlock()
+	c.sendCommit(offsets)
+}
+
+// toCommit (c.mu held) returns the offsets to commit for the owned
+// partitions among tps whose ledger position is ahead of Kafka's commit:
+// the commit never passes the ledger.
+func (c *Consumer) toCommit(tps []record.TP) map[string]map[int32]kgo.EpochOffset {
 	if c.opts.NoKafkaCommit {
-		return
+		return nil
 	}
 	offsets := map[string]map[int32]kgo.EpochOffset{}
 	for _, tp := range tps {
@@ -43,12 +61,20 @@ func (c *Consumer) commitKafka(tps []record.TP) {
 		}
 		offsets[tp.Topic][tp.Partition] = kgo.EpochOffset{Epoch: -1, Offset: next}
 	}
+	return offsets
+}
+
+// sendCommit (c.owning held, c.mu not) commits offsets (from toCommit) and
+// records what Kafka took: it waits on the network, then takes c.mu to
+// record the result.
+func (c *Consumer) sendCommit(offsets map[string]map[int32]kgo.EpochOffset) {
 	if len(offsets) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(c.base, 10*time.Second)
 	defer cancel()
 	var commitErr error
+	var done []record.TP
 	c.cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsgOffsetCommitRequest, resp *kmsgOffsetCommitResponse, err error) {
 		if err != nil {
 			commitErr = err
@@ -61,12 +87,17 @@ func (c *Consumer) commitKafka(tps []record.TP) {
 					commitErr = fmt.Errorf("%s: %w", tp, kerrErr)
 					continue
 				}
-				if ps := c.parts[tp]; ps != nil {
-					ps.commitDone(offsets[t.Topic][p.Partition].Offset)
-				}
+				done = append(done, tp)
 			}
 		}
 	})
+	c.mu.Lock()
+	for _, tp := range done {
+		if ps := c.parts[tp]; ps != nil {
+			ps.commitDone(offsets[tp.Topic][tp.Partition].Offset)
+		}
+	}
+	c.mu.Unlock()
 	if commitErr != nil {
 		c.m.KafkaCommitErrors.Inc()
 		c.log.Warn("kafka offset commit failed; the ledger keeps the position", "event", EventCommitFailed, "err", commitErr)
@@ -83,11 +114,12 @@ func (c *Consumer) pause(b *batch.Unit) {
 	c.cl.PauseFetchPartitions(pause)
 }
 
-// resume fetches the owned, unfenced partitions among tps again.
+// resume (c.mu held) fetches the owned partitions among tps again, those
+// neither fenced nor held back.
 func (c *Consumer) resume(tps []record.TP) {
 	resume := map[string][]int32{}
 	for _, tp := range tps {
-		if ps := c.parts[tp]; ps != nil && !ps.fenced {
+		if ps := c.parts[tp]; ps != nil && ps.state == reading {
 			resume[tp.Topic] = append(resume[tp.Topic], tp.Partition)
 		}
 	}

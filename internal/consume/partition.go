@@ -14,17 +14,43 @@ type partition struct {
 	applied   int64 // the ledger's applied offset: end of the contiguous applied prefix
 	committed int64 // the next offset committed to Kafka
 	end       int64 // the log end (high watermark) the last fetch reported
-	// fenced is set when the partition's records were dropped after a
-	// fence while it stays assigned, or when it was held back at a record
-	// the Schema Registry could not decode yet: fetching must go back to
-	// seen+1 (at resyncAt), and records fetched before that are ignored.
-	fenced   bool
+	// state says whether records are taken, or why not: while fenced or
+	// held back, fetching must go back to seen+1 (at resyncAt), and
+	// records fetched before that are ignored.
+	state    state
 	resyncAt time.Time
-	fences   int // fences in a row; the wait before a resync doubles with them
+	stops    int // fences and hold-backs in a row; the wait before a resync doubles with them
 	// registryHold is the offset of the record held back because the
 	// Schema Registry was out, until a decode at or past it gets an
 	// answer; -1: none. The consumer is not ready meanwhile.
 	registryHold int64
+}
+
+// state is where a partition stands between fetching and taking records.
+type state int
+
+const (
+	// reading: fetched records are taken.
+	reading state = iota
+	// fenced: a newer generation owns the partition in the ledger; its
+	// records were dropped, and it is read again from the ledger's
+	// applied offset after a wait (protocol step 8).
+	fenced
+	// heldBack: the Schema Registry could not decode the record at
+	// registryHold; what was taken before it applies meanwhile, and the
+	// partition is read again from that record after a wait.
+	heldBack
+)
+
+func (s state) String() string {
+	switch s {
+	case fenced:
+		return "fenced"
+	case heldBack:
+		return "held back"
+	default:
+		return "reading"
+	}
 }
 
 func newPartition() *partition {
@@ -35,7 +61,7 @@ func newPartition() *partition {
 // at or below the ledger's applied offset is a redelivery; one fetched
 // before a fence's resync is read again later.
 func (p *partition) take(off int64) bool {
-	if p.fenced {
+	if p.state != reading {
 		return false
 	}
 	p.seen = max(p.seen, off)
@@ -61,7 +87,7 @@ func (p *partition) resume(ledger, kafka int64) (from, skipped int64) {
 // advance records that the ledger's applied offset reached a.
 func (p *partition) advance(a int64) {
 	p.applied = max(p.applied, a)
-	p.fences = 0
+	p.stops = 0
 }
 
 // toCommit returns the next offset to commit to Kafka, if the ledger is
@@ -85,9 +111,9 @@ func (p *partition) fence(ledger int64, known bool, now time.Time, b retry.Backo
 	if known {
 		p.applied = ledger
 	}
-	p.seen, p.fenced = p.applied, true
-	p.fences++
-	p.resyncAt = now.Add(b.After(p.fences))
+	p.seen, p.state = p.applied, fenced
+	p.stops++
+	p.resyncAt = now.Add(b.After(p.stops))
 }
 
 // holdBack stops the partition at the record at off, which cannot be
@@ -96,10 +122,10 @@ func (p *partition) fence(ledger int64, known bool, now time.Time, b retry.Backo
 // before off stays in its batches and applies meanwhile: seen, and so the
 // watermarks, stop just before off.
 func (p *partition) holdBack(off int64, now time.Time, b retry.Backoff) {
-	p.seen, p.fenced = off-1, true
+	p.seen, p.state = off-1, heldBack
 	p.registryHold = off
-	p.fences++
-	p.resyncAt = now.Add(b.After(p.fences))
+	p.stops++
+	p.resyncAt = now.Add(b.After(p.stops))
 }
 
 // decoded records that the record at off was decoded without a Schema
@@ -110,16 +136,21 @@ func (p *partition) decoded(off int64) {
 	}
 }
 
-// resync returns the offset to fetch from again if a fenced partition's
-// wait is over at now, and clears the fence: the ledger's position after
-// a fence, the held-back record after holdBack.
-func (p *partition) resync(now time.Time) (int64, bool) {
-	if !p.fenced || now.Before(p.resyncAt) {
-		return 0, false
+// resync returns the offset to fetch from again, and the state the
+// partition leaves, if a fenced or held-back partition's wait is over at
+// now: the ledger's position after a fence, the held-back record after
+// holdBack. The partition is reading again.
+func (p *partition) resync(now time.Time) (int64, state, bool) {
+	if p.state == reading || now.Before(p.resyncAt) {
+		return 0, reading, false
 	}
-	p.fenced = false
-	return max(p.applied, p.seen) + 1, true
+	was := p.state
+	p.state = reading
+	return max(p.applied, p.seen) + 1, was, true
 }
+
+// stopped reports whether the partition waits for a resync, and until when.
+func (p *partition) stopped() (time.Time, bool) { return p.resyncAt, p.state != reading }
 
 // lag is the number of records in the log not yet applied, or -1 if no
 // fetch has reported the log end yet.

@@ -69,11 +69,11 @@ func TestPartitionState(t *testing.T) {
 			if p.take(11) {
 				t.Error("take after a fence: want false until the resync")
 			}
-			if _, ok := p.resync(t0.Add(base - 1)); ok {
+			if _, _, ok := p.resync(t0.Add(base - 1)); ok {
 				t.Error("resync before the wait is over")
 			}
-			if from, ok := p.resync(t0.Add(base)); !ok || from != 6 {
-				t.Errorf("resync = %d, %v; want 6", from, ok)
+			if from, was, ok := p.resync(t0.Add(base)); !ok || from != 6 || was != fenced {
+				t.Errorf("resync = %d, %v, %v; want 6, fenced", from, was, ok)
 			}
 			if !p.take(6) {
 				t.Error("take(6) after the resync: want true")
@@ -91,12 +91,12 @@ func TestPartitionState(t *testing.T) {
 			if p.seen != 5 {
 				t.Errorf("seen after holding back at 6: %d, want 5 (watermarks stop before the record)", p.seen)
 			}
-			if _, ok := p.resync(t0.Add(base - 1)); ok {
+			if _, _, ok := p.resync(t0.Add(base - 1)); ok {
 				t.Error("resync before the wait is over")
 			}
 			p.advance(5) // the batch holding 4 and 5 applies meanwhile
-			if from, ok := p.resync(t0.Add(base)); !ok || from != 6 {
-				t.Errorf("resync = %d, %v; want 6, the held-back record", from, ok)
+			if from, was, ok := p.resync(t0.Add(base)); !ok || from != 6 || was != heldBack {
+				t.Errorf("resync = %d, %v, %v; want 6, the held-back record", from, was, ok)
 			}
 			if !p.take(6) {
 				t.Error("take(6) after the resync: want true")
@@ -107,7 +107,7 @@ func TestPartitionState(t *testing.T) {
 			p.take(4)
 			p.take(5)
 			p.holdBack(5, t0, retry.Backoff{Base: base, Limit: limit})
-			if from, ok := p.resync(t0.Add(base)); !ok || from != 5 {
+			if from, _, ok := p.resync(t0.Add(base)); !ok || from != 5 {
 				t.Errorf("resync = %d, %v; want 5", from, ok)
 			}
 		}, want{4, 3, 4}},

@@ -1,23 +1,31 @@
 package consume
 
-// The commit protocol, in the order of the README's "How it works":
+// The commit protocol. The steps are numbered as in the README's "How it
+// works" (steps 1 to 4, decoding and batching, are in consume.go and
+// internal/batch):
 //
-//  1. dispatch: a flushed batch goes to a free connection with the ledger
+//  5. dispatch: a flushed batch goes to a free connection with the ledger
 //     offsets it may write (watermarks): per partition, the end of the
 //     contiguous prefix that is applied once the batch commits. A lane has
 //     one batch in flight, so the batches of a partition commit in order.
-//  2. apply: the sink's transaction fences, stages, upserts, verifies and
-//     advances the ledger to the watermarks, all or nothing (sink.Apply).
-//  3. settle, on success: the partition state advances to the ledger's
-//     offsets, then Kafka gets the next offset after them, only for
+//  6. apply: the sink's transaction runs its phases, all or nothing
+//     (sink.Apply): fence, pending, stage, upsert, verify, delete, record,
+//     commit.
+//  7. advance, then commit to Kafka, on success: the partition state
+//     advances to the ledger's offsets; then, once c.mu is released (see
+//     commitKafka), Kafka gets the next offset after them, only for
 //     partitions still owned: a Kafka commit never passes the ledger.
-//  4. settle, on a fence: a newer generation owns a partition. The batch
-//     and every record held of its partitions are dropped, and fetching
-//     restarts at the ledger's offset (resync), after a wait.
-//  5. settle, on another failure: the batch stays at the head of its lane
-//     and its partitions pause; it is sent again on a later turn of the
-//     loop (at once after a conflict, after a backoff otherwise), so that
-//     no retry ever waits inside the rebalance window.
+//  8. fence / resync, or retry, on a failure. Fenced (a newer generation
+//     owns a partition): the batch and every record held of its
+//     partitions are dropped, and fetching restarts at the ledger's offset
+//     (resync), after a wait. Any other failure: the batch stays at the
+//     head of its lane and its partitions pause; it is sent again on a
+//     later turn of the loop (at once after a conflict, after a backoff
+//     otherwise), so that no retry ever waits inside the rebalance window.
+//
+// A partition held back for the Schema Registry (consume.go, add) is not
+// fenced: it keeps what it took before the held-back record and is read
+// again from that record, with its own log event and counter.
 
 import (
 	"context"
@@ -38,7 +46,8 @@ type outcome struct {
 	err error
 }
 
-// dispatch sends the ready heads of the lanes to the connections.
+// dispatch (c.mu held) sends the ready heads of the lanes to the
+// connections (step 5).
 func (c *Consumer) dispatch() {
 	if c.closing {
 		return
@@ -52,9 +61,9 @@ func (c *Consumer) dispatch() {
 	}
 }
 
-// watermarks computes, for each partition of b, the end of the contiguous
-// applied prefix once b is applied: just below the first offset any other
-// batch holds from it, or the highest offset seen if none does.
+// watermarks (c.mu held) computes, for each partition of b, the end of the
+// contiguous applied prefix once b is applied: just below the first offset
+// any other batch holds from it, or the highest offset seen if none does.
 func (c *Consumer) watermarks(b *batch.Unit) map[record.TP]int64 {
 	out := map[record.TP]int64{}
 	for _, r := range b.Ranges() {
@@ -72,7 +81,7 @@ func (c *Consumer) watermarks(b *batch.Unit) map[record.TP]int64 {
 	return out
 }
 
-// settle takes the outcome of one attempt through steps 3 to 5.
+// settle (c.mu held) takes the outcome of one attempt through step 7 or 8.
 func (c *Consumer) settle(o outcome) {
 	j := o.j
 	j.inflight = false
@@ -90,6 +99,9 @@ func (c *Consumer) settle(o outcome) {
 	}
 }
 
+// applied (c.mu held) advances the partitions of an applied batch to its
+// watermarks (step 7); their Kafka commit follows once c.mu is released
+// (see commitKafka).
 func (c *Consumer) applied(j *job, res sink.Result) {
 	c.setDB(true)
 	first, last := j.b.Span()
@@ -112,16 +124,16 @@ func (c *Consumer) applied(j *job, res sink.Result) {
 	if len(c.set.inflight()) > 0 {
 		c.fault(FaultBetweenLanes)
 	}
-	c.commitKafka(tps)
 	if c.onBatch != nil {
 		c.onBatch(j.b, res)
 	}
 }
 
-// fenced forgets everything held from the partitions of a fenced batch, so
-// that no watermark can pass records that were never applied: the other
-// batches lose those partitions' records, the positions fall back to the
-// ledger's, and fetching restarts there (see resync).
+// fenced (c.mu held) forgets everything held from the partitions of a
+// fenced batch (step 8), so that no watermark can pass records that were
+// never applied: the other batches lose those partitions' records, the
+// positions fall back to the ledger's, and fetching restarts there (see
+// resync).
 func (c *Consumer) fenced(j *job, err *sink.FencedError) {
 	c.log.Warn("batch fenced; dropping it and reading its partitions again from the ledger", "event", EventFenced,
 		"pipeline", j.b.Pipeline.Name, "dates", j.b.Dates(), "err", err)
@@ -138,13 +150,15 @@ func (c *Consumer) fenced(j *job, err *sink.FencedError) {
 		}
 		a, known := err.Ledger[tp]
 		ps.fence(a, known, c.now(), c.bo)
+		c.m.Fences.Inc()
 		pause[tp.Topic] = append(pause[tp.Topic], tp.Partition)
 	}
 	c.cl.PauseFetchPartitions(pause)
 }
 
-// failed keeps the batch at the head of its lane for a later attempt and
-// pauses its partitions; what the error is decides when and how loudly.
+// failed (c.mu held) keeps the batch at the head of its lane for a later
+// attempt and pauses its partitions (step 8); what the error is decides
+// when and how loudly.
 func (c *Consumer) failed(j *job, err error) {
 	// Partitions lost or revoked while the attempt ran leave the batch now.
 	if !c.set.shrink(j, func(tp record.TP) bool { return c.parts[tp] == nil }) {
@@ -178,14 +192,15 @@ func (c *Consumer) failed(j *job, err error) {
 	}
 }
 
-// resync moves the fetch position of fenced partitions back to the
-// ledger's once their wait is over. It runs on the polling goroutine
-// before rebalances are allowed, as SetOffsets requires.
+// resync (c.mu held) moves the fetch position of fenced partitions back to
+// the ledger's, and of held-back partitions to the held-back record, once
+// their wait is over. It runs on the polling goroutine before rebalances
+// are allowed, as SetOffsets requires.
 func (c *Consumer) resync() {
 	offsets := map[string]map[int32]kgo.EpochOffset{}
 	var tps []record.TP
 	for tp, ps := range c.parts {
-		from, ok := ps.resync(c.now())
+		from, was, ok := ps.resync(c.now())
 		if !ok {
 			continue
 		}
@@ -194,7 +209,12 @@ func (c *Consumer) resync() {
 			offsets[tp.Topic] = map[int32]kgo.EpochOffset{}
 		}
 		offsets[tp.Topic][tp.Partition] = kgo.EpochOffset{Epoch: -1, Offset: from}
-		c.log.Info("reading partition again from the ledger", "event", EventResync, "topic", tp.Topic, "partition", tp.Partition, "offset", from)
+		if was == fenced {
+			c.log.Info("reading partition again from the ledger", "event", EventResync, "topic", tp.Topic, "partition", tp.Partition, "offset", from)
+		} else {
+			c.log.Info("reading partition again from the record held back for the schema registry", "event", EventRegistryResume,
+				"topic", tp.Topic, "partition", tp.Partition, "offset", from)
+		}
 	}
 	if len(offsets) > 0 {
 		c.cl.SetOffsets(offsets)

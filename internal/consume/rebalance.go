@@ -3,6 +3,7 @@ package consume
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -142,12 +143,19 @@ func (c *Consumer) adjustOffsets(ctx context.Context, offsets map[string]map[int
 // is not retried here (a conflict excepted): during an outage the batches
 // are abandoned at once to the next owner, so that the rebalance, and the
 // group, never wait on the database.
+//
+// The order is what keeps commits to owned partitions: c.owning is held
+// throughout, so no commitKafka runs meanwhile; the partitions are
+// forgotten under c.mu, so none runs after for them; and their own commit
+// is sent, without c.mu, before the callback returns, while the group
+// still counts them as ours.
 func (c *Consumer) revoked(_ context.Context, _ *kgo.Client, tps map[string][]int32) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if len(tps) == 0 {
 		return
 	}
+	c.owning.Lock()
+	defer c.owning.Unlock()
+	c.mu.Lock()
 	c.fault(FaultDuringRebalance)
 	gone := toSet(tps)
 	in := func(tp record.TP) bool { return gone[tp] }
@@ -155,7 +163,10 @@ func (c *Consumer) revoked(_ context.Context, _ *kgo.Client, tps map[string][]in
 		c.log.Warn("revocation: abandoning batches to the next owner", "event", EventAbandoned, "partitions", fmtTPs(tps))
 	}
 	c.set.drop(in)
+	offsets := c.toCommit(slices.Collect(maps.Keys(gone)))
 	c.forget(gone)
+	c.mu.Unlock()
+	c.sendCommit(offsets)
 	c.log.Info("partitions revoked", "event", EventRevoked, "partitions", fmtTPs(tps))
 }
 
@@ -163,6 +174,8 @@ func (c *Consumer) revoked(_ context.Context, _ *kgo.Client, tps map[string][]in
 // and neither the ledger (fenced) nor Kafka would take our commit. A batch
 // in flight loses them when its attempt returns.
 func (c *Consumer) lost(_ context.Context, _ *kgo.Client, tps map[string][]int32) {
+	c.owning.Lock() // a commit in flight finishes first; none starts for them after
+	defer c.owning.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(tps) > 0 {
@@ -177,23 +190,25 @@ func (c *Consumer) lost(_ context.Context, _ *kgo.Client, tps map[string][]int32
 	c.log.Warn("partitions lost", "event", EventLost, "partitions", fmtTPs(tps))
 }
 
-// handOver applies every batch holding records of the gone partitions
-// before deadline, with c.mu held: it flushes them, sends them to the
-// connections and settles the outcomes (those of other batches too). With
-// retry, failed batches are retried after their backoff until the
-// deadline; without, only conflicts are. It reports whether everything
-// was applied; if not, no batch holding the partitions is left in flight.
-func (c *Consumer) handOver(gone func(record.TP) bool, deadline time.Time, retry bool) bool {
+// handOver (c.mu held) applies every batch holding records of the gone
+// partitions before deadline. It keeps c.mu while it waits for the
+// connections: it flushes the batches, sends them and settles the outcomes
+// (those of other batches too). With retryFailed, failed batches are
+// retried after their backoff until the deadline; without, only conflicts
+// are. It reports whether everything was applied; if not, no batch holding
+// the partitions is left in flight. It commits nothing to Kafka: the caller
+// does, once c.mu is released.
+func (c *Consumer) handOver(gone func(record.TP) bool, deadline time.Time, retryFailed bool) bool {
 	c.set.flushHolding(gone, c.now())
 	for c.set.holding(gone) {
-		if !retry && !c.dbOK.Load() {
+		if !retryFailed && !c.dbOK.Load() {
 			break // an outage: do not wait for it
 		}
 		c.dispatch()
 		wait := deadline
 		if len(c.set.inflight()) == 0 {
 			next := c.set.deadline(deadline)
-			if !retry || !next.Before(deadline) {
+			if !retryFailed || !next.Before(deadline) {
 				break
 			}
 			wait = next
@@ -203,7 +218,7 @@ func (c *Consumer) handOver(gone func(record.TP) bool, deadline time.Time, retry
 		case o := <-c.done:
 			t.Stop()
 			c.settle(o)
-			if o.err != nil && !retry && sink.Classify(o.err) != sink.Conflict && holds(o.j.b, gone) {
+			if o.err != nil && !retryFailed && sink.Classify(o.err) != sink.Conflict && holds(o.j.b, gone) {
 				c.stopInFlight(gone)
 				return false
 			}
@@ -221,8 +236,8 @@ func (c *Consumer) handOver(gone func(record.TP) bool, deadline time.Time, retry
 	return true
 }
 
-// stopInFlight cancels the attempts holding the gone partitions and waits
-// for them to return; a cancel ends an attempt at once.
+// stopInFlight (c.mu held) cancels the attempts holding the gone partitions
+// and waits for them to return; a cancel ends an attempt at once.
 func (c *Consumer) stopInFlight(gone func(record.TP) bool) {
 	for _, j := range c.set.inflight() {
 		if holds(j.b, gone) {
@@ -235,6 +250,7 @@ func (c *Consumer) stopInFlight(gone func(record.TP) bool) {
 	}
 }
 
+// forget (c.mu held) stops tracking the gone partitions.
 func (c *Consumer) forget(gone map[record.TP]bool) {
 	for tp := range gone {
 		delete(c.parts, tp)

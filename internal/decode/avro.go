@@ -3,10 +3,13 @@ package decode
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/big"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -25,15 +28,59 @@ var avroAPI = avro.Config{MaxByteSliceSize: 16 << 20, MaxSliceAllocSize: 1 << 20
 func parseAvro(text string, refs ...string) (avroSchema, error) {
 	cache := &avro.SchemaCache{}
 	for _, ref := range refs {
-		if _, err := avro.ParseWithCache(ref, "", cache); err != nil {
+		if _, err := avro.ParseWithCache(localTimestamps(ref), "", cache); err != nil {
 			return nil, fmt.Errorf("parse referenced Avro schema: %w", err)
 		}
 	}
-	s, err := avro.ParseWithCache(text, "", cache)
+	s, err := avro.ParseWithCache(localTimestamps(text), "", cache)
 	if err != nil {
 		return nil, fmt.Errorf("parse Avro schema: %w", err)
 	}
 	return s, nil
+}
+
+// localProp marks a long that was a local-timestamp-millis or -micros in
+// the writer schema; its value is the unit.
+const localProp = "idemsink.local-timestamp"
+
+// localTimestamps takes the local-timestamp logical types out of a schema
+// text, leaving a long marked with localProp. hamba/avro decodes them
+// through the host's time zone (time.Unix in time.Local, then shifted by
+// the offset, which is wrong around a daylight-saving change); as plain
+// longs they are read the same on every host: the wall clock, spelled in
+// UTC. A text that does not parse is returned as it is, for the parser to
+// refuse.
+func localTimestamps(text string) string {
+	if !strings.Contains(text, "local-timestamp-") {
+		return text
+	}
+	var v any
+	if json.Unmarshal([]byte(text), &v) != nil {
+		return text
+	}
+	var walk func(any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			if lt, _ := x["logicalType"].(string); x["type"] == "long" && (lt == "local-timestamp-millis" || lt == "local-timestamp-micros") {
+				delete(x, "logicalType")
+				x[localProp] = strings.TrimPrefix(lt, "local-timestamp-")
+			}
+			for _, e := range x {
+				walk(e)
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	walk(v)
+	b, err := json.Marshal(v)
+	if err != nil {
+		return text
+	}
+	return string(b)
 }
 
 // decodeAvro decodes an Avro binary payload written with s and returns it
@@ -56,9 +103,19 @@ func decodeAvro(s avroSchema, payload []byte) ([]byte, error) {
 
 // avroValue decodes an Avro binary payload into JSON values.
 func avroValue(s avroSchema, payload []byte) (any, error) {
+	// A Reader, not Unmarshal: Unmarshal takes a payload that ends early
+	// (io.EOF) for a whole one, and says nothing of bytes left over.
+	r := avro.NewReader(nil, 0, avro.WithReaderConfig(avroAPI)).Reset(payload)
 	var v any
-	if err := avroAPI.Unmarshal(s, payload, &v); err != nil {
-		return nil, fmt.Errorf("decode Avro: %w", err)
+	r.ReadVal(s, &v)
+	switch {
+	case errors.Is(r.Error, io.EOF) || errors.Is(r.Error, io.ErrUnexpectedEOF):
+		return nil, fmt.Errorf("decode Avro: the payload ends inside the record")
+	case r.Error != nil:
+		return nil, fmt.Errorf("decode Avro: %w", r.Error)
+	}
+	if r.Peek(); r.Error == nil {
+		return nil, fmt.Errorf("decode Avro: bytes after the record (trailing data)")
 	}
 	return avroJSON(s, v)
 }
@@ -75,6 +132,9 @@ func avroJSON(s avro.Schema, v any) (any, error) {
 		m, ok := v.(map[string]any)
 		if !ok {
 			return nil, fmt.Errorf("decode Avro: record %s decoded as %T", s.FullName(), v)
+		}
+		if s.FullName() == "io.debezium.data.VariableScaleDecimal" {
+			return variableScaleDecimal(m["scale"], m["value"])
 		}
 		out := make(map[string]any, len(m))
 		for _, f := range s.Fields() {
@@ -147,6 +207,15 @@ func avroJSON(s avro.Schema, v any) (any, error) {
 	var props map[string]any
 	if p, ok := s.(interface{ Props() map[string]any }); ok {
 		props = p.Props()
+	}
+	if unit, _ := props[localProp].(string); unit != "" {
+		if n, ok := v.(int64); ok {
+			t := time.UnixMilli(n)
+			if unit == "micros" {
+				t = time.UnixMicro(n)
+			}
+			return t.UTC().Format(time.RFC3339Nano), nil
+		}
 	}
 	if name, _ := props["connect.name"].(string); name != "" {
 		if j, ok, err := connectJSON(name, v); ok || err != nil {
@@ -238,6 +307,16 @@ func floatJSON(f float64, bits int) (any, error) {
 // ride on plain integers (days, epoch milli-, micro-, nanoseconds) into the
 // spellings the column conversion reads. ok is false for any other name.
 func connectJSON(name string, v any) (j any, ok bool, err error) {
+	if s, isString := v.(string); isString && name == "io.debezium.data.Json" {
+		return jsonText(s), true, nil
+	}
+	switch name {
+	case "io.debezium.time.Time", "org.apache.kafka.connect.data.Time", "io.debezium.time.MicroTime", "io.debezium.time.NanoTime",
+		"io.debezium.time.Date", "org.apache.kafka.connect.data.Date", "io.debezium.time.Timestamp", "org.apache.kafka.connect.data.Timestamp",
+		"io.debezium.time.MicroTimestamp", "io.debezium.time.NanoTimestamp":
+	default:
+		return nil, false, nil
+	}
 	var n int64
 	switch x := v.(type) {
 	case int:
@@ -255,6 +334,16 @@ func connectJSON(name string, v any) (j any, ok bool, err error) {
 		return nil, false, nil
 	}
 	switch name {
+	case "io.debezium.time.Time", "org.apache.kafka.connect.data.Time":
+		return timeOfDay(name, n, 1000)
+	case "io.debezium.time.MicroTime":
+		return timeOfDay(name, n, 1)
+	case "io.debezium.time.NanoTime":
+		if n < 0 {
+			return nil, true, fmt.Errorf("%s: %d is not a time of day", name, n)
+		}
+		// PostgreSQL's time keeps microseconds, as for timestamps.
+		return timeOfDay(name, n/1000, 1)
 	case "io.debezium.time.Date", "org.apache.kafka.connect.data.Date":
 		return time.Unix(n*86400, 0).UTC().Format(time.DateOnly), true, nil
 	case "io.debezium.time.Timestamp", "org.apache.kafka.connect.data.Timestamp":
@@ -265,4 +354,62 @@ func connectJSON(name string, v any) (j any, ok bool, err error) {
 		return time.Unix(0, n).UTC().Format(time.RFC3339Nano), true, nil
 	}
 	return nil, false, nil
+}
+
+// timeOfDay spells n units of unit microseconds since midnight as a time
+// of day.
+func timeOfDay(name string, n, unit int64) (any, bool, error) {
+	if n < 0 || n > 86_400_000_000/unit {
+		return nil, true, fmt.Errorf("%s: %d is not a time of day", name, n)
+	}
+	return formatTimeOfDay(n * unit), true, nil
+}
+
+// variableScaleDecimal reads Debezium's VariableScaleDecimal, a struct of
+// the scale and the unscaled value's big-endian two's complement bytes
+// (base64 in JSON).
+func variableScaleDecimal(scale, value any) (any, error) {
+	var sc int64
+	switch x := scale.(type) {
+	case json.Number:
+		n, err := x.Int64()
+		if err != nil {
+			return nil, fmt.Errorf("VariableScaleDecimal scale %s is not an integer", x)
+		}
+		sc = n
+	case int32:
+		sc = int64(x)
+	case int:
+		sc = int64(x)
+	case int64:
+		sc = x
+	default:
+		return nil, fmt.Errorf("VariableScaleDecimal without a scale")
+	}
+	var b []byte
+	switch x := value.(type) {
+	case string:
+		var err error
+		if b, err = base64.StdEncoding.DecodeString(x); err != nil {
+			return nil, fmt.Errorf("VariableScaleDecimal value %q is not base64", x)
+		}
+	case []byte:
+		b = x
+	default:
+		return nil, fmt.Errorf("VariableScaleDecimal without a value")
+	}
+	if sc < 0 || sc > 1000 {
+		return nil, fmt.Errorf("VariableScaleDecimal scale %d is out of range", sc)
+	}
+	return unscaled(b, int(sc)), nil
+}
+
+// unscaled is the decimal of big-endian two's complement bytes at scale.
+func unscaled(b []byte, scale int) json.Number {
+	n := new(big.Int).SetBytes(b)
+	if len(b) > 0 && b[0]&0x80 != 0 {
+		n.Sub(n, new(big.Int).Lsh(big.NewInt(1), uint(8*len(b))))
+	}
+	r := new(big.Rat).SetFrac(n, new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(scale)), nil))
+	return json.Number(r.FloatString(scale))
 }

@@ -1,13 +1,19 @@
 package decode
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"io"
 	"math"
 	"math/big"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/record"
@@ -25,9 +31,18 @@ type Decoder struct {
 	keyTypes []string
 	tops     map[string]int // first path segments the decoder reads, numbered
 	dateFld  []string
-	verFld   []string
-	verTS    bool
-	f        *formats
+	// dateCol is the column the date field fills, -1 if none: its
+	// semantic type reads the date field too, and a timestamp (without
+	// time zone) names its day as it is, in no zone.
+	dateCol int
+	verFld  []string
+	verTS   bool
+	f       *formats
+	// isDebezium: the pipeline reads Debezium events; unavailable is the
+	// connector's placeholder for an unchanged TOAST value, as text and
+	// as bytea sends it (base64 of its bytes).
+	isDebezium           bool
+	unavailable, unavB64 string
 }
 
 type column struct {
@@ -36,14 +51,26 @@ type column struct {
 	ct       config.ColumnType
 	path     []string
 	nullable bool
+	semantic string // the column's semantic_type
 }
 
 // NewDecoder returns a decoder for a validated pipeline.
 func NewDecoder(p *config.Pipeline) *Decoder {
-	d := &Decoder{p: p, loc: p.Location(), dateFld: strings.Split(p.Date.Field, "."), f: newFormats(p)}
-	for _, c := range p.Columns {
+	d := &Decoder{p: p, loc: p.Location(), dateFld: strings.Split(p.Date.Field, "."), dateCol: -1, f: newFormats(p)}
+	if p.Format == "debezium" {
+		d.isDebezium = true
+		if p.Debezium != nil && p.Debezium.UnavailableValue != "" {
+			d.unavailable = p.Debezium.UnavailableValue
+			d.unavB64 = base64.StdEncoding.EncodeToString([]byte(d.unavailable))
+		}
+	}
+	for i, c := range p.Columns {
 		ct := c.Typ()
-		d.cols = append(d.cols, column{name: c.Name, typ: ct.Base, ct: ct, path: strings.Split(c.Field, "."), nullable: c.Nullable})
+		d.cols = append(d.cols, column{name: c.Name, typ: ct.Base, ct: ct, path: strings.Split(c.Field, "."), nullable: c.Nullable,
+			semantic: c.SemanticType})
+		if c.Field == p.Date.Field && d.dateCol < 0 {
+			d.dateCol = i
+		}
 	}
 	for _, k := range p.Key {
 		for i, c := range d.cols {
@@ -92,7 +119,15 @@ func (d *Decoder) decodeRow(key, value []byte, obj fields, pos record.Position) 
 			}
 			continue
 		}
-		v, err := convert(c.ct, raw)
+		if d.isUnavailable(c, raw) {
+			if slices.Contains(d.key, i) {
+				return record.Row{}, record.Date{}, bad(record.ClassEvent, "field %q (key column %s): Debezium sent the unavailable-value placeholder for a key column", strings.Join(c.path, "."), c.name)
+			}
+			// Left NULL and marked: the stored value stays (see sink).
+			r.Unavailable = append(r.Unavailable, int32(i))
+			continue
+		}
+		v, err := d.convertField(c, raw)
 		if err != nil {
 			return record.Row{}, record.Date{}, bad(classOf(err), "field %q (column %s %s): %v", strings.Join(c.path, "."), c.name, c.ct, err)
 		}
@@ -102,7 +137,7 @@ func (d *Decoder) decodeRow(key, value []byte, obj fields, pos record.Position) 
 	if !ok || raw == nil {
 		return record.Row{}, record.Date{}, bad(record.ClassMissing, "date field %q: missing or null", d.p.Date.Field)
 	}
-	date, err := targetDate(raw, d.loc)
+	date, err := d.targetDate(raw)
 	if err != nil {
 		return record.Row{}, record.Date{}, bad(classOf(err), "date field %q: %v", d.p.Date.Field, err)
 	}
@@ -138,6 +173,26 @@ func (d *Decoder) version(obj fields) (int64, error) {
 		return 0, bad(classOf(err), "version field %q: %v", d.p.Version.Field, err)
 	}
 	return v, nil
+}
+
+// targetDate reads the date field: with the semantic type of the column it
+// fills, and a timestamp (without time zone) names its day in no zone.
+func (d *Decoder) targetDate(raw any) (record.Date, error) {
+	loc := d.loc
+	if d.dateCol >= 0 {
+		c := d.cols[d.dateCol]
+		var err error
+		if raw, err = d.semantic(c, raw); err != nil {
+			return record.Date{}, err
+		}
+		if c.typ == "timestamp" {
+			loc = time.UTC // the wall clock, kept as UTC
+		}
+	}
+	if _, ok := raw.(json.Number); ok && d.isDebezium {
+		return record.Date{}, wrongType("%s without the schema envelope has no unit: give the column the date field fills a semantic_type", describe(raw))
+	}
+	return targetDate(raw, loc)
 }
 
 // targetDate is the calendar date of a timestamp in loc; a bare date is
@@ -248,6 +303,9 @@ func parseDecimal(s string) (*big.Rat, bool) {
 func convert(ct config.ColumnType, raw any) (any, error) {
 	switch ct.Base {
 	case "text", "varchar", "char":
+		if j, ok := raw.(jsonText); ok {
+			raw = string(j) // a json source column into text: its text
+		}
 		s, ok := raw.(string)
 		if !ok {
 			return nil, wrongType("%s is not a string", describe(raw))
@@ -267,6 +325,45 @@ func convert(ct config.ColumnType, raw any) (any, error) {
 			return nil, err
 		}
 		return n, fitNumeric(ct, n)
+	case "real":
+		n, ok := raw.(json.Number)
+		if !ok {
+			return nil, wrongType("%s is not a number", describe(raw))
+		}
+		// The float4 nearest the decimal, as PostgreSQL's own input
+		// would read it.
+		f, err := strconv.ParseFloat(string(n), 32)
+		if err != nil {
+			return nil, outOfRange("%s is out of range for real", quoteValue(string(n)))
+		}
+		return float32(f), nil
+	case "bytea":
+		s, ok := raw.(string)
+		if !ok {
+			return nil, wrongType("%s is not a base64 string", describe(raw))
+		}
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			return nil, wrongType("%s is not base64", quoteValue(s))
+		}
+		return b, nil
+	case "time":
+		s, ok := raw.(string)
+		if !ok {
+			return nil, wrongType("%s is not a time string (HH:MM:SS[.ffffff]); a number needs the column's semantic_type", describe(raw))
+		}
+		us, err := parseTimeOfDay(s)
+		if err != nil {
+			return nil, err
+		}
+		return pgtype.Time{Microseconds: us, Valid: true}, fitTime(ct, us)
+	case "timestamp":
+		t, err := toWallClock(raw)
+		if err != nil {
+			return nil, err
+		}
+		t = t.Truncate(time.Microsecond)
+		return t, fitTimestamp(ct, t)
 	case "double precision":
 		n, ok := raw.(json.Number)
 		if !ok {
@@ -314,6 +411,13 @@ func convert(ct config.ColumnType, raw any) (any, error) {
 		}
 		return u, nil
 	case "jsonb":
+		if j, ok := raw.(jsonText); ok {
+			v, err := parseJSONText(string(j))
+			if err != nil {
+				return nil, err
+			}
+			raw = v
+		}
 		if anyString(raw, hasNUL) {
 			return nil, badText("a string holds a NUL character (\\u0000), which jsonb cannot store")
 		}
@@ -465,4 +569,174 @@ func plainDecimal(s string) (record.Numeric, bool) {
 		return record.Numeric("-" + s[intStart:fracEnd]), true
 	}
 	return record.Numeric(s[intStart:fracEnd]), true
+}
+
+// isUnavailable reports whether raw is Debezium's unavailable-value
+// placeholder: an unchanged TOAST value the connector could not read. Text
+// and json send the placeholder itself, bytea the base64 of its bytes.
+func (d *Decoder) isUnavailable(c column, raw any) bool {
+	if d.unavailable == "" {
+		return false
+	}
+	switch v := raw.(type) {
+	case string:
+		return v == d.unavailable || c.typ == "bytea" && v == d.unavB64
+	case jsonText:
+		return string(v) == d.unavailable
+	}
+	return false
+}
+
+// convertField converts a field's value for its column, first reading it
+// as its semantic type says.
+func (d *Decoder) convertField(c column, raw any) (any, error) {
+	raw, err := d.semantic(c, raw)
+	if err != nil {
+		return nil, err
+	}
+	return convert(c.ct, raw)
+}
+
+// semantic reads a value by the column's semantic_type. Without one, a
+// Debezium event without the schema envelope cannot say what a number in
+// a date or time column counts, or whether a string for a jsonb column is
+// JSON: it is refused, never guessed.
+func (d *Decoder) semantic(c column, raw any) (any, error) {
+	if c.semantic == "" {
+		if !d.isDebezium {
+			return raw, nil
+		}
+		_, num := raw.(json.Number)
+		_, str := raw.(string)
+		switch {
+		case num && (c.typ == "date" || c.typ == "time" || c.typ == "timestamp" || c.typ == "timestamptz"):
+			return nil, wrongType("%s without the schema envelope has no unit: set the column's semantic_type (README: Debezium types)", describe(raw))
+		case str && c.typ == "jsonb":
+			return nil, wrongType("a string without the schema envelope may or may not hold JSON: set the column's semantic_type (io.debezium.data.Json)")
+		}
+		return raw, nil
+	}
+	switch c.semantic {
+	case "io.debezium.data.Json":
+		if s, ok := raw.(string); ok {
+			return jsonText(s), nil
+		}
+		return raw, nil
+	case "org.apache.kafka.connect.data.Decimal":
+		j, err := connectDecimal(raw, map[string]any{"scale": strconv.Itoa(c.ct.Scale)})
+		if err != nil {
+			return nil, wrongType("%v", err)
+		}
+		return j, nil
+	case "io.debezium.data.VariableScaleDecimal":
+		if m, ok := raw.(map[string]any); ok {
+			j, err := variableScaleDecimal(m["scale"], m["value"])
+			if err != nil {
+				return nil, wrongType("%v", err)
+			}
+			return j, nil
+		}
+		return raw, nil
+	}
+	j, ok, err := connectJSON(c.semantic, raw)
+	switch {
+	case err != nil:
+		return nil, wrongType("%v", err)
+	case ok:
+		return j, nil
+	}
+	return raw, nil
+}
+
+// jsonText is a string that holds JSON (a json or jsonb source column):
+// a jsonb column stores the value it spells, a text column its text.
+type jsonText string
+
+// parseJSONText parses one JSON value, numbers kept exact.
+func parseJSONText(s string) (any, error) {
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, wrongType("%s is not JSON", quoteValue(s))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, wrongType("%s is not one JSON value", quoteValue(s))
+	}
+	return v, nil
+}
+
+// parseTimeOfDay reads HH:MM:SS[.f...] (00:00:00 to 24:00:00, PostgreSQL's
+// range) as microseconds since midnight. Digits below a microsecond are
+// dropped, as for timestamps.
+func parseTimeOfDay(s string) (int64, error) {
+	bad := func() (int64, error) {
+		return 0, wrongType("%s is not a time of day (HH:MM:SS[.ffffff], no zone)", quoteValue(s))
+	}
+	if len(s) < 8 || s[2] != ':' || s[5] != ':' {
+		return bad()
+	}
+	num := func(t string) (int64, bool) {
+		n, err := strconv.ParseUint(t, 10, 8)
+		return int64(n), err == nil && len(t) == 2
+	}
+	h, ok1 := num(s[0:2])
+	m, ok2 := num(s[3:5])
+	sec, ok3 := num(s[6:8])
+	if !ok1 || !ok2 || !ok3 || m > 59 || sec > 59 {
+		return bad()
+	}
+	var us int64
+	if frac := s[8:]; frac != "" {
+		if frac[0] != '.' || len(frac) < 2 || len(frac) > 10 {
+			return bad()
+		}
+		for i, r := range frac[1:] {
+			if r < '0' || r > '9' {
+				return bad()
+			}
+			if i < 6 {
+				us = us*10 + int64(r-'0')
+			}
+		}
+		for i := len(frac) - 1; i < 6; i++ {
+			us *= 10
+		}
+	}
+	total := ((h*60+m)*60+sec)*1_000_000 + us
+	if total > 86_400_000_000 {
+		return 0, outOfRange("%s is after 24:00:00", quoteValue(s))
+	}
+	return total, nil
+}
+
+// formatTimeOfDay spells microseconds since midnight as parseTimeOfDay
+// reads them.
+func formatTimeOfDay(us int64) string {
+	sec := us / 1_000_000
+	return fmt.Sprintf("%02d:%02d:%02d.%06d", sec/3600, sec/60%60, sec%60, us%1_000_000)
+}
+
+// toWallClock reads a timestamp without time zone: an ISO 8601 date and
+// time without an offset, or with Z (the spelling of Debezium's Timestamp
+// types, a wall clock counted as if in UTC), or epoch milliseconds as for
+// timestamptz. Another offset is refused: the column could not keep it.
+func toWallClock(raw any) (time.Time, error) {
+	s, ok := raw.(string)
+	if !ok {
+		return toTime(raw)
+	}
+	for _, layout := range []string{"2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, checkTimestamp(t)
+		}
+	}
+	t, err := time.Parse(time.RFC3339Nano, strings.Replace(s, " ", "T", 1))
+	if err != nil {
+		return time.Time{}, wrongType("%s is not a timestamp (YYYY-MM-DDTHH:MM:SS[.ffffff], no offset or Z)", quoteValue(s))
+	}
+	if _, off := t.Zone(); off != 0 {
+		return time.Time{}, wrongType("%s has a UTC offset, which a timestamp (without time zone) column cannot keep: send it without one or in UTC, or use timestamptz", quoteValue(s))
+	}
+	return t.UTC(), checkTimestamp(t)
 }

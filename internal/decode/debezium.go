@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"math/big"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -184,13 +183,21 @@ func connectStruct(schema, payload map[string]any) error {
 		if !ok || v == nil {
 			continue
 		}
+		typeName, _ := fs["name"].(string)
+		if sub, ok := v.(map[string]any); ok && typeName == "io.debezium.data.VariableScaleDecimal" {
+			j, err := variableScaleDecimal(sub["scale"], sub["value"])
+			if err != nil {
+				return fmt.Errorf("field %s: %v", name, err)
+			}
+			payload[name] = j
+			continue
+		}
 		if sub, ok := v.(map[string]any); ok && fs["type"] == "struct" {
 			if err := connectStruct(fs, sub); err != nil {
 				return err
 			}
 			continue
 		}
-		typeName, _ := fs["name"].(string)
 		if typeName == "org.apache.kafka.connect.data.Decimal" {
 			params, _ := fs["parameters"].(map[string]any)
 			j, err := connectDecimal(v, params)
@@ -225,10 +232,5 @@ func connectDecimal(v any, params map[string]any) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("Decimal %q is not base64", s)
 	}
-	n := new(big.Int).SetBytes(b)
-	if len(b) > 0 && b[0]&0x80 != 0 {
-		n.Sub(n, new(big.Int).Lsh(big.NewInt(1), uint(8*len(b))))
-	}
-	r := new(big.Rat).SetFrac(n, new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(scale)), nil))
-	return json.Number(r.FloatString(scale)), nil
+	return unscaled(b, scale), nil
 }

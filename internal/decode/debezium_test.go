@@ -19,12 +19,12 @@ import (
 func customers(version, encoding, deletes string) config.Pipeline {
 	return config.Pipeline{
 		Format:   "debezium",
-		Debezium: &config.Debezium{Encoding: encoding, Version: version},
+		Debezium: &config.Debezium{Encoding: encoding, Version: version, UnavailableValue: config.DefaultUnavailableValue},
 		Deletes:  deletes,
 		Key:      []string{"id"},
 		Columns: []config.Column{
 			col("id", "bigint"), nullable("name", "text"), nullable("price", "numeric"),
-			nullable("born", "date"), col("updated", "timestamptz"),
+			nullable("born", "date"), {Name: "updated", Type: "timestamptz", SemanticType: "io.debezium.time.MicroTimestamp"},
 		},
 		Date: config.Date{Field: "updated"},
 	}
@@ -69,7 +69,7 @@ func TestDebeziumSnapshotOverlap(t *testing.T) {
 	d := NewDecoder(pipeline(t, customers("lsn", "json", "apply")))
 	b := batch.New(d.Pipeline(), record.Date{Year: 2026, Month: 3, Day: 1}, time.Now())
 	rows := [][]byte{
-		event("u", `null`, `{"id":1,"name":"new","updated":1772359200000000}`, 300),
+		event("u", `null`, `{"id":1,"name":"new","updated":1772359200123456}`, 300),
 		event("r", `null`, `{"id":1,"name":"snapshot","updated":1772359200000000}`, 100),
 	}
 	for i, v := range rows {
@@ -80,7 +80,12 @@ func TestDebeziumSnapshotOverlap(t *testing.T) {
 		b.Add(row)
 	}
 	if len(b.Rows) != 1 || b.Rows[0].Values[1] != "new" || b.Rows[0].Version != 300 {
-		t.Errorf("kept %+v, want the streamed update at lsn 300", b.Rows)
+		t.Fatalf("kept %+v, want the streamed update at lsn 300", b.Rows)
+	}
+	// updated is microseconds (semantic_type MicroTimestamp), not
+	// milliseconds: 2026-03-01 10:00:00.123456 UTC.
+	if got, want := b.Rows[0].Values[4], time.Date(2026, 3, 1, 10, 0, 0, 123456000, time.UTC); got != want {
+		t.Errorf("updated %v, want %v", got, want)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -524,5 +525,115 @@ func TestRegistryReferences(t *testing.T) {
 	_, _, err := NewDecoder(registryPipeline(t, reg.URL(), orders("avro"))).Decode(nil, srtest.Frame(bad, nil, plain[5:]), record.Position{})
 	if got := badReason(t, err); !strings.HasPrefix(got, fmt.Sprintf("schema: schema id %d: ", bad)) {
 		t.Errorf("unresolved named type: %q", got)
+	}
+}
+
+// An unknown schema id (404: a registry replica lagging) is bad input for
+// now, not for ever: within the backoff it is not asked again; after it,
+// the registry is asked again and a schema registered meanwhile decodes.
+func TestRegistryUnknownIDAskedAgain(t *testing.T) {
+	reg := srtest.New(t)
+	var requests atomic.Int64
+	reg.Intercept(func(http.ResponseWriter, *http.Request) bool { requests.Add(1); return false })
+	d := NewDecoder(registryPipeline(t, reg.URL(), orders("avro")))
+	d.SetRegistryBackoff(time.Minute, time.Hour)
+	if _, err := d.f.registry(); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	d.f.reg.now = func() time.Time { return now }
+	// Registered after the record was framed with its id: the id the
+	// registry will give the first schema.
+	value := srtest.Frame(1, nil, []byte{})
+	for range 3 {
+		_, _, err := d.Decode(nil, value, record.Position{})
+		if got := badReason(t, err); !strings.HasPrefix(got, "schema: schema id 1: unknown to the schema registry") {
+			t.Fatalf("before registration: %q", got)
+		}
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("%d requests for one unknown id within the backoff, want 1", n)
+	}
+	framed := reg.Avro("orders-value", orderAvroV1, orderAvroValue())
+	if got := framed[1:5]; string(got) != "\x00\x00\x00\x01" {
+		t.Fatalf("the schema got id %v, the test wants 1", got)
+	}
+	now = now.Add(time.Minute)
+	decodeOK(t, d, nil, framed)
+	if n := requests.Load(); n != 2 { // one ask more, after the backoff
+		t.Errorf("%d requests, want 2", n)
+	}
+}
+
+// Bytes after an Avro or Protobuf record are bad input, as trailing data
+// after JSON is; so is an Avro record that ends early, and a Protobuf
+// message-index count of -64 is reported as that, not as a bad header.
+func TestRegistryTrailingAndIndex(t *testing.T) {
+	reg := srtest.New(t)
+	d := NewDecoder(registryPipeline(t, reg.URL(), orders("avro")))
+	value := reg.Avro("orders-value", orderAvroV1, orderAvroValue())
+	decodeOK(t, d, nil, value)
+	for name, tc := range map[string]struct {
+		value []byte
+		want  string
+	}{
+		"avro trailing": {append(slices.Clone(value), 0), "malformed-payload: decode Avro: bytes after the record (trailing data) (schema id 1)"},
+		"avro short":    {value[:len(value)-3], "malformed-payload: decode Avro: the payload ends inside the record (schema id 1)"},
+	} {
+		_, _, err := d.Decode(nil, tc.value, record.Position{})
+		if got := badReason(t, err); got != tc.want {
+			t.Errorf("%s: %q, want %q", name, got, tc.want)
+		}
+	}
+	p := NewDecoder(registryPipeline(t, reg.URL(), orders("protobuf")))
+	pv := reg.Proto("orders-pb-value", orderProto, []int{1}, map[string]any{"id": int64(7)})
+	id := int(binary.BigEndian.Uint32(pv[1:5]))
+	for name, tc := range map[string]struct {
+		value []byte
+		want  string
+	}{
+		// 0x08 0x07: field 1 again is a valid field; 0xa0 0x06 0x01 is
+		// field 100, which Order does not have.
+		"protobuf trailing": {append(slices.Clone(pv), 0xa0, 0x06, 0x01), "decode Protobuf t.Order: 3 bytes are fields its writer schema does not have (trailing or foreign data)"},
+		"count -64":         {srtest.Frame(id, nil, []byte{0x7f}), "Protobuf message index: count -64 is negative"},
+		"count 40":          {srtest.Frame(id, nil, []byte{80}), "Protobuf message index: count 40 is more than 32"},
+		"index cut":         {srtest.Frame(id, nil, []byte{4, 2}), "Protobuf message index: index 2 of 2 is missing or not a varint"},
+	} {
+		_, _, err := p.Decode(nil, tc.value, record.Position{})
+		if got := badReason(t, err); !strings.HasPrefix(got, "malformed-payload: "+tc.want) {
+			t.Errorf("%s: %q, want %q", name, got, tc.want)
+		}
+	}
+}
+
+// Avro local-timestamp-millis/micros are a wall clock: the same record is
+// the same value whatever the host's zone (hamba/avro alone would read it
+// through time.Local: 10:00 became 04:30Z in Asia/Kolkata).
+func TestAvroLocalTimestampHostZone(t *testing.T) {
+	reg := srtest.New(t)
+	schema := `{"type":"record","name":"E","fields":[{"name":"id","type":"long"},
+		{"name":"at","type":{"type":"long","logicalType":"local-timestamp-micros"}},
+		{"name":"ms","type":{"type":"long","logicalType":"local-timestamp-millis"}}]}`
+	id := reg.Register("e-value", sr.TypeAvro, schema)
+	payload := binary.AppendVarint(nil, 7)
+	payload = binary.AppendVarint(payload, 1772359200123456) // 2026-03-01 10:00:00.123456
+	payload = binary.AppendVarint(payload, 1772359200123)
+	value := srtest.Frame(id, nil, payload)
+	p := config.Pipeline{Format: "avro", Key: []string{"id"},
+		Columns: []config.Column{col("id", "bigint"), col("at", "timestamp"), col("ms", "timestamptz")}, Date: config.Date{Field: "at"}}
+	want := []any{int64(7), time.Date(2026, 3, 1, 10, 0, 0, 123456000, time.UTC), time.Date(2026, 3, 1, 10, 0, 0, 123000000, time.UTC)}
+	local := time.Local
+	defer func() { time.Local = local }()
+	for _, zone := range []string{"UTC", "Asia/Kolkata", "America/New_York"} {
+		loc, err := time.LoadLocation(zone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Local = loc
+		d := NewDecoder(registryPipeline(t, reg.URL(), p)) // a registry client of its own: schemas parsed anew
+		row, date := decodeOK(t, d, nil, value)
+		if !reflect.DeepEqual(row.Values, want) || date.String() != "2026-03-01" {
+			t.Errorf("TZ=%s: %v on %s, want %v", zone, row.Values, date, want)
+		}
 	}
 }

@@ -107,6 +107,22 @@ func fitNumeric(ct config.ColumnType, n record.Numeric) error {
 	return nil
 }
 
+// fitTime checks that time(p) stores us unchanged.
+func fitTime(ct config.ColumnType, us int64) error {
+	if ct.HasPrecision && ct.Precision < config.MaxTimestampPrecision && us%pow10(config.MaxTimestampPrecision-ct.Precision) != 0 {
+		return outOfRange("%s has more fractional digits than %s keeps; PostgreSQL would round it", formatTimeOfDay(us), ct)
+	}
+	return nil
+}
+
+func pow10(n int) int64 {
+	p := int64(1)
+	for range n {
+		p *= 10
+	}
+	return p
+}
+
 // fitTimestamp checks that timestamptz(p) stores t unchanged. Digits below
 // a microsecond are dropped for every timestamptz, as PostgreSQL keeps no
 // more; digits a smaller p would round away are refused.

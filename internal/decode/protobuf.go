@@ -3,6 +3,7 @@ package decode
 import (
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -89,10 +90,9 @@ func descriptorText(s string) *descriptorpb.FileDescriptorProto {
 // null), 64-bit integers as strings, enums by name and well-known types
 // (Timestamp, wrappers) in their JSON mapping.
 func decodeProto(fd protoFile, b []byte) ([]byte, error) {
-	var h sr.ConfluentHeader
-	index, payload, err := h.DecodeIndex(b, 32)
+	index, payload, err := messageIndex(b, 32)
 	if err != nil {
-		return nil, fmt.Errorf("Protobuf message index: %w", err)
+		return nil, err
 	}
 	var md protoreflect.MessageDescriptor
 	msgs := fd.Messages()
@@ -106,6 +106,12 @@ func decodeProto(fd protoFile, b []byte) ([]byte, error) {
 	msg := dynamicpb.NewMessage(md)
 	if err := proto.Unmarshal(payload, msg); err != nil {
 		return nil, fmt.Errorf("decode Protobuf %s: %w", md.FullName(), err)
+	}
+	// A message has no end marker: bytes after it read as more fields.
+	// Read with its own writer schema, a field the schema does not have
+	// is bytes that are not this record (trailing data, another message).
+	if n := unknownBytes(msg); n > 0 {
+		return nil, fmt.Errorf("decode Protobuf %s: %d bytes are fields its writer schema does not have (trailing or foreign data)", md.FullName(), n)
 	}
 	j, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}.Marshal(msg)
 	if err != nil {
@@ -132,4 +138,55 @@ func jsonName(name string) string {
 		}
 	}
 	return b.String()
+}
+
+// messageIndex reads the Confluent Protobuf message-index prefix: a zigzag
+// varint count, then that many indexes (count 0 is [0]). Each fault is
+// named as what it is, not as a bad header.
+func messageIndex(b []byte, max int) ([]int, []byte, error) {
+	count, n := binary.Varint(b)
+	switch {
+	case n <= 0:
+		return nil, nil, fmt.Errorf("Protobuf message index: the count is missing or not a varint")
+	case count == 0:
+		return []int{0}, b[n:], nil
+	case count < 0:
+		return nil, nil, fmt.Errorf("Protobuf message index: count %d is negative", count)
+	case count > int64(max):
+		return nil, nil, fmt.Errorf("Protobuf message index: count %d is more than %d", count, max)
+	}
+	b = b[n:]
+	index := make([]int, count)
+	for i := range index {
+		v, n := binary.Varint(b)
+		if n <= 0 {
+			return nil, nil, fmt.Errorf("Protobuf message index: index %d of %d is missing or not a varint", i+1, count)
+		}
+		index[i], b = int(v), b[n:]
+	}
+	return index, b, nil
+}
+
+// unknownBytes counts the bytes of fields the schema does not have, in m
+// and every message it holds.
+func unknownBytes(m protoreflect.Message) int {
+	n := len(m.GetUnknown())
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsMap():
+			if fd.MapValue().Message() != nil {
+				v.Map().Range(func(_ protoreflect.MapKey, e protoreflect.Value) bool { n += unknownBytes(e.Message()); return true })
+			}
+		case fd.IsList():
+			if fd.Message() != nil {
+				for i := range v.List().Len() {
+					n += unknownBytes(v.List().Get(i).Message())
+				}
+			}
+		case fd.Message() != nil:
+			n += unknownBytes(v.Message())
+		}
+		return true
+	})
+	return n
 }

@@ -43,8 +43,10 @@ func Unavailable(err error) bool {
 }
 
 // Registry fetches writer schemas by id and keeps them: a schema id names
-// one schema forever, so nothing is ever refetched, and an id the registry
-// does not know (404) is remembered as bad input too.
+// one schema forever, so nothing is ever refetched. An id the registry does
+// not know (404) is bad input, but only for now: a lagging replica may
+// learn it a moment later, so the 404 is kept for the backoff's base and
+// the registry is asked again after it, for the life of the process.
 //
 // A registry found out is not asked again until a backoff is over: until
 // then a schema not kept fails at once as unavailable. A registry that
@@ -54,6 +56,9 @@ type Registry struct {
 
 	mu      sync.Mutex
 	schemas map[int]*writerSchema
+	// unknown holds the 404s, each until it may be asked again.
+	unknown map[int]unknownID
+	now     func() time.Time
 	// The backoff after an outage: base, doubling with each outage in a
 	// row up to limit; outages counts them, and the registry is not asked
 	// again before quietUntil, the end of the last outage's backoff.
@@ -100,7 +105,14 @@ func NewRegistry(c *config.SchemaRegistry) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("schema registry client: %w", err)
 	}
-	return &Registry{cl: cl, schemas: map[int]*writerSchema{}, base: config.DefaultRetryBackoff, limit: config.DefaultRetryBackoffMax}, nil
+	return &Registry{cl: cl, schemas: map[int]*writerSchema{}, unknown: map[int]unknownID{}, now: time.Now,
+		base: config.DefaultRetryBackoff, limit: config.DefaultRetryBackoffMax}, nil
+}
+
+// unknownID is a 404 for a schema id, kept until it may be asked again.
+type unknownID struct {
+	err   error
+	until time.Time
 }
 
 // setBackoff sets the wait after an outage before the registry is asked
@@ -115,7 +127,7 @@ func (r *Registry) setBackoff(base, limit time.Duration) {
 func (r *Registry) quiet() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.outages > 0 && time.Now().Before(r.quietUntil) {
+	if r.outages > 0 && r.now().Before(r.quietUntil) {
 		return fmt.Errorf("not asked again until %s after: %w", r.quietUntil.Format(time.RFC3339Nano), r.lastErr)
 	}
 	return nil
@@ -132,7 +144,7 @@ func (r *Registry) answered(err error) {
 	}
 	r.outages++
 	r.lastErr = err
-	r.quietUntil = time.Now().Add(retry.Backoff{Base: r.base, Limit: r.limit}.After(r.outages))
+	r.quietUntil = r.now().Add(retry.Backoff{Base: r.base, Limit: r.limit}.After(r.outages))
 }
 
 // schema returns the parsed schema with the id. A *BadRecord error means
@@ -141,9 +153,13 @@ func (r *Registry) answered(err error) {
 func (r *Registry) schema(id int) (*writerSchema, error) {
 	r.mu.Lock()
 	ws := r.schemas[id]
+	u, isUnknown := r.unknown[id]
 	r.mu.Unlock()
 	if ws != nil {
 		return ws, ws.err
+	}
+	if isUnknown && r.now().Before(u.until) {
+		return nil, u.err
 	}
 	if err := r.quiet(); err != nil {
 		return nil, &RegistryUnavailableError{SchemaID: id, Err: err}
@@ -153,7 +169,12 @@ func (r *Registry) schema(id int) (*writerSchema, error) {
 	if err != nil {
 		var re *sr.ResponseError
 		if errors.As(err, &re) && re.StatusCode == http.StatusNotFound {
-			ws = &writerSchema{id: id, err: bad(record.ClassSchema, "schema id %d: unknown to the schema registry (%v)", id, err)}
+			r.answered(nil)
+			err := bad(record.ClassSchema, "schema id %d: unknown to the schema registry (%v)", id, err)
+			r.mu.Lock()
+			r.unknown[id] = unknownID{err: err, until: r.now().Add(r.base)}
+			r.mu.Unlock()
+			return nil, err
 		} else {
 			r.answered(err)
 			return nil, &RegistryUnavailableError{SchemaID: id, Err: err}
@@ -172,6 +193,7 @@ func (r *Registry) schema(id int) (*writerSchema, error) {
 	r.answered(nil)
 	r.mu.Lock()
 	r.schemas[id] = ws
+	delete(r.unknown, id)
 	r.mu.Unlock()
 	return ws, ws.err
 }

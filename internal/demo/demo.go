@@ -259,14 +259,7 @@ func (d *demo) waitApplied(ctx context.Context, c *consume.Consumer, done <-chan
 	defer tick.Stop()
 	deadline := time.After(60 * time.Second)
 	for {
-		applied := c.Applied()
-		ok := len(applied) == len(want)
-		for tp, end := range want {
-			if a, owned := applied[tp]; !owned || a < end-1 {
-				ok = false
-			}
-		}
-		if ok {
+		if c.CaughtUp(want) {
 			return nil
 		}
 		select {

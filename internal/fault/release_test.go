@@ -20,6 +20,7 @@ import (
 	"github.com/idemsink/idemsink/internal/fault"
 	"github.com/idemsink/idemsink/internal/kafkatest"
 	"github.com/idemsink/idemsink/internal/pgtest"
+	"github.com/idemsink/idemsink/internal/waittest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -156,22 +157,17 @@ func waitRows(t *testing.T, url string, done <-chan error, out *syncBuffer) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
 	var n int
-	for {
+	waittest.Describe(t, 2*time.Minute, func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("release build exited (%v) before applying every record:\n%s", err, out.String())
-		case <-ctx.Done():
-			t.Fatalf("%d of %d rows after 2m:\n%s", n, records, out.String())
-		case <-tick.C:
+		default:
 		}
 		// The table appears when the daemon has migrated.
-		if err := conn.QueryRow(ctx, `SELECT count(*) FROM orders`).Scan(&n); err == nil && n == records {
-			return
-		}
-	}
+		err := conn.QueryRow(ctx, `SELECT count(*) FROM orders`).Scan(&n)
+		return err == nil && n == records
+	}, func() string { return fmt.Sprintf("%d of %d rows:\n%s", n, records, out.String()) })
 }
 
 // syncBuffer collects a child's output, written from exec's copy goroutines.

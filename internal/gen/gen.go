@@ -201,7 +201,7 @@ func (g *Generator) event(l Line, kind Kind) Event {
 }
 
 // Latest returns the newest version of every key generated so far: the
-// expected content of the target table under the ordering contract,
+// expected content of the target table under the ordering contract (docs/design.md, contract 3),
 // computed without any of the pipeline's code.
 func (g *Generator) Latest() map[Key]Line {
 	out := make(map[Key]Line, len(g.versions))

@@ -10,8 +10,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/idemsink/idemsink/internal/config"
 )
@@ -25,10 +23,10 @@ func Opts(cfg *config.Config, log *slog.Logger) []kgo.Opt {
 	// The client id names idemsink in the broker's logs and in the group's member ids.
 	opts := []kgo.Opt{kgo.SeedBrokers(cfg.Brokers...), kgo.ClientID("idemsink"), kgo.WithLogger(logger{log})}
 	if cfg.SASL != nil {
-		opts = append(opts, sasl(cfg.SASL))
+		opts = append(opts, kgo.SASL(mechanism(cfg.SASL)))
 	}
-	if cfg.TLS {
-		opts = append(opts, kgo.DialTLS())
+	if cfg.TLS.Enabled {
+		opts = append(opts, kgo.Dialer(tlsDialer(cfg.TLS)))
 	}
 	return opts
 }
@@ -51,16 +49,6 @@ func NewAdmin(cfg *config.Config, log *slog.Logger) (*kadm.Client, func(), error
 		return nil, nil, err
 	}
 	return kadm.NewClient(cl), cl.Close, nil
-}
-
-func sasl(s *config.SASL) kgo.Opt {
-	switch s.Mechanism {
-	case "scram-sha-256":
-		return kgo.SASL(scram.Auth{User: s.User, Pass: s.Password}.AsSha256Mechanism())
-	case "scram-sha-512":
-		return kgo.SASL(scram.Auth{User: s.User, Pass: s.Password}.AsSha512Mechanism())
-	}
-	return kgo.SASL(plain.Auth{User: s.User, Pass: s.Password}.AsMechanism())
 }
 
 // logger routes the Kafka client's logs into slog, at its warnings and

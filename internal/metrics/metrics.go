@@ -25,6 +25,9 @@ type Metrics struct {
 	// RegistryRetries counts records held back because the Schema
 	// Registry could not be reached; they are decoded again later.
 	RegistryRetries prometheus.Counter
+	// Fences counts partitions dropped back to the ledger's offset
+	// because a newer generation owns them (a fenced batch).
+	Fences prometheus.Counter
 	// KafkaCommitErrors counts offset commits Kafka refused; the ledger
 	// still holds the applied position, so nothing is lost.
 	KafkaCommitErrors prometheus.Counter
@@ -56,7 +59,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "idemsink_records_total", Help: "Records by pipeline and result.",
 		}, []string{"pipeline", "result"}),
 		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "idemsink_dead_letters_total", Help: "Committed dead letters by pipeline and class of reason.",
+			Name: "idemsink_dead_letters_total", Help: "Dead letters committed for the first time (not again after an offset reset), by pipeline and class of reason.",
 		}, []string{"pipeline", "class"}),
 		Batches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "idemsink_batches_total", Help: "Batch attempts by pipeline and outcome.",
@@ -73,6 +76,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		}),
 		RegistryRetries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "idemsink_schema_registry_retries_total", Help: "Partitions rewound because the Schema Registry was unavailable.",
+		}),
+		Fences: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "idemsink_partition_fences_total", Help: "Partitions read again from the ledger after a fenced batch.",
 		}),
 		KafkaCommitErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "idemsink_kafka_commit_errors_total", Help: "Kafka offset commits that failed after the database commit.",
@@ -103,7 +109,8 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Records, m.DeadLetters, m.Batches, m.BatchSeconds, m.VerifyFailures, m.DBRetries, m.RegistryRetries,
-			m.KafkaCommitErrors, m.Ready, m.Buffered, m.AppliedOffset, m.Lag, m.PendingBatchAge, m.TransactionRecords, m.TransactionDates)
+			m.Fences, m.KafkaCommitErrors, m.Ready, m.Buffered, m.AppliedOffset, m.Lag, m.PendingBatchAge,
+			m.TransactionRecords, m.TransactionDates)
 	}
 	return m
 }

@@ -70,6 +70,24 @@ type Options struct {
 	// Settings are extra postgresql.conf lines, e.g. "fsync=off" for tests.
 	// They come after the defaults, so they override them.
 	Settings []string
+	// TLS, when set, turns ssl on with these files, copied into the data
+	// dir so that the server user can read them.
+	TLS *TLS
+	// HBA are pg_hba.conf lines put before initdb's own, which trust
+	// every connection: e.g. "hostssl all app 127.0.0.1/32 cert" and
+	// "host all app 127.0.0.1/32 reject" to let the role app in only with
+	// a client certificate. The superuser keeps initdb's trust, which
+	// Start and Restart use to see that the server is up.
+	HBA []string
+}
+
+// TLS names the PEM files of a server with ssl on.
+type TLS struct {
+	// CertFile and KeyFile are the server's certificate and key.
+	CertFile, KeyFile string
+	// CAFile, when set, is the CA that client certificates must chain to
+	// (ssl_ca_file), for hostssl ... cert lines and clientcert=verify-full.
+	CAFile string
 }
 
 // Server is a running (or stopped) throwaway PostgreSQL server. Its methods
@@ -167,7 +185,18 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	if err := s.initdb(ctx); err != nil {
 		return nil, err
 	}
-	if err := s.writeConfig(opts.Settings); err != nil {
+	settings := opts.Settings
+	if opts.TLS != nil {
+		tlsSettings, err := s.installTLS(opts.TLS)
+		if err != nil {
+			return nil, err
+		}
+		settings = append(tlsSettings, settings...)
+	}
+	if err := s.writeConfig(settings); err != nil {
+		return nil, err
+	}
+	if err := s.prependHBA(opts.HBA); err != nil {
 		return nil, err
 	}
 	s.log.Debug("initdb done", "dir", dir, "took", time.Since(start))
@@ -354,6 +383,49 @@ func (s *Server) writeConfig(extra []string) error {
 		return fmt.Errorf("close %s: %w", main, err)
 	}
 	return nil
+}
+
+// installTLS copies the certificate files into the data dir and returns
+// the settings that turn ssl on with them.
+func (s *Server) installTLS(t *TLS) ([]string, error) {
+	files := []struct{ src, dst, setting string }{
+		{t.CertFile, "server.crt", "ssl_cert_file"},
+		{t.KeyFile, "server.key", "ssl_key_file"},
+		{t.CAFile, "root.crt", "ssl_ca_file"},
+	}
+	settings := []string{"ssl = on"}
+	for _, f := range files {
+		if f.src == "" {
+			if f.setting == "ssl_ca_file" {
+				continue
+			}
+			return nil, fmt.Errorf("pglocal TLS: %s is required", f.setting)
+		}
+		b, err := os.ReadFile(f.src)
+		if err != nil {
+			return nil, fmt.Errorf("pglocal TLS: %w", err)
+		}
+		// The server refuses a key others can read: writeFile makes it 0600.
+		if err := s.writeFile(filepath.Join(s.dataDir, f.dst), string(b)); err != nil {
+			return nil, err
+		}
+		settings = append(settings, fmt.Sprintf("%s = %s", f.setting, quoteConf(f.dst)))
+	}
+	return settings, nil
+}
+
+// prependHBA puts lines before the pg_hba.conf initdb wrote; the first
+// matching line wins.
+func (s *Server) prependHBA(lines []string) error {
+	if len(lines) == 0 {
+		return nil
+	}
+	path := filepath.Join(s.dataDir, "pg_hba.conf")
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	return s.writeFile(path, "# Written by pglocal (Options.HBA).\n"+strings.Join(lines, "\n")+"\n\n"+string(old))
 }
 
 // writeFile writes a file readable by the server user.

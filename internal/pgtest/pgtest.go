@@ -280,3 +280,27 @@ func (migrator) Migrate(ctx context.Context, _ *sql.DB, conf pgtestdb.Config) er
 	_, err = migrations.Migrate(ctx, conn, -1)
 	return err
 }
+
+// Start starts a throwaway server from the local binaries for t alone,
+// configured by opts (TLS, pg_hba lines, settings), and closes it when t
+// ends: for tests that need a server set up otherwise than the shared one,
+// with roles and authentication of their own. Its superuser connects with
+// DSN over plain TCP. Without the binaries the test fails.
+func Start(t testing.TB, opts pglocal.Options) *pglocal.Server {
+	t.Helper()
+	if err := pglocal.Available(); err != nil {
+		t.Fatalf("this test starts a PostgreSQL server of its own: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := pglocal.Start(ctx, opts)
+	if err != nil {
+		t.Fatalf("start PostgreSQL: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("close PostgreSQL: %v", err)
+		}
+	})
+	return s
+}

@@ -10,6 +10,7 @@ package record
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -79,9 +80,30 @@ type Row struct {
 	// Delete removes the key (Values is nil); Ignore changes nothing.
 	// See format.go.
 	Delete, Ignore bool
+	// Unavailable lists, in order, the columns whose value the source
+	// could not send (Debezium's placeholder for an unchanged TOAST
+	// value): their Values are nil, and the stored value stays.
+	Unavailable []int32
 }
 
-// Newer reports whether r supersedes o under the ordering contract: a higher
+// Fill takes from an older row of the same key the values r could not
+// carry (Unavailable), where o has them: what the key held before r.
+func (r *Row) Fill(o *Row) {
+	if len(r.Unavailable) == 0 || o.Delete || o.Ignore || o.Values == nil {
+		return
+	}
+	kept := r.Unavailable[:0:0]
+	for _, c := range r.Unavailable {
+		if slices.Contains(o.Unavailable, c) {
+			kept = append(kept, c)
+			continue
+		}
+		r.Values[c] = o.Values[c]
+	}
+	r.Unavailable = kept
+}
+
+// Newer reports whether r supersedes o under the ordering contract (docs/design.md, contract 3): a higher
 // version, else a later Kafka position. Positions in different partitions
 // are not ordered by Kafka; comparing the offset, then the partition, then
 // the topic (a pipeline may read several) makes the order total, so that the

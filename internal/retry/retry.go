@@ -5,6 +5,7 @@ package retry
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -17,7 +18,7 @@ func (b Backoff) After(n int) time.Duration {
 	return min(b.Base<<min(max(n-1, 0), 20), b.Limit)
 }
 
-// Do calls fn until it succeeds, giving each attempt its own timeout
+// Do calls fn until it succeeds or returns an error wrapped by Stop, giving each attempt its own timeout
 // and waiting b.After(n) between attempts; the wait ends early when ctx
 // does, and then Do returns the last error. onFail, if set, hears of
 // each failure before the wait. Every database operation the consumer runs
@@ -31,6 +32,10 @@ func Do(ctx context.Context, timeout time.Duration, b Backoff, fn func(context.C
 		cancel()
 		if err == nil {
 			return nil
+		}
+		var stop *stopError
+		if errors.As(err, &stop) {
+			return stop.err
 		}
 		wait := b.After(attempt)
 		if onFail != nil {
@@ -54,3 +59,12 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// Stop wraps an error that no retry can cure (bad input, the last attempt
+// allowed): Do returns err at once, unwrapped.
+func Stop(err error) error { return &stopError{err} }
+
+type stopError struct{ err error }
+
+func (e *stopError) Error() string { return e.err.Error() }
+func (e *stopError) Unwrap() error { return e.err }

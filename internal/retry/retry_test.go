@@ -35,3 +35,16 @@ func TestDo(t *testing.T) {
 		t.Fatalf("Do with a canceled context: %v, want the last error", err)
 	}
 }
+
+// An error wrapped by Stop ends Do at once, unwrapped, without a wait.
+func TestDoStop(t *testing.T) {
+	calls, fails := 0, 0
+	want := errors.New("bad input")
+	err := Do(context.Background(), time.Second, Backoff{time.Hour, time.Hour}, func(context.Context) error {
+		calls++
+		return Stop(want)
+	}, func(int, error, time.Duration) { fails++ })
+	if err != want || calls != 1 || fails != 0 {
+		t.Fatalf("Do with Stop: %v after %d calls and %d failures heard; want %v after 1 and 0", err, calls, fails, want)
+	}
+}

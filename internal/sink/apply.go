@@ -255,7 +255,7 @@ func (t *txn) stage(ctx context.Context, rowByRow bool) error {
 	for _, r := range t.todo {
 		t.copied[r.Batch]++
 	}
-	if _, err := t.tx.CopyFrom(ctx, pgx.Identifier{t.st.stageName}, t.st.stageCols, &rowSource{rows: t.todo, ids: t.ids}); err != nil {
+	if _, err := t.tx.CopyFrom(ctx, pgx.Identifier{t.st.stageName}, t.st.stageCols, &rowSource{rows: t.todo, ids: t.ids, unavailable: t.st.unavailable}); err != nil {
 		return fmt.Errorf("stage %d rows: %w", len(t.todo), err)
 	}
 	if deletes && !rowByRow {
@@ -266,7 +266,7 @@ func (t *txn) stage(ctx context.Context, rowByRow bool) error {
 			return err
 		}
 	}
-	return nil
+	return t.completeStage(ctx)
 }
 
 // perBatch returns a function that takes a count by batch id (from a
@@ -344,9 +344,10 @@ func (t *txn) proven() bool {
 }
 
 // verify checks, before the commit, that every staged row is in the target
-// at its staged version or a newer one (contract 6), and takes the staged
-// and stale counts per date. When the upsert's counts prove it (proven),
-// they are the check; else a second probe of the target is.
+// at its staged version or a newer one (docs/design.md, contract 6), and
+// takes the staged and stale counts per date. When the upsert's counts
+// prove it (proven), they are the check; else a second probe of the target
+// is.
 func (t *txn) verify(ctx context.Context) error {
 	if t.proven() {
 		for i, p := range t.probed {
@@ -410,18 +411,15 @@ func (t *txn) delete(ctx context.Context) error {
 // advanced ledger offsets, in the unit's transaction; it sums the dates'
 // counts into the transaction's.
 func (t *txn) record(ctx context.Context) error {
+	var classes map[string]int
 	if len(t.dead) > 0 {
-		if err := insertDead(ctx, t.tx, t.u.Pipeline.Name, t.ids, t.dead); err != nil {
+		var err error
+		if classes, err = insertDead(ctx, t.tx, t.u.Pipeline.Name, t.ids, t.dead); err != nil {
 			return err
 		}
 	}
 	for _, d := range t.dead {
-		r := &t.res.Batches[d.batch]
-		r.DeadLettered++
-		if r.DeadClasses == nil {
-			r.DeadClasses = map[string]int{}
-		}
-		r.DeadClasses[deadClass(d.Reason)]++
+		t.res.Batches[d.batch].DeadLettered++
 	}
 	n := len(t.bs)
 	ids, runs, ranges := make([]record.ID, n), make([]record.ID, n), make([]string, n)
@@ -448,6 +446,7 @@ func (t *txn) record(ctx context.Context) error {
 		}
 	}
 	t.res.Counts = total
+	t.res.DeadClasses = classes
 	res, c := &t.res, t.c
 	args := []any{t.u.Pipeline.Name, c.Group, c.Generation, c.Member, ms(res.Stage), ms(res.Upsert), ms(res.Verify), ids, runs, dates, ranges}
 	for _, col := range counts {
@@ -499,6 +498,19 @@ func (t *txn) upsertRows(ctx context.Context) error {
 		args = append(args, r.ID)
 		args = append(args, r.Values...)
 		args = append(args, r.Version, r.Pos.Topic, r.Pos.Partition, r.Pos.Offset, t.ids[r.Batch])
+		if t.st.unavailable {
+			if len(r.Unavailable) > 0 {
+				ok, err := t.stored(ctx, *r.Row)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					t.dead = append(t.dead, deadLetter{t.incompleteDead(*r.Row), r.Batch})
+					continue
+				}
+			}
+			args = append(args, unavailableArg(r.Row))
+		}
 		if _, err := t.tx.Exec(ctx, "SAVEPOINT row"); err != nil {
 			return fmt.Errorf("savepoint: %w", err)
 		}
@@ -541,7 +553,10 @@ func deadClass(reason string) string {
 	return ClassOther
 }
 
-func insertDead(ctx context.Context, tx pgx.Tx, pipeline string, ids []record.ID, dead []deadLetter) error {
+// insertDead writes the dead letters (ids holds the batch id of each date
+// index) and returns, by class, how many of them it inserted: one already
+// stored (a redelivery after an offset reset) is not counted again.
+func insertDead(ctx context.Context, tx pgx.Tx, pipeline string, ids []record.ID, dead []deadLetter) (map[string]int, error) {
 	n := len(dead)
 	batches, topics, parts, offs := make([]record.ID, n), make([]string, n), make([]int32, n), make([]int64, n)
 	keys, values, headers, reasons := make([][]byte, n), make([][]byte, n), make([][]byte, n), make([]string, n)
@@ -552,13 +567,29 @@ func insertDead(ctx context.Context, tx pgx.Tx, pipeline string, ids []record.ID
 		if len(d.Headers) > 0 {
 			h, err := json.Marshal(d.Headers)
 			if err != nil {
-				return fmt.Errorf("encode headers: %w", err)
+				return nil, fmt.Errorf("encode headers: %w", err)
 			}
 			headers[i] = h
 		}
 	}
-	if _, err := tx.Exec(ctx, insertDeadLetters, pipeline, batches, topics, parts, offs, keys, values, headers, reasons); err != nil {
-		return fmt.Errorf("insert %d dead letters: %w", n, err)
+	rows, err := tx.Query(ctx, insertDeadLetters, pipeline, batches, topics, parts, offs, keys, values, headers, reasons)
+	if err != nil {
+		return nil, fmt.Errorf("insert %d dead letters: %w", n, err)
 	}
-	return nil
+	var classes map[string]int
+	var reason string
+	var inserted bool
+	_, err = pgx.ForEachRow(rows, []any{&reason, &inserted}, func() error {
+		if inserted {
+			if classes == nil {
+				classes = map[string]int{}
+			}
+			classes[deadClass(reason)]++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("insert %d dead letters: %w", n, err)
+	}
+	return classes, nil
 }

@@ -105,4 +105,18 @@ CREATE CONSTRAINT TRIGGER refuse_dead AFTER INSERT ON idemsink.dead_letters DEFE
 		added[class] = float64(n)
 	}
 	checkCounts("the results added up", added, want)
+
+	// An offset reset (here a new group, whose ledger is empty) applies
+	// the batches again: their dead letters are stored already, and are
+	// not counted again.
+	for _, bb := range []*batch.Batch{b, b2} {
+		r, err := f.s.Apply(ctx, batch.Of(bb), commitAs(commitFor(bb, 1), "reset"))
+		if err != nil || r.Skipped != 0 || r.DeadLettered == 0 {
+			t.Fatalf("after the reset: %+v, %v; want the batch applied again", r, err)
+		}
+		if len(r.DeadClasses) != 0 {
+			t.Errorf("after the reset: dead classes %v, want none new", r.DeadClasses)
+		}
+	}
+	check("after an offset reset", want)
 }

@@ -108,7 +108,8 @@ SELECT batch_id, count(*) FROM gone GROUP BY batch_id`, input(2), st.target),
 	if _, err := pgx.ForEachRow(rows, []any{&id, &gone}, func() error { return took(id, gone) }); err != nil {
 		return fmt.Errorf("delete from %s: %w", st.target, err)
 	}
-	// Contract 6 for deletes: no deleted key is left behind its delete.
+	// Contract 6 (docs/design.md) for deletes: no deleted key is left
+	// behind its delete.
 	var behind int64
 	if err := tx.QueryRow(ctx, fmt.Sprintf(`WITH d AS (%s)
 SELECT count(*) FROM d JOIN %s t ON t.record_id = d.record_id

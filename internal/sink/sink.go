@@ -93,7 +93,8 @@ type Counts struct {
 	Stale        int // older than the stored version, not written
 	Deleted      int
 	DeadLettered int
-	// DeadClasses counts the dead letters written by class: the class
+	// DeadClasses counts the dead letters this batch inserted (not those
+	// already stored, as after an offset reset), by class: the class
 	// their reason starts with, or ClassOther.
 	DeadClasses map[string]int
 }
@@ -199,6 +200,8 @@ type rowSource struct {
 	ids  []record.ID // batch id per batch index
 	i    int
 	buf  []any
+	// unavailable: the stage has the _unavailable column.
+	unavailable bool
 }
 
 func (r *rowSource) Next() bool { r.i++; return r.i <= len(r.rows) }
@@ -208,6 +211,9 @@ func (r *rowSource) Values() ([]any, error) {
 	r.buf = append(r.buf[:0], row.ID)
 	r.buf = append(r.buf, row.Values...)
 	r.buf = append(r.buf, row.Version, row.Pos.Topic, row.Pos.Partition, row.Pos.Offset, r.ids[row.Batch])
+	if r.unavailable {
+		r.buf = append(r.buf, unavailableArg(row.Row))
+	}
 	return r.buf, nil
 }
 

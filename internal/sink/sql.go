@@ -20,14 +20,22 @@ type statements struct {
 	createTable string
 	createStage string
 	upsert      string // from the stage table: per batch id, what the probe found and what was written
-	upsertRow   string // one row from parameters: record_id, columns..., version, topic, partition, offset, batch id
+	upsertRow   string // one row from parameters: record_id, columns..., version, topic, partition, offset, batch id[, unavailable]
 	verify      string
+	// unavailable: the pipeline reads Debezium events, whose columns may
+	// be unavailable (an unchanged TOAST value): the stage has an
+	// _unavailable column (the column indexes), the target's value is
+	// kept for them, and incomplete/fill prepare the stage (see
+	// unavailable.go). Other pipelines' SQL has none of it.
+	unavailable bool
+	incomplete  string
+	fill        string
 }
 
 func quote(parts ...string) string { return pgx.Identifier(parts).Sanitize() }
 
 func buildStatements(p *config.Pipeline) *statements {
-	s := &statements{target: quote(p.Schema, p.Table)}
+	s := &statements{target: quote(p.Schema, p.Table), unavailable: p.Format == "debezium"}
 	// The stage is a temp table that lives as long as its connection; its
 	// name carries a hash of the pipeline and its columns, so that a
 	// connection that staged before the pipeline gained a column never
@@ -39,8 +47,16 @@ func buildStatements(p *config.Pipeline) *statements {
 	}
 	s.stageName = fmt.Sprintf("_idemsink_stage_%.38s_%08x", p.Name, h.Sum32())
 	s.stage = quote(s.stageName)
-	var cols, defs, stageDefs, sets, tContent, eContent []string
-	for _, c := range p.Columns {
+	// kept is the value a column takes from a staged row s (alias) over
+	// the target row t: the target's own where s could not carry it.
+	kept := func(alias string, i int, q string) string {
+		if !s.unavailable {
+			return alias + "." + q
+		}
+		return fmt.Sprintf("CASE WHEN %d = ANY(%s._unavailable) THEN t.%s ELSE %s.%s END", i, alias, q, alias, q)
+	}
+	var cols, defs, stageDefs, sets, tContent, eContent, sContent []string
+	for i, c := range p.Columns {
 		q := quote(c.Name)
 		cols = append(cols, q)
 		null := " NOT NULL"
@@ -49,12 +65,22 @@ func buildStatements(p *config.Pipeline) *statements {
 		}
 		defs = append(defs, fmt.Sprintf("    %s %s%s", q, c.Type, null))
 		stageDefs = append(stageDefs, fmt.Sprintf("%s %s", q, c.Type))
-		sets = append(sets, fmt.Sprintf("%s = EXCLUDED.%s", q, q))
+		if s.unavailable {
+			sets = append(sets, fmt.Sprintf("%s = CASE WHEN %d = ANY($%d::integer[]) THEN t.%s ELSE EXCLUDED.%s END", q, i, len(p.Columns)+7, q, q))
+		} else {
+			sets = append(sets, fmt.Sprintf("%s = EXCLUDED.%s", q, q))
+		}
+		sContent = append(sContent, kept("s", i, q))
 		tContent = append(tContent, "t."+q)
 		eContent = append(eContent, "EXCLUDED."+q)
 	}
 	meta := []string{"_version", "_src_topic", "_src_partition", "_src_offset", "_batch_id"}
 	s.stageCols = append(append([]string{"record_id"}, strings.Split(strings.Join(p.ColumnNames(), ","), ",")...), meta...)
+	extra := ""
+	if s.unavailable {
+		s.stageCols = append(s.stageCols, "_unavailable")
+		extra = ", _unavailable integer[]"
+	}
 
 	s.createTable = fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
     record_id uuid PRIMARY KEY,
@@ -73,12 +99,13 @@ func buildStatements(p *config.Pipeline) *statements {
 	// transaction stages the batches of many target dates at once: each
 	// row carries its date's batch id, which the upsert writes into the
 	// target and by which the upsert and the verification count per date.
-	s.createStage = fmt.Sprintf(`CREATE TEMP TABLE IF NOT EXISTS %s (record_id uuid, %s, _version bigint, _src_topic text, _src_partition integer, _src_offset bigint, _batch_id uuid) ON COMMIT DELETE ROWS`,
-		s.stage, strings.Join(stageDefs, ", "))
+	s.createStage = fmt.Sprintf(`CREATE TEMP TABLE IF NOT EXISTS %s (record_id uuid, %s, _version bigint, _src_topic text, _src_partition integer, _src_offset bigint, _batch_id uuid%s) ON COMMIT DELETE ROWS`,
+		s.stage, strings.Join(stageDefs, ", "), extra)
 
 	colList := strings.Join(cols, ", ")
-	// position is the version tuple of contract 3, written once: (version,
-	// offset, partition, topic), the same total order as record.Row.Newer.
+	// position is the version tuple of contract 3 (docs/design.md),
+	// written once: (version, offset, partition, topic), the same total
+	// order as record.Row.Newer.
 	position := func(alias string) string {
 		return fmt.Sprintf("(%[1]s._version, %[1]s._src_offset, %[1]s._src_partition, %[1]s._src_topic)", alias)
 	}
@@ -103,22 +130,22 @@ func buildStatements(p *config.Pipeline) *statements {
 	// staged rows into new keys, existing keys that are newer with other
 	// content (to write), older ones with other content (stale) and the
 	// rest (unchanged); only the first two are written, every other row is
-	// left alone, not even locked (contract 4). New keys are inserted
-	// plainly: a key inserted meanwhile by another transaction fails the
-	// batch with a unique violation, and the row-by-row retry (upsertRow,
-	// ON CONFLICT) settles it. Rows to write are updated under the version
-	// guard again: if another transaction changed the row since the probe,
-	// the guard is re-evaluated on its newest version (READ COMMITTED), so
-	// an older version never wins.
+	// left alone, not even locked (contract 4, docs/design.md). New keys
+	// are inserted plainly: a key inserted meanwhile by another transaction
+	// fails the batch with a unique violation, and the row-by-row retry
+	// (upsertRow, ON CONFLICT) settles it. Rows to write are updated under
+	// the version guard again: if another transaction changed the row since
+	// the probe, the guard is re-evaluated on its newest version (READ
+	// COMMITTED), so an older version never wins.
 	//
 	// The statement returns, per batch id (per target date), what the probe
 	// found and what was written: this is the verification (contract 6)
 	// when the two agree, as the probe read every staged row's target row
 	// and the RETURNING rows prove every write (see txn.verify).
 	var upd []string
-	for _, c := range p.Columns {
+	for i, c := range p.Columns {
 		q := quote(c.Name)
-		upd = append(upd, fmt.Sprintf("%s = p.%s", q, q))
+		upd = append(upd, fmt.Sprintf("%s = %s", q, kept("p", i, q)))
 	}
 	// newer is the version guard for a staged row s against the target
 	// row t: at or after t's position, with other content.
@@ -127,7 +154,7 @@ func buildStatements(p *config.Pipeline) *statements {
 			t, prefixed(t, p.ColumnNames()), s, prefixed(s, p.ColumnNames()))
 	}
 	contentT := "(t._version, " + strings.Join(tContent, ", ") + ")"
-	contentS := "(s._version, " + prefixed("s", p.ColumnNames()) + ")"
+	contentS := "(s._version, " + strings.Join(sContent, ", ") + ")"
 	s.upsert = fmt.Sprintf(`WITH probe AS MATERIALIZED (
   SELECT s.*, t.record_id IS NULL AS fresh,
     t.record_id IS NOT NULL AND (%[3]s) AS write,
@@ -155,13 +182,23 @@ GROUP BY _batch_id`, s.stage, s.target, newer("s", "t"), colList, strings.Join(u
 
 	params := []string{"$1::uuid"}
 	for i, c := range p.Columns {
+		if s.unavailable {
+			// The proposed row must be whole (NOT NULL is checked before
+			// the conflict is): an unavailable column proposes its stored
+			// value, which the row by row path has checked exists.
+			params = append(params, fmt.Sprintf("CASE WHEN %d = ANY($%d::integer[]) THEN (SELECT %s FROM %s WHERE record_id = $1::uuid) ELSE $%d::%s END",
+				i, len(p.Columns)+7, quote(c.Name), s.target, i+2, c.Type))
+			continue
+		}
 		params = append(params, fmt.Sprintf("$%d::%s", i+2, c.Type))
 	}
 	n := len(p.Columns) + 2
 	params = append(params, fmt.Sprintf("$%d::bigint, $%d::text, $%d::integer, $%d::bigint, $%d::uuid, now()", n, n+1, n+2, n+3, n+4))
+	// With unavailable columns, $n+5 is their indexes: the conflict's SET
+	// keeps the stored values (above).
 	s.upsertRow = fmt.Sprintf("%s\n  VALUES (%s)\n  %s", insert, strings.Join(params, ", "), conflict)
 
-	// Contract 6, as a second probe of the target: every staged row is in
+	// Contract 6 (docs/design.md), as a second probe of the target: every staged row is in
 	// the target at its staged version or a newer one. It runs when the
 	// upsert's own counts do not prove it (see txn.verify), and after the
 	// row-by-row path. "behind" counts rows where the target holds an older
@@ -174,6 +211,25 @@ GROUP BY _batch_id`, s.stage, s.target, newer("s", "t"), colList, strings.Join(u
   count(*) FILTER (WHERE %[1]s > %[2]s AND %[3]s IS DISTINCT FROM %[4]s)
 FROM %[5]s s LEFT JOIN %[6]s t ON t.record_id = s.record_id
 GROUP BY s._batch_id`, position("t"), position("s"), contentT, contentS, s.stage, s.target)
+
+	if s.unavailable {
+		// A staged row with unavailable columns whose key the target does
+		// not hold cannot be completed: it leaves the stage (and is
+		// dead-lettered).
+		s.incomplete = fmt.Sprintf(`DELETE FROM %s s WHERE s._unavailable IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM %s t WHERE t.record_id = s.record_id)
+RETURNING s._src_topic, s._src_partition, s._src_offset`, s.stage, s.target)
+		// The rest take the stored values, so that the probe's change
+		// test compares like with like; the upsert's SET reads the target
+		// again, under the row lock.
+		var fills []string
+		for i, c := range p.Columns {
+			q := quote(c.Name)
+			fills = append(fills, fmt.Sprintf("%s = %s", q, kept("s", i, q)))
+		}
+		s.fill = fmt.Sprintf(`UPDATE %s s SET %s FROM %s t WHERE t.record_id = s.record_id AND s._unavailable IS NOT NULL`,
+			s.stage, strings.Join(fills, ", "), s.target)
+	}
 	return s
 }
 
@@ -206,12 +262,15 @@ WHERE o.group_id = $1 AND o.topic = x.topic AND o.partition = x.partition`
 WHERE group_id = $1 ORDER BY topic, partition`
 
 	// A record dead-lettered again (a redelivery, or consumer dlq replay)
-	// keeps its row; its reason is the latest one.
+	// keeps its row; its reason is the latest one. It returns the reason
+	// of each dead letter it inserted (xmax = 0), not of those it only
+	// updated: the metric counts new dead letters.
 	insertDeadLetters = `INSERT INTO idemsink.dead_letters AS d (pipeline, topic, partition, kafka_offset, key, value, headers, reason, batch_id)
 SELECT $1, x.topic, x.partition, x.off, x.key, x.value, x.headers, x.reason, x.batch_id
 FROM unnest($2::uuid[], $3::text[], $4::integer[], $5::bigint[], $6::bytea[], $7::bytea[], $8::jsonb[], $9::text[]) AS x(batch_id, topic, partition, off, key, value, headers, reason)
 ON CONFLICT (pipeline, topic, partition, kafka_offset) DO UPDATE SET reason = EXCLUDED.reason
-  WHERE d.reason IS DISTINCT FROM EXCLUDED.reason`
+  WHERE d.reason IS DISTINCT FROM EXCLUDED.reason
+RETURNING d.reason, (d.xmax = 0) AS inserted`
 
 	// recordBatches writes one batch-log entry per target date of the
 	// transaction, in one statement. The phase times are the

@@ -38,8 +38,18 @@ type column struct {
 
 func (s *Sink) ensureTable(ctx context.Context, tx pgx.Tx, p *config.Pipeline) error {
 	st := s.tables[p.Name]
-	if _, err := tx.Exec(ctx, st.createTable); err != nil {
-		return fmt.Errorf("create table %s: %w", st.target, err)
+	// CREATE TABLE IF NOT EXISTS needs CREATE on the schema even when the
+	// table exists: look first, so that a role without DDL (the least
+	// privilege of run) starts on existing tables. No DDL runs when every
+	// table is as its pipeline says.
+	var exists bool
+	if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", st.target).Scan(&exists); err != nil {
+		return fmt.Errorf("look up table %s: %w", st.target, err)
+	}
+	if !exists {
+		if _, err := tx.Exec(ctx, st.createTable); err != nil {
+			return fmt.Errorf("create table %s: %w", st.target, err)
+		}
 	}
 	rows, err := tx.Query(ctx, `SELECT attname, format_type(atttypid, atttypmod), attnotnull, atthasdef FROM pg_attribute
 WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, st.target)

@@ -421,9 +421,10 @@ func TestDebeziumEndToEnd(t *testing.T) {
 	topic := h.k.Topic("pg.public.customers", 1)
 	p := config.Pipeline{
 		Name: "customers", Topics: []string{topic}, Table: "customers", Format: "debezium", Deletes: "apply",
-		Key:     []string{"id"},
-		Columns: []config.Column{{Name: "id", Type: "bigint"}, {Name: "name", Type: "text"}, {Name: "updated", Type: "timestamptz"}},
-		Date:    config.Date{Field: "updated"},
+		Key: []string{"id"},
+		Columns: []config.Column{{Name: "id", Type: "bigint"}, {Name: "name", Type: "text"},
+			{Name: "updated", Type: "timestamptz", SemanticType: "io.debezium.time.MicroTimestamp"}},
+		Date: config.Date{Field: "updated"},
 	}
 	var recs []*kgo.Record
 	add := func(op string, id int, name string, lsn int) {
@@ -455,6 +456,11 @@ func TestDebeziumEndToEnd(t *testing.T) {
 	res := h.run(h.config(group, p), consume.Options{NoKafkaCommit: true}, metrics.New(nil))
 	if got, want := rows(), "1:streamed 3:three"; got != want {
 		t.Fatalf("rows %s, want %s", got, want)
+	}
+	// updated is microseconds since the epoch (semantic_type
+	// MicroTimestamp), not milliseconds.
+	if got := h.query(`SELECT string_agg(DISTINCT updated::text, ' ') FROM customers`); got != "2026-03-01 10:00:00+00" {
+		t.Errorf("updated %s, want 2026-03-01 10:00:00+00", got)
 	}
 	// Every event of a key is in one transaction: the deletes supersede
 	// the rows they delete there, so nothing is deleted from the table,

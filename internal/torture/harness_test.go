@@ -36,6 +36,7 @@ import (
 	"github.com/idemsink/idemsink/internal/kafkatest"
 	"github.com/idemsink/idemsink/internal/metrics"
 	"github.com/idemsink/idemsink/internal/pgtest"
+	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/sink"
 	"github.com/idemsink/idemsink/internal/torture"
 	"github.com/idemsink/idemsink/internal/waittest"
@@ -327,14 +328,17 @@ func (e *env) mustEnds() map[int32]int64 {
 	return ends
 }
 
-// caughtUp reports whether the ledger has applied every partition to ends.
-func caughtUp(applied, ends map[int32]int64) bool {
-	for p, end := range ends {
-		if end > 0 && applied[p] < end-1 {
-			return false
+// caughtUp reports whether the ledger has applied every partition of the
+// topic to ends (sink.AppliedToEnd).
+func (e *env) caughtUp(applied, ends map[int32]int64) bool {
+	tps := func(m map[int32]int64) map[record.TP]int64 {
+		out := make(map[record.TP]int64, len(m))
+		for p, o := range m {
+			out[record.TP{Topic: e.topic, Partition: p}] = o
 		}
+		return out
 	}
-	return true
+	return sink.AppliedToEnd(tps(applied), tps(ends))
 }
 
 // waitApplied waits until the ledger reaches the end of every partition.
@@ -350,7 +354,7 @@ func (e *env) waitApplied(d time.Duration) {
 			return false
 		}
 		last = a
-		return caughtUp(a, ends)
+		return e.caughtUp(a, ends)
 	}, func() string { return fmt.Sprintf("the ledger to reach %v (last seen %v)", ends, last) })
 }
 
@@ -361,11 +365,10 @@ func (e *env) waitApplied(d time.Duration) {
 func (e *env) settle(d time.Duration) {
 	e.t.Helper()
 	ends := e.mustEnds()
-	deadline, moved := time.Now().Add(d), time.Now()
+	moved := time.Now()
 	var applied, committed map[int32]int64
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	done, stalled := false, false
+	waittest.Until(d, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		a, _, _, aerr := e.ledger(ctx)
 		c, cerr := e.committed(ctx)
@@ -375,19 +378,16 @@ func (e *env) settle(d time.Duration) {
 				moved = time.Now()
 			}
 			applied, committed = a, c
-			done := caughtUp(a, ends)
+			done = e.caughtUp(a, ends)
 			for p, end := range ends {
 				done = done && (end == 0 || c[p] == end)
 			}
-			if done {
-				return
-			}
 		}
-		if time.Now().After(deadline) || time.Since(moved) > 20*time.Second {
-			e.t.Errorf("the group did not settle at the end of the log %v: ledger applied %v, Kafka committed %v", ends, applied, committed)
-			return
-		}
-		<-tick.C // the polling interval of a condition wait
+		stalled = time.Since(moved) > 20*time.Second
+		return done || stalled
+	})
+	if !done {
+		e.t.Errorf("the group did not settle at the end of the log %v: ledger applied %v, Kafka committed %v", ends, applied, committed)
 	}
 }
 

@@ -5,7 +5,7 @@
 // It shares no code with the pipeline on purpose. It decodes the order-line
 // JSON itself, strictly (a field of the wrong JSON type makes the record
 // malformed), and orders versions of a key itself, by version, then Kafka
-// offset, then partition (design note, contract 3). Only the tests import it.
+// offset, then partition (docs/design.md, contract 3). Only the tests import it.
 package torture
 
 import (

@@ -1,4 +1,4 @@
-package main
+package replay
 
 import (
 	"context"
@@ -24,7 +24,7 @@ func BenchmarkSearchDate(b *testing.B) {
 	const n = 100_000
 	recs := make([]*kgo.Record, 0, 5000)
 	for i := range n {
-		ts := day(1).Add(time.Duration(i) * (10 * 24 * time.Hour / n))
+		ts := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(i) * (10 * 24 * time.Hour / n))
 		recs = append(recs, &kgo.Record{Topic: topic, Partition: 0,
 			Value: []byte(`{"id": ` + strconv.Itoa(i) + `, "ts": "` + ts.Format(time.RFC3339) + `", "v": 1}`)})
 		if len(recs) == cap(recs) {
@@ -37,9 +37,9 @@ func BenchmarkSearchDate(b *testing.B) {
 	tp := record.TP{Topic: topic, Partition: 0}
 	want := int64(n / 2) // day 6 starts halfway
 	for b.Loop() {
-		got, err := searchDate(context.Background(), cfg, slog.New(slog.DiscardHandler), dec, tp, 0, n, record.Date{Year: 2026, Month: 11, Day: 6})
+		got, err := SearchDate(context.Background(), cfg, slog.New(slog.DiscardHandler), dec, tp, 0, n, record.Date{Year: 2026, Month: 11, Day: 6})
 		if err != nil || got != want {
-			b.Fatalf("searchDate: %d, %v; want %d", got, err, want)
+			b.Fatalf("SearchDate: %d, %v; want %d", got, err, want)
 		}
 	}
 }
