@@ -255,15 +255,10 @@ func TestAvroReaderUnavailable(t *testing.T) {
 // local-timestamp fields of the reader schema are rewritten as the
 // writer's are: a wall clock, the same in every host zone.
 func TestAvroReaderLocalTimestamp(t *testing.T) {
-	reg := srtest.New(t)
 	w := `{"type":"record","name":"E","fields":[{"name":"id","type":"long"},
 		{"name":"at","type":{"type":"long","logicalType":"local-timestamp-micros"}}]}`
-	id := reg.Register("e-value", sr.TypeAvro, w)
-	reg.Register("e-value", sr.TypeAvro, strings.Replace(w, `}}]}`,
-		`}},{"name":"ms","type":{"type":"long","logicalType":"local-timestamp-millis"},"default":1772359200123}]}`, 1))
 	payload := binary.AppendVarint(nil, 7)
 	payload = binary.AppendVarint(payload, 1772359200123456) // 2026-03-01 10:00:00.123456
-	value := srtest.Frame(id, nil, payload)
 	p := config.Pipeline{Format: "avro", Key: []string{"id"},
 		Columns: []config.Column{col("id", "bigint"), col("at", "timestamp"), col("ms", "timestamptz")}, Date: config.Date{Field: "at"},
 		Avro: &config.Avro{ReaderSubject: "e-value", ReaderVersion: "latest"}}
@@ -275,8 +270,15 @@ func TestAvroReaderLocalTimestamp(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A registry per zone, started after time.Local is set and closed
+		// before it is set again: its HTTP server reads time.Local too.
 		time.Local = loc
-		row, _ := decodeOK(t, NewDecoder(registryPipeline(t, reg.URL(), p)), nil, value)
+		reg := srtest.New(t)
+		id := reg.Register("e-value", sr.TypeAvro, w)
+		reg.Register("e-value", sr.TypeAvro, strings.Replace(w, `}}]}`,
+			`}},{"name":"ms","type":{"type":"long","logicalType":"local-timestamp-millis"},"default":1772359200123}]}`, 1))
+		row, _ := decodeOK(t, NewDecoder(registryPipeline(t, reg.URL(), p)), nil, srtest.Frame(id, nil, payload))
+		reg.Close()
 		if !reflect.DeepEqual(row.Values, want) {
 			t.Errorf("TZ=%s: %v, want %v", zone, row.Values, want)
 		}
