@@ -102,12 +102,13 @@ type Pipeline struct {
 	// dead-lettered with its size and first bytes, and is not decoded.
 	MaxRecordBytes ByteSize `yaml:"max_record_bytes"`
 
-	// Format, KeyFormat, Deletes and Debezium say how values and keys are
-	// encoded and what a delete does; see formats.go.
+	// Format, KeyFormat, Deletes, Debezium and Avro say how values and
+	// keys are encoded and what a delete does; see formats.go.
 	Format    string    `yaml:"format"`
 	KeyFormat string    `yaml:"key_format"`
 	Deletes   string    `yaml:"deletes"`
 	Debezium  *Debezium `yaml:"debezium"`
+	Avro      *Avro     `yaml:"avro"`
 	registry  *SchemaRegistry
 }
 

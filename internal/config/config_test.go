@@ -177,6 +177,53 @@ func TestParseVersionTypeDefault(t *testing.T) {
 	}
 }
 
+// The Avro reader schema as YAML spells it: the version defaults to
+// latest, a bare number is a version, and the block is strict.
+func TestParseAvroReader(t *testing.T) {
+	const registry = "schema_registry: {url: http://registry:8081}\n"
+	avroP := registry + minimal + "    format: avro\n"
+	for _, tc := range []struct {
+		name, yaml string
+		want       Avro
+		version    int
+		err        string
+	}{
+		{name: "latest by default", yaml: avroP + "    avro: {reader_subject: orders-value}\n",
+			want: Avro{ReaderSubject: "orders-value", ReaderVersion: "latest"}, version: -1},
+		{name: "latest", yaml: avroP + "    avro: {reader_subject: orders-value, reader_version: latest}\n",
+			want: Avro{ReaderSubject: "orders-value", ReaderVersion: "latest"}, version: -1},
+		{name: "a version number", yaml: avroP + "    avro: {reader_subject: orders-value, reader_version: 3}\n",
+			want: Avro{ReaderSubject: "orders-value", ReaderVersion: "3"}, version: 3},
+		{name: "unknown key", yaml: avroP + "    avro: {reader_subjet: orders-value}\n",
+			err: "field reader_subjet not found in type config.Avro"},
+		{name: "version 0", yaml: avroP + "    avro: {reader_subject: orders-value, reader_version: 0}\n",
+			err: `invalid config: pipelines[0].avro.reader_version: "0" is not latest or a version number (1 or more)`},
+		{name: "a fraction", yaml: avroP + "    avro: {reader_subject: orders-value, reader_version: 1.5}\n",
+			err: `invalid config: pipelines[0].avro.reader_version: "1.5" is not latest or a version number (1 or more)`},
+		{name: "empty block", yaml: avroP + "    avro: {}\n",
+			err: `invalid config: pipelines[0].avro.reader_subject: required (the registry subject whose schema records are read as)`},
+		{name: "on a json pipeline", yaml: registry + minimal + "    avro: {reader_subject: orders-value}\n",
+			err: `invalid config: pipelines[0].avro: only for format: avro`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.yaml), nil)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("Parse error %v, want %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			a := c.Pipelines[0].Avro
+			if a == nil || *a != tc.want || a.Version() != tc.version {
+				t.Errorf("avro = %+v (version %d), want %+v (version %d)", a, a.Version(), tc.want, tc.version)
+			}
+		})
+	}
+}
+
 func TestByteSize(t *testing.T) {
 	for _, tc := range []struct {
 		in   string

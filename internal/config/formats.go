@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // EnvSchemaRegistryPassword overrides schema_registry.password.
@@ -53,6 +55,36 @@ type Debezium struct {
 	// Such a column keeps its stored value. Default
 	// __debezium_unavailable_value, Debezium's own default.
 	UnavailableValue string `yaml:"unavailable_value"`
+}
+
+// Avro configures format: avro.
+type Avro struct {
+	// ReaderSubject names the registry subject whose schema every record
+	// is read as, by Avro schema resolution: a field the writer lacks takes
+	// the reader's default, a field the reader lacks is dropped, and a
+	// writer schema the reader cannot read is bad input (schema:). Empty:
+	// each record is read with its writer schema alone. The subject is
+	// named, not derived from the topic, because a pipeline may read
+	// several topics and writers may use any subject name strategy.
+	ReaderSubject string `yaml:"reader_subject"`
+	// ReaderVersion is the subject's version: latest (default), fetched at
+	// the first record and again when a writer schema id newer than it
+	// appears, or a version number, fetched once.
+	ReaderVersion string `yaml:"reader_version"`
+}
+
+// LatestVersion is the ReaderVersion that follows the subject's newest
+// version.
+const LatestVersion = "latest"
+
+// Version returns ReaderVersion as the registry client takes it: the
+// version number, or -1 for latest. Valid after Validate.
+func (a *Avro) Version() int {
+	n, err := strconv.Atoi(a.ReaderVersion)
+	if err != nil || a.ReaderVersion == LatestVersion {
+		return -1
+	}
+	return n
 }
 
 // DefaultUnavailableValue is Debezium's default unavailable.value.placeholder.
@@ -137,6 +169,9 @@ func (c *Config) setFormatDefaults() {
 				p.Debezium.UnavailableValue = DefaultUnavailableValue
 			}
 		}
+		if p.Avro != nil && p.Avro.ReaderVersion == "" {
+			p.Avro.ReaderVersion = LatestVersion
+		}
 		if p.KeyFormat == "" {
 			switch {
 			case p.Format == "debezium":
@@ -185,6 +220,19 @@ func (c *Config) validateFormats(bad func(string, ...any)) {
 			}
 			if p.Version != nil {
 				bad("%s.version: a Debezium pipeline is ordered by debezium.version, not a field", at)
+			}
+		}
+		if a := p.Avro; a != nil {
+			switch {
+			case p.Format != "avro":
+				bad("%s.avro: only for format: avro", at)
+			case strings.TrimSpace(a.ReaderSubject) == "":
+				bad("%s.avro.reader_subject: required (the registry subject whose schema records are read as)", at)
+			case strings.TrimSpace(a.ReaderSubject) != a.ReaderSubject || strings.ContainsFunc(a.ReaderSubject, unicode.IsControl):
+				bad("%s.avro.reader_subject: %q has leading or trailing spaces or control characters", at, a.ReaderSubject)
+			}
+			if n, err := strconv.Atoi(a.ReaderVersion); a.ReaderVersion != LatestVersion && (err != nil || n < 1 || strconv.Itoa(n) != a.ReaderVersion) {
+				bad("%s.avro.reader_version: %q is not latest or a version number (1 or more)", at, a.ReaderVersion)
 			}
 		}
 		if p.UsesRegistry() && c.SchemaRegistry == nil {

@@ -226,11 +226,22 @@ func TestBadConfigs(t *testing.T) {
 			`pipelines[1].key[0]: key column "id" has type jsonb, which has no canonical form`,
 		}},
 	}
-	reg := func(f func(r *SchemaRegistry)) func(*Config) {
+	reg := func(f func(r *SchemaRegistry), more ...func(*Config)) func(*Config) {
 		return func(c *Config) {
 			c.SchemaRegistry = &SchemaRegistry{URL: "http://registry:8081", Timeout: DefaultRegistryTimeout}
 			f(c.SchemaRegistry)
+			for _, m := range more {
+				m(c)
+			}
 		}
+	}
+	// avroP0 makes pipeline 0 an Avro pipeline with a reader schema, then
+	// breaks it with f.
+	avroP0 := func(f func(a *Avro)) func(*Config) {
+		return p0(func(p *Pipeline) {
+			p.Format, p.Avro = "avro", &Avro{ReaderSubject: "orders-value", ReaderVersion: LatestVersion}
+			f(p.Avro)
+		})
 	}
 	cases = append(cases, []tc{
 		{"unknown format", p0(func(p *Pipeline) { p.Format = "xml" }),
@@ -251,6 +262,31 @@ func TestBadConfigs(t *testing.T) {
 		{"debezium with a version field", p0(func(p *Pipeline) {
 			p.Format, p.Debezium, p.Version = "debezium", &Debezium{Encoding: "json", Version: "lsn"}, &Version{Field: "v", Type: "bigint"}
 		}), []string{`pipelines[0].version: a Debezium pipeline is ordered by debezium.version, not a field`}},
+		{"avro options on json", p0(func(p *Pipeline) { p.Avro = &Avro{ReaderSubject: "orders-value", ReaderVersion: "latest"} }),
+			[]string{`pipelines[0].avro: only for format: avro`}},
+		{"avro options on protobuf", reg(func(*SchemaRegistry) {}, p0(func(p *Pipeline) {
+			p.Format, p.KeyFormat, p.Avro = "protobuf", "protobuf", &Avro{ReaderSubject: "orders-value", ReaderVersion: "latest"}
+		})), []string{`pipelines[0].avro: only for format: avro`}},
+		{"avro reader without subject", reg(func(*SchemaRegistry) {}, avroP0(func(a *Avro) { a.ReaderSubject = "" })),
+			[]string{`pipelines[0].avro.reader_subject: required (the registry subject whose schema records are read as)`}},
+		{"avro reader blank subject", reg(func(*SchemaRegistry) {}, avroP0(func(a *Avro) { a.ReaderSubject = "  " })),
+			[]string{`pipelines[0].avro.reader_subject: required (the registry subject whose schema records are read as)`}},
+		{"avro reader subject with spaces", reg(func(*SchemaRegistry) {}, avroP0(func(a *Avro) { a.ReaderSubject = "orders-value " })),
+			[]string{`pipelines[0].avro.reader_subject: "orders-value " has leading or trailing spaces or control characters`}},
+		{"avro reader subject with a newline", reg(func(*SchemaRegistry) {}, avroP0(func(a *Avro) { a.ReaderSubject = "orders\nvalue" })),
+			[]string{`pipelines[0].avro.reader_subject: "orders\nvalue" has leading or trailing spaces or control characters`}},
+		{"avro reader version word", reg(func(*SchemaRegistry) {}, avroP0(func(a *Avro) { a.ReaderVersion = "newest" })),
+			[]string{`pipelines[0].avro.reader_version: "newest" is not latest or a version number (1 or more)`}},
+		{"avro reader version zero", reg(func(*SchemaRegistry) {}, avroP0(func(a *Avro) { a.ReaderVersion = "0" })),
+			[]string{`pipelines[0].avro.reader_version: "0" is not latest or a version number (1 or more)`}},
+		{"avro reader version -1", reg(func(*SchemaRegistry) {}, avroP0(func(a *Avro) { a.ReaderVersion = "-1" })),
+			[]string{`pipelines[0].avro.reader_version: "-1" is not latest or a version number (1 or more)`}},
+		{"avro reader version padded", reg(func(*SchemaRegistry) {}, avroP0(func(a *Avro) { a.ReaderVersion = "03" })),
+			[]string{`pipelines[0].avro.reader_version: "03" is not latest or a version number (1 or more)`}},
+		{"avro reader version Latest", reg(func(*SchemaRegistry) {}, avroP0(func(a *Avro) { a.ReaderVersion = "Latest" })),
+			[]string{`pipelines[0].avro.reader_version: "Latest" is not latest or a version number (1 or more)`}},
+		{"avro reader without registry", avroP0(func(*Avro) {}),
+			[]string{`pipelines[0].format: avro needs schema_registry`}},
 		{"registry url", reg(func(r *SchemaRegistry) { r.URL = "registry:8081" }),
 			[]string{`schema_registry.url: "registry:8081" is not an http or https URL`}},
 		{"registry url with a password", reg(func(r *SchemaRegistry) { r.URL = "ftp://sr:regPa55@registry:8081" }),

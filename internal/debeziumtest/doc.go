@@ -5,7 +5,8 @@
 // killed mid-stream and restarted, writing the change events into a target
 // database. The tests compare source and target tables column by column,
 // for PostgreSQL in both JSON flavours (with and without the schema
-// envelope).
+// envelope, and without it with decimals as strings), and pass only when
+// no row differs.
 //
 // The tests are built only with the tag debezium: they need the Connect
 // worker (CONNECT_URL) and the broker (KAFKA_BROKERS) that

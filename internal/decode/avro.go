@@ -18,9 +18,11 @@ import (
 
 type avroSchema = avro.Schema
 
-// avroAPI bounds what one untrusted payload may make the decoder allocate:
-// a length prefix is read before its bytes are.
-var avroAPI = avro.Config{MaxByteSliceSize: 16 << 20, MaxSliceAllocSize: 1 << 20}.Freeze()
+// avroConfig bounds what one untrusted payload may make the decoder
+// allocate: a length prefix is read before its bytes are.
+var avroConfig = avro.Config{MaxByteSliceSize: 16 << 20, MaxSliceAllocSize: 1 << 20}
+
+var avroAPI = avroConfig.Freeze()
 
 // parseAvro parses a writer schema after the schemas it references, which
 // define named types it uses. Each schema gets its own cache: two versions
@@ -103,9 +105,16 @@ func decodeAvro(s avroSchema, payload []byte) ([]byte, error) {
 
 // avroValue decodes an Avro binary payload into JSON values.
 func avroValue(s avroSchema, payload []byte) (any, error) {
+	return avroValueWith(avroAPI, s, payload)
+}
+
+// avroValueWith decodes with api, whose decoder cache is keyed by schema
+// fingerprints (a resolved schema needs a cache of its own: see
+// resolution).
+func avroValueWith(api avro.API, s avroSchema, payload []byte) (any, error) {
 	// A Reader, not Unmarshal: Unmarshal takes a payload that ends early
 	// (io.EOF) for a whole one, and says nothing of bytes left over.
-	r := avro.NewReader(nil, 0, avro.WithReaderConfig(avroAPI)).Reset(payload)
+	r := avro.NewReader(nil, 0, avro.WithReaderConfig(api)).Reset(payload)
 	var v any
 	r.ReadVal(s, &v)
 	switch {
@@ -138,7 +147,13 @@ func avroJSON(s avro.Schema, v any) (any, error) {
 		}
 		out := make(map[string]any, len(m))
 		for _, f := range s.Fields() {
-			j, err := avroJSON(f.Type(), m[f.Name()])
+			e, ok := m[f.Name()]
+			if !ok {
+				// A writer's field that the reader schema does not have:
+				// schema resolution skipped its bytes and drops it.
+				continue
+			}
+			j, err := avroJSON(f.Type(), e)
 			if err != nil {
 				return nil, fmt.Errorf("field %s: %w", f.Name(), err)
 			}

@@ -324,6 +324,9 @@ func convert(ct config.ColumnType, raw any) (any, error) {
 		if err != nil {
 			return nil, err
 		}
+		if !ct.HasPrecision {
+			n = withScale(n, raw)
+		}
 		return n, fitNumeric(ct, n)
 	case "real":
 		n, ok := raw.(json.Number)
@@ -500,6 +503,37 @@ func toNumeric(raw any) (record.Numeric, error) {
 		out = "0"
 	}
 	return record.Numeric(out), nil
+}
+
+// withScale gives the canonical n as many fractional digits as raw's plain
+// spelling has (up to numeric's 1000), as PostgreSQL's input keeps them for
+// an unconstrained numeric: Debezium's 2804689398636178206627.0 stays .0.
+// A spelling with an exponent keeps the canonical form.
+func withScale(n record.Numeric, raw any) record.Numeric {
+	var s string
+	switch v := raw.(type) {
+	case json.Number:
+		s = string(v)
+	case string:
+		s = v
+	}
+	point := strings.IndexByte(s, '.')
+	if point < 0 || strings.ContainsAny(s, "eE") {
+		return n
+	}
+	want := len(s) - point - 1
+	have := 0
+	if i := strings.IndexByte(string(n), '.'); i >= 0 {
+		have = len(n) - i - 1
+	}
+	if want <= have || want > config.MaxNumericScale {
+		return n
+	}
+	out := string(n)
+	if have == 0 {
+		out += "."
+	}
+	return record.Numeric(out + strings.Repeat("0", want-have))
 }
 
 func parseUUID(s string) ([16]byte, error) {

@@ -57,6 +57,12 @@ var debeziumTypes = []typeCase{
 	{"x", "text", `"type":"string","name":"io.debezium.data.Xml"`, "", `"<a/>"`, "<a/>"},
 	{"n", "numeric", `"type":"struct","name":"io.debezium.data.VariableScaleDecimal","fields":[{"type":"int32","field":"scale"},{"type":"bytes","field":"value"}]`,
 		"io.debezium.data.VariableScaleDecimal", `{"scale":3,"value":"+zQ="}`, record.Numeric("-1.228")},
+	// An unconstrained numeric keeps the source's scale, trailing zeros
+	// included, as the source column holds it.
+	{"nz", "numeric", `"type":"struct","name":"io.debezium.data.VariableScaleDecimal","fields":[{"type":"int32","field":"scale"},{"type":"bytes","field":"value"}]`,
+		"io.debezium.data.VariableScaleDecimal", `{"scale":1,"value":"BfBs1+nIdYhcXg=="}`, record.Numeric("2804689398636178206627.0")},
+	{"nzn", "numeric", `"type":"struct","name":"io.debezium.data.VariableScaleDecimal","fields":[{"type":"int32","field":"scale"},{"type":"bytes","field":"value"}]`,
+		"io.debezium.data.VariableScaleDecimal", `{"scale":3,"value":"z8w="}`, record.Numeric("-12.340")},
 	{"ns", "numeric(10,2)", `"type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2"}`,
 		"org.apache.kafka.connect.data.Decimal", `"BNI="`, record.Numeric("12.34")},
 	{"i", "integer", `"type":"int32"`, "", `-7`, int32(-7)},

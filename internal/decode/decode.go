@@ -57,9 +57,14 @@ type formats struct {
 	// backoff is the registry's wait after an outage (base, limit); zero:
 	// the defaults.
 	backoff [2]time.Duration
+	// reader is the Avro reader schema values are resolved against; nil:
+	// each value is read with its writer schema alone.
+	reader *readerSchema
 }
 
-func newFormats(p *config.Pipeline) *formats { return &formats{p: p, regConf: p.Registry()} }
+func newFormats(p *config.Pipeline) *formats {
+	return &formats{p: p, regConf: p.Registry(), reader: newReaderSchema(p.Avro)}
+}
 
 func (f *formats) registry() (*Registry, error) {
 	f.once.Do(func() {
@@ -263,7 +268,19 @@ func (d *Decoder) registryAvro(b []byte) (any, int, error) {
 	if err != nil {
 		return nil, id, err
 	}
-	v, err := avroValue(ws.avro, payload)
+	s, api := ws.avro, avroAPI
+	if d.f.reader != nil {
+		reg, err := d.f.registry() // framed has made it
+		if err != nil {
+			return nil, id, err
+		}
+		res, err := d.f.reader.resolve(reg, ws)
+		if err != nil {
+			return nil, id, err
+		}
+		s, api = res.schema, res.api
+	}
+	v, err := avroValueWith(api, s, payload)
 	if err != nil {
 		return nil, id, bad(payloadClass(err), "%v (schema id %d)", err, id)
 	}

@@ -6,6 +6,9 @@ import (
 	"os"
 	"testing"
 
+	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/record"
 	"github.com/idemsink/idemsink/internal/srtest"
 )
@@ -16,12 +19,15 @@ import (
 // another error and never a panic, and a row's values came from a JSON
 // object that the typed conversion accepted.
 func fuzzFormat(f *testing.F, format string, register func(reg *srtest.Registry) (id int, index []int, seeds [][]byte)) {
+	fuzzPipeline(f, orders(format), register)
+}
+
+func fuzzPipeline(f *testing.F, p config.Pipeline, register func(reg *srtest.Registry) (id int, index []int, seeds [][]byte)) {
 	reg := srtest.New(f)
 	id, index, seeds := register(reg)
 	for _, s := range seeds {
 		f.Add(s)
 	}
-	p := orders(format)
 	p.Deletes = "apply"
 	d := NewDecoder(registryPipeline(f, reg.URL(), p))
 	header := srtest.Frame(id, index, nil)
@@ -64,6 +70,19 @@ func FuzzAvro(f *testing.F) {
 		v2 := reg.Avro("s", orderAvroV2, v2value)
 		// Fuzz against the newest schema (id 2); v1 bytes are near misses.
 		return 2, nil, [][]byte{v2[5:], v1[5:]}
+	})
+}
+
+// FuzzResolvedAvro fuzzes v1 payloads read as the v2 reader schema
+// (avro.reader_subject): skipped and defaulted fields follow the same
+// rules. (Not named FuzzAvro...: -fuzz FuzzAvro must match one target.)
+func FuzzResolvedAvro(f *testing.F) {
+	p := orders("avro")
+	p.Avro = &config.Avro{ReaderSubject: "s", ReaderVersion: "latest"}
+	fuzzPipeline(f, p, func(reg *srtest.Registry) (int, []int, [][]byte) {
+		v1 := reg.Avro("s", orderAvroV1, orderAvroValue())
+		reg.Register("s", sr.TypeAvro, orderAvroV2)
+		return 1, nil, [][]byte{v1[5:]}
 	})
 }
 

@@ -110,7 +110,7 @@ func TestAvroMatchesJSONTwin(t *testing.T) {
 	if adate != jdate || adate.String() != "2026-03-01" {
 		t.Errorf("date: Avro %s, JSON %s", adate, jdate)
 	}
-	if got := arow.Values[1]; got != record.Numeric("12.3") {
+	if got := arow.Values[1]; got != record.Numeric("12.30") { // the decimal's scale, kept by an unconstrained numeric
 		t.Errorf("decimal(12,2) 12.30 became %#v", got)
 	}
 	// The id is pinned: a change to either path that moves it fails here.
@@ -610,15 +610,12 @@ func TestRegistryTrailingAndIndex(t *testing.T) {
 // the same value whatever the host's zone (hamba/avro alone would read it
 // through time.Local: 10:00 became 04:30Z in Asia/Kolkata).
 func TestAvroLocalTimestampHostZone(t *testing.T) {
-	reg := srtest.New(t)
 	schema := `{"type":"record","name":"E","fields":[{"name":"id","type":"long"},
 		{"name":"at","type":{"type":"long","logicalType":"local-timestamp-micros"}},
 		{"name":"ms","type":{"type":"long","logicalType":"local-timestamp-millis"}}]}`
-	id := reg.Register("e-value", sr.TypeAvro, schema)
 	payload := binary.AppendVarint(nil, 7)
 	payload = binary.AppendVarint(payload, 1772359200123456) // 2026-03-01 10:00:00.123456
 	payload = binary.AppendVarint(payload, 1772359200123)
-	value := srtest.Frame(id, nil, payload)
 	p := config.Pipeline{Format: "avro", Key: []string{"id"},
 		Columns: []config.Column{col("id", "bigint"), col("at", "timestamp"), col("ms", "timestamptz")}, Date: config.Date{Field: "at"}}
 	want := []any{int64(7), time.Date(2026, 3, 1, 10, 0, 0, 123456000, time.UTC), time.Date(2026, 3, 1, 10, 0, 0, 123000000, time.UTC)}
@@ -629,9 +626,15 @@ func TestAvroLocalTimestampHostZone(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A registry per zone, started after time.Local is set and closed
+		// before it is set again: its HTTP server reads time.Local too
+		// (go test -race).
 		time.Local = loc
+		reg := srtest.New(t)
+		id := reg.Register("e-value", sr.TypeAvro, schema)
 		d := NewDecoder(registryPipeline(t, reg.URL(), p)) // a registry client of its own: schemas parsed anew
-		row, date := decodeOK(t, d, nil, value)
+		row, date := decodeOK(t, d, nil, srtest.Frame(id, nil, payload))
+		reg.Close()
 		if !reflect.DeepEqual(row.Values, want) || date.String() != "2026-03-01" {
 			t.Errorf("TZ=%s: %v on %s, want %v", zone, row.Values, date, want)
 		}

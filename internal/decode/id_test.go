@@ -268,6 +268,23 @@ func TestRecordIDThroughDecode(t *testing.T) {
 	if got, want := one, keyID(t, []string{"bigint"}, `[1]`); got != want {
 		t.Errorf("Decode id %s differs from record.RecordID %s", got, want)
 	}
+
+	// An unconstrained numeric key stages the scale it is given (1.50
+	// stays 1.50) and hashes the value: the id is 1.5's.
+	numeric := NewDecoder(pipeline(t, pipelineWithKey("numeric")))
+	r, _, err := numeric.Decode(nil, []byte(`{"k":"1.50","ts":"2026-01-01"}`), record.Position{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Values[0] != record.Numeric("1.50") {
+		t.Errorf("numeric k=1.50 staged as %#v, want 1.50", r.Values[0])
+	}
+	if got, want := r.ID, keyID(t, []string{"numeric"}, `[1.5]`); got != want {
+		t.Errorf("numeric k=1.50: id %s, want %s as for 1.5", got, want)
+	}
+	if got, want := r.ID, record.RecordID([]string{"numeric"}, []any{record.Numeric("1.5")}); got != want {
+		t.Errorf("numeric k=1.50: id %s, want %s as for the canonical 1.5", got, want)
+	}
 }
 
 func pipelineWithKey(typ string) config.Pipeline {

@@ -63,6 +63,7 @@ func appendCanonical(b []byte, typ string, v any) []byte {
 	case int16:
 		return binary.BigEndian.AppendUint64(append(b, tagInt), uint64(int64(x)))
 	case Numeric:
+		x = x.Canonical() // the value, not the scale it was staged with
 		b = append(b, tagNumeric)
 		b = binary.AppendUvarint(b, uint64(len(x)))
 		return append(b, x...)

@@ -151,19 +151,20 @@ func TestDebeziumTypesStored(t *testing.T) {
 			{Name: "t", Type: "time", SemanticType: "io.debezium.time.MicroTime"},
 			{Name: "d", Type: "date", SemanticType: "io.debezium.time.Date"},
 			{Name: "r", Type: "real"}, {Name: "b", Type: "bytea"},
-			{Name: "j", Type: "jsonb", SemanticType: "io.debezium.data.Json"}},
+			{Name: "j", Type: "jsonb", SemanticType: "io.debezium.data.Json"},
+			{Name: "n", Type: "numeric", SemanticType: "io.debezium.data.VariableScaleDecimal"}},
 		Date: config.Date{Field: "ts", TimeZone: "Asia/Kolkata"},
 	}
 	f := newFixture(t, p)
-	ev := `{"after":{"id":1,"ts":1647056689380642,"t":13489380642,"d":19063,"r":1.1,"b":"AAEC/w==","j":"{\"a\": [1, 2.50]}"},"source":{"lsn":5},"op":"r"}`
+	ev := `{"after":{"id":1,"ts":1647056689380642,"t":13489380642,"d":19063,"r":1.1,"b":"AAEC/w==","j":"{\"a\": [1, 2.50]}","n":{"scale":1,"value":"BfBs1+nIdYhcXg=="}},"source":{"lsn":5},"op":"r"}`
 	if r := f.apply(f.batchOf("types", 0, ev)); r.Inserted != 1 {
 		t.Fatalf("%+v", r)
 	}
 	var got string
-	if err := f.pool.QueryRow(context.Background(), `SELECT format('%s|%s|%s|%s|%s|%s', ts, t, d, r, encode(b, 'hex'), j) FROM types`).Scan(&got); err != nil {
+	if err := f.pool.QueryRow(context.Background(), `SELECT format('%s|%s|%s|%s|%s|%s|%s', ts, t, d, r, encode(b, 'hex'), j, n) FROM types`).Scan(&got); err != nil {
 		t.Fatal(err)
 	}
-	if want := `2022-03-12 03:44:49.380642|03:44:49.380642|2022-03-12|1.1|000102ff|{"a": [1, 2.50]}`; got != want {
+	if want := `2022-03-12 03:44:49.380642|03:44:49.380642|2022-03-12|1.1|000102ff|{"a": [1, 2.50]}|2804689398636178206627.0`; got != want {
 		t.Errorf("stored %s, want %s", got, want)
 	}
 	b := f.batchOf("types", 0, ev)

@@ -258,6 +258,50 @@ func TestRegistryFormatsEndToEnd(t *testing.T) {
 	}
 }
 
+// With avro.reader_subject, records are read as the subject's latest
+// schema: v1 records get the default of the field v2 added, v2 records
+// keep their value, and a writer the reader cannot read is dead-lettered
+// as schema:, naming both ids.
+func TestAvroReaderSchemaEndToEnd(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	topic := h.k.Topic("avro", 2)
+	subject := topic + "-value"
+	withDefault := strings.Replace(avroV1, `{"name":"qty","type":"int"}]}`, `{"name":"qty","type":"int"},{"name":"note","type":"string","default":"none"}]}`, 1)
+	qtyText := strings.Replace(avroV1, `{"name":"qty","type":"int"}`, `{"name":"qty","type":"string"}`, 1)
+	v := func(id int64) map[string]any {
+		return map[string]any{"id": id, "amount": big.NewRat(id*100+5, 100), "at": at, "qty": int32(id)}
+	}
+	v3 := v(3)
+	v3["note"] = "gift"
+	v4 := v(4)
+	v4["qty"] = "four"
+	values := [][]byte{
+		h.reg.Avro(subject, avroV1, v(1)), h.reg.Avro(subject, avroV1, v(2)),
+		h.reg.Avro(subject, withDefault, v3),       // id 2, the reader (latest)
+		h.reg.Avro("elsewhere-value", qtyText, v4), // id 3, not readable as id 2
+	}
+	var recs []*kgo.Record
+	for i, value := range values {
+		recs = append(recs, &kgo.Record{Topic: topic, Partition: int32(i % 2), Value: value})
+	}
+	h.k.Produce(recs...)
+	p := ordersPipeline("orders", topic, "avro")
+	p.Avro = &config.Avro{ReaderSubject: subject}
+	res := h.run(h.config(kafkatest.Name(t, "g"), p), consume.Options{}, metrics.New(nil))
+	if res.Inserted != 3 || res.DeadLettered != 1 {
+		t.Errorf("totals %+v: want 3 inserted, 1 dead-lettered", res)
+	}
+	got := h.query(`SELECT string_agg(format('%s:%s:%s:%s', id, amount, qty, note), ' ' ORDER BY id) FROM orders`)
+	if want := "1:1.05:1:none 2:2.05:2:none 3:3.05:3:gift"; got != want {
+		t.Errorf("rows %s, want %s", got, want)
+	}
+	reason := h.query(`SELECT reason FROM idemsink.dead_letters WHERE pipeline = 'orders'`)
+	if want := fmt.Sprintf("schema: schema id 3 cannot be read as reader schema id 2 (%s version 2): field qty: reader schema int not compatible with writer schema string", subject); reason != want {
+		t.Errorf("dead letter %q, want %q", reason, want)
+	}
+}
+
 // avroOrders makes a topic of parts partitions holding n Avro orders of one
 // writer schema, spread over the partitions in turn.
 func (h *harness) avroOrders(parts int32, n int64) string {
