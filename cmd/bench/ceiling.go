@@ -146,6 +146,7 @@ func ceilingPass(ctx context.Context, pool *pgxpool.Pool, spec childSpec, chunks
 			mu.Lock()
 			ph.Written += written
 			ph.Batches++
+			ph.DateLog++
 			mu.Unlock()
 		}
 		return nil
@@ -184,8 +185,9 @@ func profileSuffix(path string, pass int) string {
 }
 
 // readChunks reads the segment from Kafka and decodes it with the
-// product's decoder into batches as the consumer would cut them: per
-// target date, at most the pipeline's batch size, newest row per key.
+// product's decoder into batches as the consumer now cuts them: at most the
+// pipeline's batch size, whatever the records' target dates (one
+// transaction carries many dates), newest row per key.
 func readChunks(ctx context.Context, spec childSpec) ([][]record.Row, error) {
 	offsets := map[int32]kgo.Offset{}
 	left := map[int32]int64{}
@@ -203,7 +205,7 @@ func readChunks(ctx context.Context, spec childSpec) ([][]record.Row, error) {
 	defer cl.Close()
 	dec := decode.NewDecoder(&spec.Pipeline)
 	size := spec.Pipeline.Batch.MaxRecords
-	open := map[record.Date]*batch.Batch{}
+	var open *batch.Batch
 	var chunks [][]record.Row
 	now := time.Now()
 	for len(left) > 0 {
@@ -217,20 +219,18 @@ func readChunks(ctx context.Context, spec childSpec) ([][]record.Row, error) {
 				return
 			}
 			pos := record.Position{TP: record.TP{Topic: r.Topic, Partition: r.Partition}, Offset: r.Offset}
-			row, date, err := dec.Decode(r.Key, r.Value, pos)
+			row, _, err := dec.Decode(r.Key, r.Value, pos)
 			if err != nil {
 				derr = fmt.Errorf("decode %v: %w", pos, err)
 				return
 			}
-			b := open[date]
-			if b == nil {
-				b = batch.New(&spec.Pipeline, date, now)
-				open[date] = b
+			if open == nil {
+				open = batch.New(&spec.Pipeline, record.Date{}, now)
 			}
-			b.Add(row)
-			if b.Records >= size {
-				chunks = append(chunks, b.Rows)
-				delete(open, date)
+			open.Add(row)
+			if open.Records >= size {
+				chunks = append(chunks, open.Rows)
+				open = nil
 			}
 			if left[r.Partition]--; left[r.Partition] == 0 {
 				delete(left, r.Partition)
@@ -240,8 +240,8 @@ func readChunks(ctx context.Context, spec childSpec) ([][]record.Row, error) {
 			return nil, derr
 		}
 	}
-	for _, b := range open {
-		chunks = append(chunks, b.Rows)
+	if open != nil {
+		chunks = append(chunks, open.Rows)
 	}
 	return chunks, nil
 }

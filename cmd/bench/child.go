@@ -69,6 +69,7 @@ type phase struct {
 	P50       float64 `json:"p50_ms"`       // per-batch transaction, begin to commit
 	P99       float64 `json:"p99_ms"`
 	Batches   int     `json:"batches"`
+	DateLog   int     `json:"date_log"` // batch-log entries: one per target date per transaction
 
 	Inserted, Updated, Unchanged, Stale, Superseded, Skipped, Dead int64
 	// Stage, Upsert and Verify sum the sink's own timings; Tx sums whole
@@ -150,10 +151,11 @@ func consumeChild(ctx context.Context, spec childSpec, log *slog.Logger) (phase,
 	var mu sync.Mutex
 	c := consume.New(consume.Options{
 		Config: cfg, Sink: sk, Logger: log, NoKafkaCommit: spec.NoKafkaCommit,
-		OnBatch: func(_ *batch.Batch, r sink.Result) {
+		OnBatch: func(_ *batch.Unit, r sink.Result) {
 			mu.Lock()
 			defer mu.Unlock()
 			ph.Batches++
+			ph.DateLog += len(r.Batches)
 			ph.Inserted += int64(r.Inserted)
 			ph.Updated += int64(r.Updated)
 			ph.Unchanged += int64(r.Unchanged)

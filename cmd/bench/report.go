@@ -73,6 +73,11 @@ func (rep *report) print(w io.Writer) error {
 		kafka = "in-process kfake broker (in the parent process)"
 	}
 	fmt.Fprintf(w, "database: %s\nkafka: %s, %d partitions, snappy (franz-go's default)\n", pg, kafka, rep.o.partitions)
+	fmt.Fprintf(w, "events: target dates over %d days, %.0f%% late", rep.o.days, 100*rep.o.late)
+	if rep.o.wide > 0 {
+		fmt.Fprintf(w, ", %.0f%% of new keys dated over the two years before", 100*rep.o.wide)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "batches: %d records, linger %s (defaults); consumer and ceiling each in their own child process\n",
 		e.load.Batch.MaxRecords, e.load.Batch.Linger)
 	fmt.Fprintf(w, "load average (1, 5, 15 min) at start %s, at end %s\n\n", rep.loadStart, rep.loadEnd)
@@ -101,11 +106,11 @@ func (rep *report) print(w io.Writer) error {
 		return err
 	}
 
-	fmt.Fprintln(w, "\nWhat each batch did (from the sink's results):")
+	fmt.Fprintln(w, "\nWhat each transaction did (from the sink's results; date entries: batch-log entries, one per target date of a transaction):")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "Scenario\tBatches\tInserted\tUpdated\tUnchanged\tStale\tIn-batch dup\tSkipped\tIn tx s\tStage s\tUpsert s\tVerify s\t")
+	fmt.Fprintln(tw, "Scenario\tTransactions\tDate entries\tInserted\tUpdated\tUnchanged\tStale\tIn-batch dup\tSkipped\tIn tx s\tStage s\tUpsert s\tVerify s\t")
 	for _, r := range rep.rows {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t\n", r.name, r.Batches, r.Inserted, r.Updated,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.2f\t\n", r.name, r.Batches, r.DateLog, r.Inserted, r.Updated,
 			r.Unchanged, r.Stale, r.Superseded, r.Skipped, r.Tx, r.Stage, r.Upsert, r.Verify)
 	}
 	if err := tw.Flush(); err != nil {

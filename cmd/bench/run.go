@@ -39,6 +39,7 @@ type options struct {
 	dup         float64
 	late        float64
 	days        int
+	wide        float64
 	partitions  int
 	connections int
 	durable     bool
@@ -68,6 +69,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.Float64Var(&o.dup, "dup", 0.05, "scenario 4: share of events that repeat the latest event of an existing key")
 	fs.Float64Var(&o.late, "late", 0.02, "share of new-key events whose timestamp lies days behind (an earlier target date)")
 	fs.IntVar(&o.days, "days", 3, "target dates the event timestamps spread over")
+	fs.Float64Var(&o.wide, "wide", 0, "share of new keys dated anywhere in the two years before the first day (with -scenarios 4 and a high -update: CDC of a table dated by its order date)")
 	fs.IntVar(&o.partitions, "partitions", 6, "partitions per topic")
 	fs.IntVar(&o.connections, "connections", 0, "the consumer's apply_connections (0: the default)")
 	fs.BoolVar(&o.durable, "durable", false, "start the throwaway PostgreSQL with production durability: fsync, synchronous_commit and full_page_writes on")
@@ -115,8 +117,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	switch {
 	case o.records < 1 || o.backlog < 10:
 		return o, errors.New("-records and -backlog must be positive (backlog at least 10)")
-	case o.update < 0 || o.dup < 0 || o.late < 0 || o.update+o.dup > 1 || o.late > 1:
-		return o, errors.New("-update, -dup and -late are shares between 0 and 1, and update+dup at most 1")
+	case o.update < 0 || o.dup < 0 || o.late < 0 || o.wide < 0 || o.update+o.dup > 1 || o.late > 1 || o.wide > 1:
+		return o, errors.New("-update, -dup, -late and -wide are shares between 0 and 1, and update+dup at most 1")
 	case o.days < 1 || o.partitions < 1:
 		return o, errors.New("-days and -partitions must be positive")
 	}

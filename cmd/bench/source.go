@@ -36,7 +36,7 @@ func newSource(seed uint64, o options, keep bool) *source {
 func (s *source) generator() *gen.Generator {
 	// Key numbers map to (order_id, line_no) as gen numbers them:
 	// order_id = n/4 + 1, line_no = n%4 + 1.
-	return gen.New(gen.Options{Seed: s.seed + uint64(s.keys), FirstOrder: s.keys, Days: s.o.days, LateRate: s.o.late})
+	return gen.New(gen.Options{Seed: s.seed + uint64(s.keys), FirstOrder: s.keys, Days: s.o.days, LateRate: s.o.late, WideRate: s.o.wide})
 }
 
 func keyNumber(k gen.Key) int64 { return (k.OrderID-1)*4 + int64(k.LineNo-1) }

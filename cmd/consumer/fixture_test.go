@@ -154,7 +154,7 @@ func (f *fixture) start() *member {
 	f.t.Helper()
 	m := &member{done: make(chan error, 1), ranges: map[record.TP][]batch.Range{}}
 	m.c = consume.New(consume.Options{Config: f.cfg, Sink: sink.New(f.pool, f.cfg, sink.Options{}),
-		OnBatch: func(b *batch.Batch, _ sink.Result) {
+		OnBatch: func(b *batch.Unit, _ sink.Result) {
 			m.mu.Lock()
 			defer m.mu.Unlock()
 			for _, r := range b.Ranges() {

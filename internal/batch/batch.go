@@ -24,8 +24,10 @@ type Range struct {
 	Count     int    `json:"count"`
 }
 
-// Batch is a micro-batch of one pipeline and one target date. Rows holds
-// the newest row per record_id; the records it superseded are counted.
+// Batch is a micro-batch of one pipeline and one target date: the unit of
+// the batch log. Rows holds the newest row per record_id; the records it
+// superseded are counted. A transaction applies a Unit: the batches of
+// many dates of one lane.
 type Batch struct {
 	Pipeline *config.Pipeline
 	Date     record.Date // zero for a batch that holds only dead letters
@@ -93,9 +95,11 @@ func (b *Batch) note(pos record.Position, size int) {
 }
 
 // Ranges returns the offset range taken from each partition, sorted.
-func (b *Batch) Ranges() []Range {
-	out := make([]Range, 0, len(b.ranges))
-	for _, r := range b.ranges {
+func (b *Batch) Ranges() []Range { return sortRanges(b.ranges) }
+
+func sortRanges(m map[record.TP]*Range) []Range {
+	out := make([]Range, 0, len(m))
+	for _, r := range m {
 		out = append(out, *r)
 	}
 	slices.SortFunc(out, func(a, b Range) int {

@@ -14,20 +14,22 @@ import (
 )
 
 // A lane is a fixed share of the partitions (by hash) with at most one
-// batch in the database at a time. Lanes are what lets batches apply in
+// unit (one transaction, the batches of many target dates) in the database
+// at a time. The open unit of a lane takes the records of every date, so
+// that the flush policy counts records, bytes and age across the lane and
+// records spread over many dates still make full transactions. Lanes are what lets batches apply in
 // parallel without ever waiting on each other's ledger rows: a batch only
 // holds records of its lane's partitions, so two batches in flight never
 // lock the same ledger row, and the batches of one partition apply one
 // after the other, in the order they were flushed.
 type batchKey struct {
 	pipeline string
-	date     record.Date
 	lane     int
 }
 
 // job is a flushed batch on its way to the database.
 type job struct {
-	b       *batch.Batch
+	b       *batch.Unit
 	lane    int
 	flushed time.Time
 	// inflight is set while a connection applies the batch; the batch
@@ -49,14 +51,14 @@ type job struct {
 // bytes they hold: the backlog that backpressure caps.
 type batches struct {
 	lanes   int
-	open    map[batchKey]*batch.Batch
+	open    map[batchKey]*batch.Unit
 	queues  [][]*job
 	records int
 	bytes   int
 }
 
 func newBatches(lanes int) *batches {
-	return &batches{lanes: lanes, open: map[batchKey]*batch.Batch{}, queues: make([][]*job, lanes)}
+	return &batches{lanes: lanes, open: map[batchKey]*batch.Unit{}, queues: make([][]*job, lanes)}
 }
 
 // laneOf is stable for a partition whatever the order of assignment.
@@ -66,14 +68,14 @@ func (s *batches) laneOf(tp record.TP) int {
 	return int((h.Sum32() + uint32(tp.Partition)) % uint32(s.lanes))
 }
 
-// add puts one record into the open batch of its pipeline, date and lane,
-// through put, and flushes the batch as soon as it is full: a batch never
-// holds more than max_records.
-func (s *batches) add(p *config.Pipeline, d record.Date, tp record.TP, now time.Time, put func(*batch.Batch)) {
-	k := batchKey{p.Name, d, s.laneOf(tp)}
+// add puts one record into the open unit of its pipeline and lane, through
+// put, and flushes the unit as soon as it is full: a unit never holds more
+// than max_records, whatever the dates of its records.
+func (s *batches) add(p *config.Pipeline, tp record.TP, now time.Time, put func(*batch.Unit)) {
+	k := batchKey{p.Name, s.laneOf(tp)}
 	b := s.open[k]
 	if b == nil {
-		b = batch.New(p, d, now)
+		b = batch.NewUnit(p, now)
 		s.open[k] = b
 	}
 	records, bytes := b.Records, b.Bytes
@@ -138,9 +140,6 @@ func (s *batches) sortedOpen() []batchKey {
 		if n := strings.Compare(a.pipeline, b.pipeline); n != 0 {
 			return n
 		}
-		if n := strings.Compare(a.date.String(), b.date.String()); n != 0 {
-			return n
-		}
 		return a.lane - b.lane
 	})
 	return keys
@@ -169,9 +168,9 @@ func (s *batches) done(j *job) {
 }
 
 // first returns the lowest offset of tp held by any batch but except.
-func (s *batches) first(tp record.TP, except *batch.Batch) (int64, bool) {
+func (s *batches) first(tp record.TP, except *batch.Unit) (int64, bool) {
 	lowest, found := int64(0), false
-	note := func(b *batch.Batch) {
+	note := func(b *batch.Unit) {
 		if b == except {
 			return
 		}
@@ -316,11 +315,4 @@ func (s *batches) empty() bool {
 	return true
 }
 
-func holds(b *batch.Batch, gone func(record.TP) bool) bool {
-	for _, r := range b.Ranges() {
-		if gone(record.TP{Topic: r.Topic, Partition: r.Partition}) {
-			return true
-		}
-	}
-	return false
-}
+func holds(b *batch.Unit, gone func(record.TP) bool) bool { return b.Holds(gone) }

@@ -20,21 +20,22 @@ func row(tp record.TP, off int64) record.Row {
 	return record.Row{ID: id, Pos: record.Position{TP: tp, Offset: off}, Size: 10}
 }
 
-// A batch never holds more than max_records: it is flushed the moment it
-// is full, and the next record opens a new one.
+// A unit never holds more than max_records, whatever the dates of its
+// records: it is flushed the moment it is full, and the next record opens
+// a new one.
 func TestBatchesMaxRecordsIsHard(t *testing.T) {
 	s := newBatches(1)
 	p, now, tp := testPipeline(3), time.Now(), record.TP{Topic: "t"}
 	for off := range int64(7) {
 		r := row(tp, off)
-		s.add(p, record.Date{Year: 2026, Month: 1, Day: 1}, tp, now, func(b *batch.Batch) { b.Add(r) })
+		s.add(p, tp, now, func(u *batch.Unit) { u.Add(record.Date{Year: 2026, Month: 1, Day: int(off) + 1}, r) })
 	}
 	if got := len(s.queues[0]); got != 2 {
 		t.Fatalf("%d flushed batches, want 2", got)
 	}
 	for _, j := range s.queues[0] {
-		if j.b.Records != 3 {
-			t.Errorf("flushed batch of %d records, want 3", j.b.Records)
+		if j.b.Records != 3 || j.b.Dates() != 3 {
+			t.Errorf("flushed unit of %d records, %d dates; want 3, 3", j.b.Records, j.b.Dates())
 		}
 	}
 	if s.records != 7 || s.bytes != 70 {
@@ -70,23 +71,23 @@ func TestBatchesLanes(t *testing.T) {
 	d1, d2 := record.Date{Year: 2026, Month: 1, Day: 1}, record.Date{Year: 2026, Month: 1, Day: 2}
 	put := func(tp record.TP, d record.Date, off int64) {
 		r := row(tp, off)
-		s.add(p, d, tp, now, func(b *batch.Batch) { b.Add(r) })
+		s.add(p, tp, now, func(u *batch.Unit) { u.Add(d, r) })
 	}
 	put(a, d1, 0)
-	put(a, d2, 1)
-	put(a, d1, 2) // d1 full: flushed
-	put(a, d2, 3) // d2 full: flushed behind it
+	put(a, d2, 1) // two dates, one unit: full, flushed
+	put(a, d1, 2)
+	put(a, d2, 3) // flushed behind it
 	put(b, d1, 0)
 	ready := s.ready(now)
-	if len(ready) != 1 || ready[0].b.Date != d1 {
-		t.Fatalf("ready %v, want the d1 batch of a's lane alone", ready)
+	if len(ready) != 1 || ready[0].b.Dates() != 2 || ready[0].b.Records != 2 {
+		t.Fatalf("ready %v, want the first unit of a's lane alone, 2 records of 2 dates", ready)
 	}
 	ready[0].inflight = true
 	if got := s.ready(now); len(got) != 0 {
 		t.Errorf("ready while a's lane is in flight: %d batches, want 0 (b's batch is still open)", len(got))
 	}
-	if f, ok := s.first(a, ready[0].b); !ok || f != 1 {
-		t.Errorf("first offset of a outside the d1 batch: %d, %v; want 1", f, ok)
+	if f, ok := s.first(a, ready[0].b); !ok || f != 2 {
+		t.Errorf("first offset of a outside the first unit: %d, %v; want 2", f, ok)
 	}
 	s.flushDue(now, true)
 	if got := s.ready(now); len(got) != 1 || got[0].lane != s.laneOf(b) {
@@ -95,7 +96,7 @@ func TestBatchesLanes(t *testing.T) {
 	ready[0].inflight = false
 	s.done(ready[0])
 	if got := s.ready(now); len(got) != 2 {
-		t.Errorf("after d1 applied: %d ready, want 2 (d2 of a's lane, b's batch)", len(got))
+		t.Errorf("after the first unit applied: %d ready, want 2 (a's second unit, b's)", len(got))
 	}
 	s.drop(func(tp record.TP) bool { return tp == a })
 	if s.holding(func(tp record.TP) bool { return tp == a }) || s.records != 1 {

@@ -77,7 +77,7 @@ type Options struct {
 	// Fault, if set, is called at each named fault point.
 	Fault func(point string)
 	// OnBatch, if set, is called after each batch is applied and committed.
-	OnBatch func(*batch.Batch, sink.Result)
+	OnBatch func(*batch.Unit, sink.Result)
 	// Now is the clock for batch ages and retry times; nil means time.Now.
 	Now func() time.Time
 	// ExtraOpts are appended to the Kafka client options (tests use them).
@@ -95,7 +95,7 @@ type Consumer struct {
 	log     *slog.Logger
 	m       *metrics.Metrics
 	fault   func(string)
-	onBatch func(*batch.Batch, sink.Result)
+	onBatch func(*batch.Unit, sink.Result)
 	now     func() time.Time
 	opts    Options
 	bo      retry.Backoff
@@ -436,10 +436,10 @@ func (c *Consumer) turn(fetches kgo.Fetches) {
 	}
 }
 
-// flush (c.mu held) sends the batches that are due to their lanes: those
-// past their linger in idle lanes, and at the backlog caps the oldest of
-// each idle lane (open batches alone can fill the backlog: many target
-// dates).
+// flush (c.mu held) sends the units that are due to their lanes: those past their
+// linger in idle lanes, and at the backlog caps the open unit of each idle
+// lane (open units alone can fill the backlog when max_buffered_records is
+// below lanes × pipelines × max_records).
 func (c *Consumer) flush() {
 	now := c.now()
 	c.set.flushDue(now, false)
@@ -460,8 +460,8 @@ func (c *Consumer) drain() {
 	}
 }
 
-// add (c.mu held) puts one record into the batch of its pipeline, target
-// date and lane.
+// add (c.mu held) puts one record into the open unit of its pipeline and
+// lane, in the batch of its target date.
 func (c *Consumer) add(r *kgo.Record) {
 	tp := record.TP{Topic: r.Topic, Partition: r.Partition}
 	ps := c.parts[tp]
@@ -491,12 +491,12 @@ func (c *Consumer) add(r *kgo.Record) {
 	}
 	ps.decoded(r.Offset)
 	if err == nil {
-		c.set.add(dec.Pipeline(), date, tp, c.now(), func(b *batch.Batch) { b.Add(row) })
+		c.set.add(dec.Pipeline(), tp, c.now(), func(u *batch.Unit) { u.Add(date, row) })
 		return
 	}
 	dl := kafka.DeadLetter(r, err) // as replay and dlq replay make them
 	c.log.Warn("dead-lettering record", "event", EventDeadLetter, "topic", tp.Topic, "partition", tp.Partition, "offset", r.Offset, "reason", dl.Reason)
-	c.set.add(dec.Pipeline(), record.Date{}, tp, c.now(), func(b *batch.Batch) { b.AddDead(dl) })
+	c.set.add(dec.Pipeline(), tp, c.now(), func(u *batch.Unit) { u.AddDead(record.Date{}, dl) })
 }
 
 // gauges (c.mu held) updates the backlog, lag and pending age metrics.

@@ -88,7 +88,7 @@ func (e *env) startWith(cfg *config.Config, opts consume.Options, pool *pgxpool.
 	opts.Config, opts.Metrics = cfg, mb.m
 	opts.Sink = sink.New(pool, cfg, sink.Options{Metrics: mb.m, Fault: opts.Fault, Logger: opts.Logger})
 	onBatch := opts.OnBatch
-	opts.OnBatch = func(b *batch.Batch, r sink.Result) {
+	opts.OnBatch = func(b *batch.Unit, r sink.Result) {
 		if onBatch != nil {
 			onBatch(b, r)
 		}

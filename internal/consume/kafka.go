@@ -106,7 +106,7 @@ func (c *Consumer) sendCommit(offsets map[string]map[int32]kgo.EpochOffset) {
 
 // pause stops fetching the partitions of a failing batch: nothing more of
 // them is worth holding until it applies.
-func (c *Consumer) pause(b *batch.Batch) {
+func (c *Consumer) pause(b *batch.Unit) {
 	pause := map[string][]int32{}
 	for _, r := range b.Ranges() {
 		pause[r.Topic] = append(pause[r.Topic], r.Partition)

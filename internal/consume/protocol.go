@@ -64,7 +64,7 @@ func (c *Consumer) dispatch() {
 // watermarks (c.mu held) computes, for each partition of b, the end of the
 // contiguous applied prefix once b is applied: just below the first offset
 // any other batch holds from it, or the highest offset seen if none does.
-func (c *Consumer) watermarks(b *batch.Batch) map[record.TP]int64 {
+func (c *Consumer) watermarks(b *batch.Unit) map[record.TP]int64 {
 	out := map[record.TP]int64{}
 	for _, r := range b.Ranges() {
 		tp := record.TP{Topic: r.Topic, Partition: r.Partition}
@@ -104,8 +104,9 @@ func (c *Consumer) settle(o outcome) {
 // (see commitKafka).
 func (c *Consumer) applied(j *job, res sink.Result) {
 	c.setDB(true)
-	c.log.Info("batch applied", "event", EventApplied, "pipeline", j.b.Pipeline.Name, "date", j.b.Date.String(),
-		"batch_id", fmt.Sprintf("%x", res.BatchID), "records", res.Records, "inserted", res.Inserted, "updated", res.Updated,
+	first, last := j.b.Span()
+	c.log.Info("batch applied", "event", EventApplied, "pipeline", j.b.Pipeline.Name, "dates", len(res.Batches),
+		"first_date", first.String(), "last_date", last.String(), "records", res.Records, "inserted", res.Inserted, "updated", res.Updated,
 		"unchanged", res.Unchanged, "stale", res.Stale, "deleted", res.Deleted, "superseded", res.Superseded, "skipped", res.Skipped,
 		"dead_lettered", res.DeadLettered)
 	tps := make([]record.TP, 0, len(j.commit.Applied))
@@ -135,7 +136,7 @@ func (c *Consumer) applied(j *job, res sink.Result) {
 // resync).
 func (c *Consumer) fenced(j *job, err *sink.FencedError) {
 	c.log.Warn("batch fenced; dropping it and reading its partitions again from the ledger", "event", EventFenced,
-		"pipeline", j.b.Pipeline.Name, "date", j.b.Date.String(), "err", err)
+		"pipeline", j.b.Pipeline.Name, "dates", j.b.Dates(), "err", err)
 	gone := map[record.TP]bool{}
 	for _, r := range j.b.Ranges() {
 		gone[record.TP{Topic: r.Topic, Partition: r.Partition}] = true
@@ -170,7 +171,7 @@ func (c *Consumer) failed(j *job, err error) {
 	j.attempts++
 	j.err, j.class = err, sink.Classify(err)
 	wait := c.bo.After(j.attempts)
-	log := c.log.With("pipeline", j.b.Pipeline.Name, "date", j.b.Date.String(), "attempt", j.attempts, "class", j.class.String(), "err", err)
+	log := c.log.With("pipeline", j.b.Pipeline.Name, "dates", j.b.Dates(), "attempt", j.attempts, "class", j.class.String(), "err", err)
 	switch j.class {
 	case sink.Conflict:
 		wait = 0

@@ -227,7 +227,7 @@ CREATE TABLE demo_snapshot AS SELECT record_id, xmin::text AS x FROM `+table); e
 	}
 	c := consume.New(consume.Options{
 		Config: d.cfg, Sink: d.sink, Logger: d.log, NoKafkaCommit: noKafkaCommit,
-		OnBatch: func(_ *batch.Batch, res sink.Result) { r.Add(res) },
+		OnBatch: func(_ *batch.Unit, res sink.Result) { r.Add(res) },
 	})
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)

@@ -73,6 +73,12 @@ type Options struct {
 	// LateRate is the chance that an event's time lies days behind the
 	// current day, so that it lands in an earlier target date's batch.
 	LateRate float64
+	// WideRate is the chance that a new key's time lies anywhere in the
+	// WideDays days before Day (730 if unset): old orders, as in the CDC
+	// of a table dated by its order date, whose updates then touch dates
+	// spread over two years.
+	WideRate float64
+	WideDays int
 }
 
 // Zone is the time zone of the orders' target dates.
@@ -92,6 +98,9 @@ type Generator struct {
 func New(o Options) *Generator {
 	if o.Days == 0 {
 		o.Days = 3
+	}
+	if o.WideDays == 0 {
+		o.WideDays = 730
 	}
 	if o.Day.IsZero() {
 		loc, _ := time.LoadLocation(Zone)
@@ -168,9 +177,13 @@ func (g *Generator) update() Event {
 	return g.event(l, Update)
 }
 
-// time spreads events over the days, mostly in order, with late ones.
+// time spreads events over the days, mostly in order, with late ones,
+// and a share over the wide window before them.
 func (g *Generator) time() time.Time {
 	o := g.o
+	if o.WideRate > 0 && g.rng.Float64() < o.WideRate {
+		return o.Day.AddDate(0, 0, -1-g.rng.IntN(o.WideDays)).Add(time.Duration(g.rng.IntN(86400)) * time.Second).UTC()
+	}
 	day := g.rng.IntN(o.Days)
 	if g.rng.Float64() < o.LateRate && day > 0 {
 		day = g.rng.IntN(day)

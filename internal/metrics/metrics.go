@@ -45,6 +45,11 @@ type Metrics struct {
 	// flushed but is not yet applied, by pipeline (0 when none). A batch
 	// retried on errors that are not outages shows here as stuck.
 	PendingBatchAge *prometheus.GaugeVec
+	// TransactionRecords and TransactionDates are, per applied
+	// transaction, the records it took from Kafka and the target dates
+	// they fell on: one transaction carries the batches of many dates.
+	TransactionRecords *prometheus.HistogramVec
+	TransactionDates   *prometheus.HistogramVec
 }
 
 // New creates the collectors and registers them on reg; reg may be nil.
@@ -93,10 +98,19 @@ func New(reg prometheus.Registerer) *Metrics {
 		PendingBatchAge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "idemsink_pending_batch_age_seconds", Help: "Age of the oldest flushed batch not yet applied, by pipeline.",
 		}, []string{"pipeline"}),
+		TransactionRecords: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "idemsink_transaction_records", Help: "Records taken from Kafka per applied transaction, by pipeline.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 10),
+		}, []string{"pipeline"}),
+		TransactionDates: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "idemsink_transaction_dates", Help: "Target dates per applied transaction, by pipeline.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 7),
+		}, []string{"pipeline"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Records, m.DeadLetters, m.Batches, m.BatchSeconds, m.VerifyFailures, m.DBRetries, m.RegistryRetries,
-			m.Fences, m.KafkaCommitErrors, m.Ready, m.Buffered, m.AppliedOffset, m.Lag, m.PendingBatchAge)
+			m.Fences, m.KafkaCommitErrors, m.Ready, m.Buffered, m.AppliedOffset, m.Lag, m.PendingBatchAge,
+			m.TransactionRecords, m.TransactionDates)
 	}
 	return m
 }

@@ -140,7 +140,7 @@ func (bt *batcher) apply(ctx context.Context, b *batch.Batch) error {
 	var res sink.Result
 	err := bt.o.do(ctx, "applying a batch of "+b.Date.String(), func(ctx context.Context) error {
 		var err error
-		res, err = bt.o.Sink.Apply(ctx, b, bt.commit)
+		res, err = bt.o.Sink.Apply(ctx, batch.Of(b), bt.commit)
 		return err
 	})
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/decode"
 	"github.com/idemsink/idemsink/internal/gen"
@@ -35,10 +36,14 @@ func BenchmarkCopyEncode(b *testing.B) {
 	for _, col := range p.Columns {
 		oids = append(oids, oidOf(b, col.Type))
 	}
-	oids = append(oids, pgtype.Int8OID, pgtype.TextOID, pgtype.Int4OID, pgtype.Int8OID)
+	oids = append(oids, pgtype.Int8OID, pgtype.TextOID, pgtype.Int4OID, pgtype.Int8OID, pgtype.UUIDOID)
 	m := pgtype.NewMap()
 	buf := make([]byte, 0, 1024)
-	src := &rowSource{rows: rows}
+	dated := make([]batch.Dated, len(rows))
+	for i := range rows {
+		dated[i] = batch.Dated{Row: &rows[i]}
+	}
+	src := &rowSource{rows: dated, ids: []record.ID{{1}}}
 	b.ReportAllocs()
 	for b.Loop() {
 		if !src.Next() {

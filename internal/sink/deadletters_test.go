@@ -53,7 +53,7 @@ func TestDeadLettersCountedByClass(t *testing.T) {
 	b := f.batchOf("items", 0, `{"id":1,"qty":1,"day":"2026-03-01"}`, `not json`, `[1]`, `{"qty":2,"day":"2026-03-01"}`,
 		`{"id":2,"qty":0,"day":"2026-03-01"}`, `{oops`)
 	b.AddDead(record.DeadLetter{Pos: record.Position{TP: record.TP{Topic: "items-topic"}, Offset: 6}, Reason: "a reason with no class"})
-	r, err := f.s.Apply(ctx, b, commitFor(b, 1))
+	r, err := f.s.Apply(ctx, batch.Of(b), commitFor(b, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestDeadLettersCountedByClass(t *testing.T) {
 	}
 
 	// A redelivery skips what the ledger has: nothing new is written.
-	if r, err := f.s.Apply(ctx, b, commitFor(b, 1)); err != nil || r.Skipped != 7 {
+	if r, err := f.s.Apply(ctx, batch.Of(b), commitFor(b, 1)); err != nil || r.Skipped != 7 {
 		t.Fatalf("redelivery: %+v, %v; want 7 skipped", r, err)
 	}
 	check("after a redelivery", want)
@@ -81,7 +81,7 @@ CREATE CONSTRAINT TRIGGER refuse_dead AFTER INSERT ON idemsink.dead_letters DEFE
 		t.Fatal(err)
 	}
 	b2 := f.batchOf("items", 7, `{"id":3,"qty":3,"day":"2026-03-01"}`, `"a string"`, `{"id":"x","qty":1,"day":"2026-03-01"}`)
-	if _, err := f.s.Apply(ctx, b2, commitFor(b2, 1)); err == nil {
+	if _, err := f.s.Apply(ctx, batch.Of(b2), commitFor(b2, 1)); err == nil {
 		t.Fatal("apply with a failing commit: no error")
 	}
 	check("after a rolled-back batch", want)
@@ -92,7 +92,7 @@ CREATE CONSTRAINT TRIGGER refuse_dead AFTER INSERT ON idemsink.dead_letters DEFE
 	if _, err := f.pool.Exec(ctx, "DROP TRIGGER refuse_dead ON idemsink.dead_letters"); err != nil {
 		t.Fatal(err)
 	}
-	r, err = f.s.Apply(ctx, b2, commitFor(b2, 1))
+	r, err = f.s.Apply(ctx, batch.Of(b2), commitFor(b2, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ CREATE CONSTRAINT TRIGGER refuse_dead AFTER INSERT ON idemsink.dead_letters DEFE
 	// the batches again: their dead letters are stored already, and are
 	// not counted again.
 	for _, bb := range []*batch.Batch{b, b2} {
-		r, err := f.s.Apply(ctx, bb, commitAs(commitFor(bb, 1), "reset"))
+		r, err := f.s.Apply(ctx, batch.Of(bb), commitAs(commitFor(bb, 1), "reset"))
 		if err != nil || r.Skipped != 0 || r.DeadLettered == 0 {
 			t.Fatalf("after the reset: %+v, %v; want the batch applied again", r, err)
 		}

@@ -47,7 +47,7 @@ func (f *fixture) batchMixed(pipeline string, recs ...kafkaRec) *batch.Batch {
 
 func (f *fixture) apply(b *batch.Batch) sink.Result {
 	f.t.Helper()
-	res, err := f.s.Apply(context.Background(), b, commitFor(b, 1))
+	res, err := f.s.Apply(context.Background(), batch.Of(b), commitFor(b, 1))
 	if err != nil {
 		f.t.Fatalf("apply: %v", err)
 	}
@@ -86,7 +86,7 @@ func TestDeleteByTombstone(t *testing.T) {
 		t.Errorf("%d tombstones at offset 2, want 1", n)
 	}
 	var deleted int
-	if err := f.pool.QueryRow(context.Background(), "SELECT deleted FROM idemsink.batches WHERE batch_id = $1", res.BatchID[:]).Scan(&deleted); err != nil || deleted != 1 {
+	if err := f.pool.QueryRow(context.Background(), "SELECT deleted FROM idemsink.batches WHERE batch_id = $1", res.Batches[0].BatchID[:]).Scan(&deleted); err != nil || deleted != 1 {
 		t.Errorf("ledger says deleted %d (%v), want 1", deleted, err)
 	}
 
@@ -105,10 +105,10 @@ func TestDeleteByTombstone(t *testing.T) {
 	// The delete again: nothing to delete, and the ledger's row of the
 	// batch says what this application did.
 	res = f.apply(f.batchMixed("gone", kafkaRec{2, `{"id":1}`, ""}))
-	if res.Deleted != 0 || res.Applications != 2 {
+	if res.Deleted != 0 || res.Batches[0].Applications != 2 {
 		t.Errorf("replayed delete: %+v, want 0 deleted, second application", res)
 	}
-	if n := f.count("SELECT deleted FROM idemsink.batches WHERE batch_id = $1", res.BatchID[:]); n != 0 {
+	if n := f.count("SELECT deleted FROM idemsink.batches WHERE batch_id = $1", res.Batches[0].BatchID[:]); n != 0 {
 		t.Errorf("the replayed batch's ledger row says %d deleted", n)
 	}
 	// A newer upsert of the key is a new row.

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/decode"
 	"github.com/idemsink/idemsink/internal/sink"
@@ -40,7 +41,7 @@ func TestReplayRepairsSameVersionDamage(t *testing.T) {
 		`{"id":3,"qty":3,"note":"c","v":3,"day":"2026-03-01"}`,
 	}
 	b := f.batchOf("rep", 0, vals...)
-	if r, err := f.s.Apply(ctx, b, commitFor(b, 1)); err != nil || r.Inserted != 3 {
+	if r, err := f.s.Apply(ctx, batch.Of(b), commitFor(b, 1)); err != nil || r.Inserted != 3 {
 		t.Fatalf("first apply: %+v, %v", r, err)
 	}
 	// Damage by hand: same version, other content; and a NULL in a nullable column.
@@ -50,7 +51,7 @@ func TestReplayRepairsSameVersionDamage(t *testing.T) {
 	untouched := xmin(f, "rep", 3)
 
 	b = f.batchOf("rep", 0, vals...)
-	r, err := f.s.Apply(ctx, b, commitAs(commitFor(b, 1), "replay-1"))
+	r, err := f.s.Apply(ctx, batch.Of(b), commitAs(commitFor(b, 1), "replay-1"))
 	if err != nil {
 		t.Fatalf("replay: %v", err)
 	}
@@ -65,7 +66,7 @@ func TestReplayRepairsSameVersionDamage(t *testing.T) {
 	}
 	before := xmin(f, "rep", 1)
 	b = f.batchOf("rep", 0, vals...)
-	r, err = f.s.Apply(ctx, b, commitAs(commitFor(b, 1), "replay-2"))
+	r, err = f.s.Apply(ctx, batch.Of(b), commitAs(commitFor(b, 1), "replay-2"))
 	if err != nil || r.Unchanged != 3 || r.Repaired != 0 {
 		t.Errorf("second replay: %+v, %v; want 3 unchanged", r, err)
 	}
@@ -83,7 +84,7 @@ func TestRepairRuleOlderAndEqualVersions(t *testing.T) {
 	f := newFixture(t, pipeline("eq", true))
 	// Offset 0: v2; offset 1: v2 again (same version, later position).
 	b := f.batchOf("eq", 0, `{"id":1,"qty":1,"v":2,"day":"2026-03-01"}`, `{"id":1,"qty":2,"v":2,"day":"2026-03-01"}`)
-	if r, err := f.s.Apply(ctx, b, commitFor(b, 1)); err != nil || r.Inserted != 1 || r.Superseded != 1 {
+	if r, err := f.s.Apply(ctx, batch.Of(b), commitFor(b, 1)); err != nil || r.Inserted != 1 || r.Superseded != 1 {
 		t.Fatalf("apply: %+v, %v", r, err)
 	}
 	if n := f.count(`SELECT qty FROM eq WHERE id = 1`); n != 2 {
@@ -91,7 +92,7 @@ func TestRepairRuleOlderAndEqualVersions(t *testing.T) {
 	}
 	// The earlier record alone, replayed: older position, never writes.
 	b = f.batchOf("eq", 0, `{"id":1,"qty":1,"v":2,"day":"2026-03-01"}`)
-	r, err := f.s.Apply(ctx, b, commitAs(commitFor(b, 1), "replay"))
+	r, err := f.s.Apply(ctx, batch.Of(b), commitAs(commitFor(b, 1), "replay"))
 	if err != nil || r.Stale != 1 || r.Repaired != 0 {
 		t.Errorf("replay of the earlier record: %+v, %v; want 1 stale", r, err)
 	}
@@ -100,7 +101,7 @@ func TestRepairRuleOlderAndEqualVersions(t *testing.T) {
 		t.Fatal(err)
 	}
 	b = f.batchOf("eq", 0, `{"id":1,"qty":5,"v":1,"day":"2026-03-01"}`)
-	r, err = f.s.Apply(ctx, b, commitAs(commitFor(b, 1), "replay-old"))
+	r, err = f.s.Apply(ctx, batch.Of(b), commitAs(commitFor(b, 1), "replay-old"))
 	if err != nil || r.Stale != 1 || r.Repaired != 0 || r.Updated != 0 {
 		t.Errorf("replay of an older version: %+v, %v; want 1 stale", r, err)
 	}
@@ -118,11 +119,11 @@ func TestRepairDoesNotResurrectDeleted(t *testing.T) {
 	p.Deletes = "apply"
 	f := newFixture(t, p)
 	b := f.batchMixed("tomb", kafkaRec{0, "", `{"id":1,"qty":1,"day":"2026-03-01"}`}, kafkaRec{1, `{"id":1}`, ""})
-	if _, err := f.s.Apply(ctx, b, commitFor(b, 1)); err != nil {
+	if _, err := f.s.Apply(ctx, batch.Of(b), commitFor(b, 1)); err != nil {
 		t.Fatal(err)
 	}
 	b = f.batchMixed("tomb", kafkaRec{0, "", `{"id":1,"qty":1,"day":"2026-03-01"}`})
-	r, err := f.s.Apply(ctx, b, commitAs(commitFor(b, 1), "replay"))
+	r, err := f.s.Apply(ctx, batch.Of(b), commitAs(commitFor(b, 1), "replay"))
 	if err != nil || r.Inserted != 0 || r.Repaired != 0 {
 		t.Errorf("replay: %+v, %v", r, err)
 	}
@@ -139,19 +140,19 @@ func TestBatchHistoryKeepsEveryApplication(t *testing.T) {
 	f := newFixture(t, pipeline("hist", true))
 	vals := []string{`{"id":1,"qty":1,"v":1,"day":"2026-03-01"}`, `{"id":2,"qty":2,"v":1,"day":"2026-03-01"}`}
 	b := f.batchOf("hist", 0, vals...)
-	if _, err := f.s.Apply(ctx, b, commitFor(b, 1)); err != nil {
+	if _, err := f.s.Apply(ctx, batch.Of(b), commitFor(b, 1)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.pool.Exec(ctx, `UPDATE hist SET qty = 9 WHERE id = 2`); err != nil {
 		t.Fatal(err)
 	}
 	b = f.batchOf("hist", 0, vals...)
-	r, err := f.s.Apply(ctx, b, commitAs(commitFor(b, 1), "backfill"))
-	if err != nil || r.Applications != 2 {
+	r, err := f.s.Apply(ctx, batch.Of(b), commitAs(commitFor(b, 1), "backfill"))
+	if err != nil || len(r.Batches) != 1 || r.Batches[0].Applications != 2 {
 		t.Fatalf("second application: %+v, %v", r, err)
 	}
 	rows, err := f.pool.Query(ctx, `SELECT application, group_id, inserted, repaired, unchanged FROM idemsink.batch_applications
-WHERE batch_id = $1 ORDER BY application`, r.BatchID)
+WHERE batch_id = $1 ORDER BY application`, r.Batches[0].BatchID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +169,7 @@ WHERE batch_id = $1 ORDER BY application`, r.BatchID)
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("history %q, want %q", got, want)
 	}
-	if n := f.count(`SELECT count(*) FROM idemsink.batches WHERE batch_id = $1 AND group_id = 'backfill' AND repaired = 1`, r.BatchID); n != 1 {
+	if n := f.count(`SELECT count(*) FROM idemsink.batches WHERE batch_id = $1 AND group_id = 'backfill' AND repaired = 1`, r.Batches[0].BatchID); n != 1 {
 		t.Errorf("the batches row does not hold the latest application")
 	}
 }
@@ -185,14 +186,14 @@ func TestNewColumnAddedAndFilledByReplay(t *testing.T) {
 	f := newFixture(t, p)
 	vals := []string{`{"id":1,"qty":1,"v":1,"sku":"A","day":"2026-03-01"}`, `{"id":2,"qty":2,"v":1,"sku":"B","day":"2026-03-01"}`}
 	b := f.batchOf("evo", 0, vals...)
-	if _, err := f.s.Apply(ctx, b, commitFor(b, 1)); err != nil {
+	if _, err := f.s.Apply(ctx, batch.Of(b), commitFor(b, 1)); err != nil {
 		t.Fatal(err)
 	}
 	// The pipeline gains a nullable column.
 	p.Columns = append(p.Columns, config.Column{Name: "sku", Type: "text", Nullable: true})
 	f2 := reopen(t, f, p)
 	b = f2.batchOf("evo", 0, vals...)
-	r, err := f2.s.Apply(ctx, b, commitAs(commitFor(b, 1), "backfill"))
+	r, err := f2.s.Apply(ctx, batch.Of(b), commitAs(commitFor(b, 1), "backfill"))
 	if err != nil || r.Repaired != 2 {
 		t.Fatalf("replay after adding a column: %+v, %v; want 2 repaired", r, err)
 	}
@@ -209,7 +210,7 @@ func TestEvolutionRefusals(t *testing.T) {
 	p := pipeline("ref", false)
 	f := newFixture(t, p)
 	b := f.batchOf("ref", 0, `{"id":1,"qty":1,"day":"2026-03-01"}`)
-	if _, err := f.s.Apply(ctx, b, commitFor(b, 1)); err != nil {
+	if _, err := f.s.Apply(ctx, batch.Of(b), commitFor(b, 1)); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
@@ -275,7 +276,7 @@ func TestCrashMidRepairRerunFixes(t *testing.T) {
 	batches := func(s *sink.Sink, group string) (repaired int, err error) {
 		for b := range 3 {
 			bt := f.batchOf("crash", int64(b*4), vals[b]...)
-			r, err := s.Apply(ctx, bt, commitAs(commitFor(bt, 1), group))
+			r, err := s.Apply(ctx, batch.Of(bt), commitAs(commitFor(bt, 1), group))
 			if err != nil {
 				return repaired, err
 			}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/metrics"
 	"github.com/idemsink/idemsink/internal/record"
@@ -75,15 +76,15 @@ type Commit struct {
 	Applied map[record.TP]int64
 }
 
-// Result reports what applying a batch did.
-type Result struct {
-	BatchID, RunID [16]byte
-	Records        int // records taken from Kafka
-	Superseded     int // replaced by a newer version within the batch
-	Skipped        int // at or below the ledger's applied offset
-	Staged         int
-	Inserted       int
-	Updated        int
+// Counts are what applying records did, for one date's batch or summed
+// over a transaction.
+type Counts struct {
+	Records    int // records taken from Kafka
+	Superseded int // replaced by a newer version within the transaction
+	Skipped    int // at or below the ledger's applied offset
+	Staged     int
+	Inserted   int
+	Updated    int
 	// Repaired counts rows restored by the record they came from: the
 	// same version and position, other content (a row damaged by hand, or
 	// a column added since it was written).
@@ -95,32 +96,53 @@ type Result struct {
 	// DeadClasses counts the dead letters this batch inserted (not those
 	// already stored, as after an offset reset), by class: the class
 	// their reason starts with, or ClassOther.
-	DeadClasses   map[string]int
-	Stage, Upsert time.Duration
-	Verify        time.Duration
+	DeadClasses map[string]int
+}
+
+// Add adds o to c.
+func (c *Counts) Add(o Counts) {
+	c.Records += o.Records
+	c.Superseded += o.Superseded
+	c.Skipped += o.Skipped
+	c.Staged += o.Staged
+	c.Inserted += o.Inserted
+	c.Updated += o.Updated
+	c.Repaired += o.Repaired
+	c.Unchanged += o.Unchanged
+	c.Stale += o.Stale
+	c.Deleted += o.Deleted
+	c.DeadLettered += o.DeadLettered
+	for class, n := range o.DeadClasses {
+		if c.DeadClasses == nil {
+			c.DeadClasses = map[string]int{}
+		}
+		c.DeadClasses[class] += n
+	}
+}
+
+// BatchResult reports one target date's batch of a transaction: its entry
+// in the batch log.
+type BatchResult struct {
+	Date           record.Date
+	BatchID, RunID [16]byte
+	Counts
 	// Applications is how many times this batch id has been applied.
 	Applications int
 }
 
-// Add adds o's counts and phase times to r, for totals over many batches.
+// Result reports what applying a unit did: the counts summed over its
+// dates, the transaction's phase times, and one BatchResult per date.
+type Result struct {
+	Counts
+	Stage, Upsert time.Duration
+	Verify        time.Duration
+	Batches       []BatchResult
+}
+
+// Add adds o's counts and phase times to r, for totals over many
+// transactions; the per-date results are not kept.
 func (r *Result) Add(o Result) {
-	r.Records += o.Records
-	r.Superseded += o.Superseded
-	r.Skipped += o.Skipped
-	r.Staged += o.Staged
-	r.Inserted += o.Inserted
-	r.Updated += o.Updated
-	r.Repaired += o.Repaired
-	r.Unchanged += o.Unchanged
-	r.Stale += o.Stale
-	r.Deleted += o.Deleted
-	r.DeadLettered += o.DeadLettered
-	for class, n := range o.DeadClasses {
-		if r.DeadClasses == nil {
-			r.DeadClasses = map[string]int{}
-		}
-		r.DeadClasses[class] += n
-	}
+	r.Counts.Add(o.Counts)
 	r.Stage += o.Stage
 	r.Upsert += o.Upsert
 	r.Verify += o.Verify
@@ -171,9 +193,11 @@ func splitTPs(tps []record.TP) ([]string, []int32) {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-// rowSource feeds rows to COPY without building an intermediate [][]any.
+// rowSource feeds rows to COPY without building an intermediate [][]any;
+// each row carries the batch id of its date's batch.
 type rowSource struct {
-	rows []record.Row
+	rows []batch.Dated
+	ids  []record.ID // batch id per batch index
 	i    int
 	buf  []any
 	// unavailable: the stage has the _unavailable column.
@@ -183,12 +207,12 @@ type rowSource struct {
 func (r *rowSource) Next() bool { r.i++; return r.i <= len(r.rows) }
 
 func (r *rowSource) Values() ([]any, error) {
-	row := &r.rows[r.i-1]
+	row := r.rows[r.i-1]
 	r.buf = append(r.buf[:0], row.ID)
 	r.buf = append(r.buf, row.Values...)
-	r.buf = append(r.buf, row.Version, row.Pos.Topic, row.Pos.Partition, row.Pos.Offset)
+	r.buf = append(r.buf, row.Version, row.Pos.Topic, row.Pos.Partition, row.Pos.Offset, r.ids[row.Batch])
 	if r.unavailable {
-		r.buf = append(r.buf, unavailableArg(row))
+		r.buf = append(r.buf, unavailableArg(row.Row))
 	}
 	return r.buf, nil
 }

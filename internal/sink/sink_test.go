@@ -112,19 +112,19 @@ func TestApplySameBatchTwice(t *testing.T) {
 	f := newFixture(t, pipeline("items", false))
 	b := f.batchOf("items", 0, `{"id":1,"qty":1,"day":"2026-03-01"}`, `{"id":2,"qty":2,"day":"2026-03-01"}`)
 	ctx := context.Background()
-	r1, err := f.s.Apply(ctx, b, commitFor(b, 1))
+	r1, err := f.s.Apply(ctx, batch.Of(b), commitFor(b, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := f.s.Apply(ctx, b, commitFor(b, 1))
+	r2, err := f.s.Apply(ctx, batch.Of(b), commitFor(b, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r1.Inserted != 2 || r2.Inserted != 0 || r2.Skipped != 2 || r2.Staged != 0 {
 		t.Errorf("first %+v, second %+v; want 2 inserted, then 2 skipped", r1, r2)
 	}
-	if r1.BatchID != r2.BatchID || r2.Applications != 2 {
-		t.Errorf("batch ids %x/%x, applications %d; want equal ids, 2 applications", r1.BatchID, r2.BatchID, r2.Applications)
+	if r1.Batches[0].BatchID != r2.Batches[0].BatchID || r2.Batches[0].Applications != 2 {
+		t.Errorf("batch ids %x/%x, applications %d; want equal ids, 2 applications", r1.Batches[0].BatchID, r2.Batches[0].BatchID, r2.Batches[0].Applications)
 	}
 	if n := f.count("SELECT count(*) FROM items"); n != 2 {
 		t.Errorf("%d rows, want 2", n)
@@ -141,7 +141,7 @@ func TestReplayAfterLedgerReset(t *testing.T) {
 	f := newFixture(t, pipeline("items", false))
 	ctx := context.Background()
 	b := f.batchOf("items", 0, `{"id":1,"qty":1,"day":"2026-03-01"}`, `{"id":1,"qty":5,"day":"2026-03-01"}`)
-	if _, err := f.s.Apply(ctx, b, commitFor(b, 1)); err != nil {
+	if _, err := f.s.Apply(ctx, batch.Of(b), commitFor(b, 1)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.pool.Exec(ctx, "DELETE FROM idemsink.offsets"); err != nil {
@@ -149,7 +149,7 @@ func TestReplayAfterLedgerReset(t *testing.T) {
 	}
 	// Offset 0 alone: older than the stored offset 1, with other content.
 	old := f.batchOf("items", 0, `{"id":1,"qty":1,"day":"2026-03-01"}`)
-	r, err := f.s.Apply(ctx, old, commitFor(old, 1))
+	r, err := f.s.Apply(ctx, batch.Of(old), commitFor(old, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +159,7 @@ func TestReplayAfterLedgerReset(t *testing.T) {
 	if n := f.count("SELECT qty FROM items WHERE id = 1"); n != 5 {
 		t.Errorf("qty %d, want 5 (the newer record)", n)
 	}
-	r, err = f.s.Apply(ctx, b, commitFor(b, 1))
+	r, err = f.s.Apply(ctx, batch.Of(b), commitFor(b, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func TestFencedByNewerGeneration(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := f.batchOf("items", 0, `{"id":1,"qty":1,"day":"2026-03-01"}`)
-	_, err := f.s.Apply(ctx, b, commitFor(b, 5))
+	_, err := f.s.Apply(ctx, batch.Of(b), commitFor(b, 5))
 	var fenced *sink.FencedError
 	if !errors.As(err, &fenced) || !errors.Is(err, sink.ErrFenced) {
 		t.Fatalf("apply from generation 5: %v, want a FencedError", err)
@@ -192,7 +192,7 @@ func TestFencedByNewerGeneration(t *testing.T) {
 	if n := f.count("SELECT applied_offset FROM idemsink.offsets"); n != -1 {
 		t.Errorf("ledger applied offset %d, want -1", n)
 	}
-	if _, err := f.s.Apply(ctx, b, commitFor(b, 7)); err != nil {
+	if _, err := f.s.Apply(ctx, batch.Of(b), commitFor(b, 7)); err != nil {
 		t.Errorf("apply from generation 7: %v", err)
 	}
 }
@@ -213,7 +213,7 @@ func TestConcurrentBatchesStageApart(t *testing.T) {
 		}
 		b := f.batchOn("items", int32(i), 0, vals...)
 		c := commitFor(b, 1)
-		wg.Go(func() { results[i], errs[i] = f.s.Apply(ctx, b, c) })
+		wg.Go(func() { results[i], errs[i] = f.s.Apply(ctx, batch.Of(b), c) })
 	}
 	wg.Wait()
 	for i := range 8 {
@@ -240,7 +240,7 @@ func TestRefusedRowIsDeadLettered(t *testing.T) {
 	}
 	b := f.batchOf("items", 0, `{"id":1,"qty":1,"day":"2026-03-01"}`, `{"id":2,"qty":0,"day":"2026-03-01"}`,
 		`not json`, `{"id":3,"qty":3,"day":"2026-03-01"}`)
-	r, err := f.s.Apply(ctx, b, commitFor(b, 1))
+	r, err := f.s.Apply(ctx, batch.Of(b), commitFor(b, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +277,7 @@ func TestVerificationFailureRollsBack(t *testing.T) {
 	f := newFixture(t, pipeline("items", true))
 	ctx := context.Background()
 	b1 := f.batchOf("items", 0, `{"id":1,"qty":1,"v":1,"day":"2026-03-01"}`)
-	if _, err := f.s.Apply(ctx, b1, commitFor(b1, 1)); err != nil {
+	if _, err := f.s.Apply(ctx, batch.Of(b1), commitFor(b1, 1)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.pool.Exec(ctx, `CREATE FUNCTION swallow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
@@ -285,7 +285,7 @@ CREATE TRIGGER swallow BEFORE UPDATE ON items FOR EACH ROW EXECUTE FUNCTION swal
 		t.Fatal(err)
 	}
 	b2 := f.batchOf("items", 1, `{"id":1,"qty":2,"v":2,"day":"2026-03-01"}`, `{"id":9,"qty":9,"v":1,"day":"2026-03-01"}`)
-	_, err := f.s.Apply(ctx, b2, commitFor(b2, 1))
+	_, err := f.s.Apply(ctx, batch.Of(b2), commitFor(b2, 1))
 	var verr *sink.VerifyError
 	if !errors.As(err, &verr) || verr.Behind != 1 {
 		t.Fatalf("apply: %v, want a verification error with 1 row behind", err)
@@ -302,7 +302,7 @@ CREATE TRIGGER swallow BEFORE UPDATE ON items FOR EACH ROW EXECUTE FUNCTION swal
 	if _, err := f.pool.Exec(ctx, "DROP TRIGGER swallow ON items"); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := f.s.Apply(ctx, b2, commitFor(b2, 1)); err != nil || r.Updated != 1 || r.Inserted != 1 {
+	if r, err := f.s.Apply(ctx, batch.Of(b2), commitFor(b2, 1)); err != nil || r.Updated != 1 || r.Inserted != 1 {
 		t.Errorf("retry: %+v, %v; want 1 updated, 1 inserted", r, err)
 	}
 }
@@ -396,7 +396,7 @@ VALUES ($1, 1, 'other', 1, 0, 'items-topic', 0, 0, $1, now())`, b.Rows[0].ID); e
 	var res sink.Result
 	go func() {
 		var err error
-		res, err = f.s.Apply(ctx, b, commitFor(b, 1))
+		res, err = f.s.Apply(ctx, batch.Of(b), commitFor(b, 1))
 		done <- err
 	}()
 	// The batch's insert waits for the open transaction's uncommitted row.

@@ -19,7 +19,7 @@ type statements struct {
 	stageCols   []string // COPY column order
 	createTable string
 	createStage string
-	upsert      string // from the stage table; $1 batch id
+	upsert      string // from the stage table: per batch id, what the probe found and what was written
 	upsertRow   string // one row from parameters: record_id, columns..., version, topic, partition, offset, batch id[, unavailable]
 	verify      string
 	// unavailable: the pipeline reads Debezium events, whose columns may
@@ -74,7 +74,7 @@ func buildStatements(p *config.Pipeline) *statements {
 		tContent = append(tContent, "t."+q)
 		eContent = append(eContent, "EXCLUDED."+q)
 	}
-	meta := []string{"_version", "_src_topic", "_src_partition", "_src_offset"}
+	meta := []string{"_version", "_src_topic", "_src_partition", "_src_offset", "_batch_id"}
 	s.stageCols = append(append([]string{"record_id"}, strings.Split(strings.Join(p.ColumnNames(), ","), ",")...), meta...)
 	extra := ""
 	if s.unavailable {
@@ -95,8 +95,11 @@ func buildStatements(p *config.Pipeline) *statements {
 
 	// ON COMMIT DELETE ROWS scopes the stage to one transaction: a rolled
 	// back batch leaves nothing behind, a retried one starts empty, and a
-	// temp table is invisible to every other session's batches.
-	s.createStage = fmt.Sprintf(`CREATE TEMP TABLE IF NOT EXISTS %s (record_id uuid, %s, _version bigint, _src_topic text, _src_partition integer, _src_offset bigint%s) ON COMMIT DELETE ROWS`,
+	// temp table is invisible to every other session's batches. One
+	// transaction stages the batches of many target dates at once: each
+	// row carries its date's batch id, which the upsert writes into the
+	// target and by which the upsert and the verification count per date.
+	s.createStage = fmt.Sprintf(`CREATE TEMP TABLE IF NOT EXISTS %s (record_id uuid, %s, _version bigint, _src_topic text, _src_partition integer, _src_offset bigint, _batch_id uuid%s) ON COMMIT DELETE ROWS`,
 		s.stage, strings.Join(stageDefs, ", "), extra)
 
 	colList := strings.Join(cols, ", ")
@@ -124,15 +127,21 @@ func buildStatements(p *config.Pipeline) *statements {
 	insert := fmt.Sprintf(`INSERT INTO %s AS t (record_id, %s, _version, _src_topic, _src_partition, _src_offset, _batch_id, _applied_at)`, s.target, colList)
 
 	// One probe of the target per staged row (the probe join) sorts the
-	// batch into new keys and existing keys that are newer with other
-	// content; every other row is left alone, not even locked (contract
-	// 4, docs/design.md). New keys are inserted plainly: a key inserted meanwhile by
-	// another transaction fails the batch with a unique violation, and
-	// the row-by-row retry (upsertRow, ON CONFLICT) settles it. Changed
-	// rows are updated under the version guard again: if another
-	// transaction changed the row since the probe, the guard is
-	// re-evaluated on its newest version (READ COMMITTED), so an older
-	// version never wins.
+	// staged rows into new keys, existing keys that are newer with other
+	// content (to write), older ones with other content (stale) and the
+	// rest (unchanged); only the first two are written, every other row is
+	// left alone, not even locked (contract 4, docs/design.md). New keys
+	// are inserted plainly: a key inserted meanwhile by another transaction
+	// fails the batch with a unique violation, and the row-by-row retry
+	// (upsertRow, ON CONFLICT) settles it. Rows to write are updated under
+	// the version guard again: if another transaction changed the row since
+	// the probe, the guard is re-evaluated on its newest version (READ
+	// COMMITTED), so an older version never wins.
+	//
+	// The statement returns, per batch id (per target date), what the probe
+	// found and what was written: this is the verification (contract 6)
+	// when the two agree, as the probe read every staged row's target row
+	// and the RETURNING rows prove every write (see txn.verify).
 	var upd []string
 	for i, c := range p.Columns {
 		q := quote(c.Name)
@@ -144,21 +153,32 @@ func buildStatements(p *config.Pipeline) *statements {
 		return fmt.Sprintf("%s >= %s AND (%s._version, %s) IS DISTINCT FROM (%s._version, %s)", position(s), position(t),
 			t, prefixed(t, p.ColumnNames()), s, prefixed(s, p.ColumnNames()))
 	}
+	contentT := "(t._version, " + strings.Join(tContent, ", ") + ")"
+	contentS := "(s._version, " + strings.Join(sContent, ", ") + ")"
 	s.upsert = fmt.Sprintf(`WITH probe AS MATERIALIZED (
-  SELECT s.*, t.record_id IS NULL AS fresh, %[7]s = %[8]s AS same FROM %[1]s s LEFT JOIN %[2]s t ON t.record_id = s.record_id
-  WHERE t.record_id IS NULL OR (%[3]s)
+  SELECT s.*, t.record_id IS NULL AS fresh,
+    t.record_id IS NOT NULL AND (%[3]s) AS write,
+    t.record_id IS NOT NULL AND %[8]s > %[7]s AND %[9]s IS DISTINCT FROM %[10]s AS stale,
+    %[7]s = %[8]s AS same
+  FROM %[1]s s LEFT JOIN %[2]s t ON t.record_id = s.record_id
 ), ins AS (
   INSERT INTO %[2]s (record_id, %[4]s, _version, _src_topic, _src_partition, _src_offset, _batch_id, _applied_at)
-  SELECT record_id, %[4]s, _version, _src_topic, _src_partition, _src_offset, $1::uuid, now() FROM probe WHERE fresh
-  RETURNING 1
+  SELECT record_id, %[4]s, _version, _src_topic, _src_partition, _src_offset, _batch_id, now() FROM probe WHERE fresh
+  RETURNING _batch_id
 ), upd AS (
   UPDATE %[2]s t SET %[5]s, _version = p._version, _src_topic = p._src_topic, _src_partition = p._src_partition,
-    _src_offset = p._src_offset, _batch_id = $1::uuid, _applied_at = now()
-  FROM probe p WHERE NOT p.fresh AND t.record_id = p.record_id AND %[6]s
-  RETURNING p.same
+    _src_offset = p._src_offset, _batch_id = p._batch_id, _applied_at = now()
+  FROM probe p WHERE p.write AND t.record_id = p.record_id AND %[6]s
+  RETURNING t._batch_id, p.same
 )
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd), (SELECT count(*) FROM upd WHERE same)`,
-		s.stage, s.target, newer("s", "t"), colList, strings.Join(upd, ", "), newer("p", "t"), position("s"), position("t"))
+SELECT _batch_id, sum(staged), sum(fresh), sum(write), sum(stale), sum(inserted), sum(updated), sum(repaired)
+FROM (
+  SELECT _batch_id, 1 AS staged, fresh::int AS fresh, write::int AS write, stale::int AS stale, 0 AS inserted, 0 AS updated, 0 AS repaired FROM probe
+  UNION ALL SELECT _batch_id, 0, 0, 0, 0, 1, 0, 0 FROM ins
+  UNION ALL SELECT _batch_id, 0, 0, 0, 0, 0, 1, same::int FROM upd
+) AS x
+GROUP BY _batch_id`, s.stage, s.target, newer("s", "t"), colList, strings.Join(upd, ", "), newer("p", "t"), position("s"), position("t"),
+		contentT, contentS)
 
 	params := []string{"$1::uuid"}
 	for i, c := range p.Columns {
@@ -178,18 +198,19 @@ SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd), (SELECT count(*) 
 	// keeps the stored values (above).
 	s.upsertRow = fmt.Sprintf("%s\n  VALUES (%s)\n  %s", insert, strings.Join(params, ", "), conflict)
 
-	// Contract 6 (docs/design.md): every staged row is in the target at
-	// its staged version or a newer one. "behind" counts rows where the
-	// target holds an older or the same position with other content: the
-	// upsert should have replaced or restored them. "stale" counts staged
-	// rows older than what the target holds.
-	contentT := "(t._version, " + strings.Join(tContent, ", ") + ")"
-	contentS := "(s._version, " + strings.Join(sContent, ", ") + ")"
-	s.verify = fmt.Sprintf(`SELECT count(*),
+	// Contract 6 (docs/design.md), as a second probe of the target: every staged row is in
+	// the target at its staged version or a newer one. It runs when the
+	// upsert's own counts do not prove it (see txn.verify), and after the
+	// row-by-row path. "behind" counts rows where the target holds an older
+	// or the same position with other content: the upsert should have
+	// replaced or restored them. "stale" counts staged rows older than what
+	// the target holds. All per batch id: per target date.
+	s.verify = fmt.Sprintf(`SELECT s._batch_id, count(*),
   count(*) FILTER (WHERE t.record_id IS NULL),
   count(*) FILTER (WHERE %[1]s <= %[2]s AND %[3]s IS DISTINCT FROM %[4]s),
   count(*) FILTER (WHERE %[1]s > %[2]s AND %[3]s IS DISTINCT FROM %[4]s)
-FROM %[5]s s LEFT JOIN %[6]s t ON t.record_id = s.record_id`, position("t"), position("s"), contentT, contentS, s.stage, s.target)
+FROM %[5]s s LEFT JOIN %[6]s t ON t.record_id = s.record_id
+GROUP BY s._batch_id`, position("t"), position("s"), contentT, contentS, s.stage, s.target)
 
 	if s.unavailable {
 		// A staged row with unavailable columns whose key the target does
@@ -245,27 +266,39 @@ WHERE group_id = $1 ORDER BY topic, partition`
 	// of each dead letter it inserted (xmax = 0), not of those it only
 	// updated: the metric counts new dead letters.
 	insertDeadLetters = `INSERT INTO idemsink.dead_letters AS d (pipeline, topic, partition, kafka_offset, key, value, headers, reason, batch_id)
-SELECT $1, x.topic, x.partition, x.off, x.key, x.value, x.headers, x.reason, $2
-FROM unnest($3::text[], $4::integer[], $5::bigint[], $6::bytea[], $7::bytea[], $8::jsonb[], $9::text[]) AS x(topic, partition, off, key, value, headers, reason)
+SELECT $1, x.topic, x.partition, x.off, x.key, x.value, x.headers, x.reason, x.batch_id
+FROM unnest($2::uuid[], $3::text[], $4::integer[], $5::bigint[], $6::bytea[], $7::bytea[], $8::jsonb[], $9::text[]) AS x(batch_id, topic, partition, off, key, value, headers, reason)
 ON CONFLICT (pipeline, topic, partition, kafka_offset) DO UPDATE SET reason = EXCLUDED.reason
   WHERE d.reason IS DISTINCT FROM EXCLUDED.reason
 RETURNING d.reason, (d.xmax = 0) AS inserted`
 
-	recordBatch = `INSERT INTO idemsink.batches (batch_id, run_id, pipeline, target_date, group_id, generation, member_id, ranges,
+	// recordBatches writes one batch-log entry per target date of the
+	// transaction, in one statement. The phase times are the
+	// transaction's, shared by its dates.
+	recordBatches = `INSERT INTO idemsink.batches (batch_id, run_id, pipeline, target_date, group_id, generation, member_id, ranges,
   records, superseded, skipped, staged, inserted, updated, unchanged, stale, deleted, dead_lettered, stage_ms, upsert_ms, verify_ms, repaired)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+SELECT x.batch_id, x.run_id, $1, x.target_date, $2, $3, $4, x.ranges::jsonb,
+  x.records, x.superseded, x.skipped, x.staged, x.inserted, x.updated, x.unchanged, x.stale, x.deleted, x.dead_lettered, $5, $6, $7, x.repaired
+FROM unnest($8::uuid[], $9::uuid[], $10::date[], $11::text[], $12::integer[], $13::integer[], $14::integer[], $15::integer[], $16::integer[],
+  $17::integer[], $18::integer[], $19::integer[], $20::integer[], $21::integer[], $22::integer[])
+  AS x(batch_id, run_id, target_date, ranges, records, superseded, skipped, staged, inserted, updated, unchanged, stale, deleted, dead_lettered, repaired)
 ON CONFLICT (batch_id) DO UPDATE SET applications = idemsink.batches.applications + 1, last_applied_at = now(),
   group_id = EXCLUDED.group_id, generation = EXCLUDED.generation, member_id = EXCLUDED.member_id, skipped = EXCLUDED.skipped,
   staged = EXCLUDED.staged, inserted = EXCLUDED.inserted, updated = EXCLUDED.updated, repaired = EXCLUDED.repaired,
   unchanged = EXCLUDED.unchanged, stale = EXCLUDED.stale, deleted = EXCLUDED.deleted,
   dead_lettered = EXCLUDED.dead_lettered, stage_ms = EXCLUDED.stage_ms, upsert_ms = EXCLUDED.upsert_ms, verify_ms = EXCLUDED.verify_ms
-RETURNING applications`
+RETURNING batch_id, applications`
 
-	// recordApplication keeps every application of a batch (the batches row
-	// holds only the latest), so that a backfill's history can be read back.
-	recordApplication = `INSERT INTO idemsink.batch_applications (batch_id, application, pipeline, target_date, group_id, generation,
+	// recordApplications keeps every application of a batch (the batches
+	// row holds only the latest), so that a backfill's history can be read
+	// back: one row per target date of the transaction.
+	recordApplications = `INSERT INTO idemsink.batch_applications (batch_id, application, pipeline, target_date, group_id, generation,
   member_id, records, skipped, staged, inserted, updated, repaired, unchanged, stale, deleted, dead_lettered)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+SELECT x.batch_id, x.application, $1, x.target_date, $2, $3, $4, x.records, x.skipped, x.staged, x.inserted, x.updated, x.repaired,
+  x.unchanged, x.stale, x.deleted, x.dead_lettered
+FROM unnest($5::uuid[], $6::integer[], $7::date[], $8::integer[], $9::integer[], $10::integer[], $11::integer[], $12::integer[],
+  $13::integer[], $14::integer[], $15::integer[], $16::integer[], $17::integer[])
+  AS x(batch_id, application, target_date, records, skipped, staged, inserted, updated, repaired, unchanged, stale, deleted, dead_lettered)
 ON CONFLICT (batch_id, application) DO NOTHING`
 
 	// planJoins steers the upsert's and the verification's joins to index

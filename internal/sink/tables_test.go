@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/pgtest"
 	"github.com/idemsink/idemsink/internal/sink"
@@ -49,11 +50,11 @@ WHERE attrelid = 'prices'::regclass AND attname IN ('sku', 'cc', 'price', 'at')`
 	if len(b.Dead) != 0 {
 		t.Fatalf("dead letters: %+v", b.Dead)
 	}
-	if r, err := f.s.Apply(ctx, b, commitFor(b, 1)); err != nil || r.Inserted != 2 {
+	if r, err := f.s.Apply(ctx, batch.Of(b), commitFor(b, 1)); err != nil || r.Inserted != 2 {
 		t.Fatalf("apply: %+v, %v", r, err)
 	}
 	b = f.batchOf("prices", 2, values...)
-	if r, err := f.s.Apply(ctx, b, commitFor(b, 1)); err != nil || r.Unchanged != 2 {
+	if r, err := f.s.Apply(ctx, batch.Of(b), commitFor(b, 1)); err != nil || r.Unchanged != 2 {
 		t.Errorf("redelivery: %+v, %v; want 2 unchanged", r, err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/record"
 )
 
@@ -60,13 +61,13 @@ func (t *txn) completeStage(ctx context.Context) error {
 		kept := t.todo[:0:0]
 		for _, r := range t.todo {
 			if gone[r.Pos] {
-				t.dead = append(t.dead, t.incompleteDead(r))
+				t.dead = append(t.dead, deadLetter{t.incompleteDead(*r.Row), r.Batch})
+				t.copied[r.Batch]--
 				continue
 			}
 			kept = append(kept, r)
 		}
 		t.todo = kept
-		t.copied -= int64(len(gone))
 	}
 	if _, err := t.tx.Exec(ctx, t.st.fill); err != nil {
 		return fmt.Errorf("fill unavailable columns in the stage: %w", err)
@@ -88,14 +89,14 @@ func (t *txn) stored(ctx context.Context, r record.Row) (bool, error) {
 func (t *txn) incompleteDead(r record.Row) record.DeadLetter {
 	names := make([]string, len(r.Unavailable))
 	for i, c := range r.Unavailable {
-		names[i] = t.b.Pipeline.Columns[c].Name
+		names[i] = t.u.Pipeline.Columns[c].Name
 	}
 	err := record.Bad(record.ClassEvent, "column(s) %s unavailable (Debezium's placeholder for an unchanged TOAST value) and the row is not in %s to keep them from: the event cannot be completed",
 		strings.Join(names, ", "), t.st.target)
 	return record.DeadLetterFor(r.Pos, r.Key, r.Value, err)
 }
 
-func anyUnavailable(rows []record.Row) bool {
+func anyUnavailable(rows []batch.Dated) bool {
 	for _, r := range rows {
 		if len(r.Unavailable) > 0 {
 			return true

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/record"
 )
@@ -83,7 +84,7 @@ func TestUnavailableKeepsStoredValue(t *testing.T) {
 	// The same event again under a new group: nothing is written (the
 	// stored values stand in for the placeholders in the change test).
 	x := f.count(`SELECT xmin::text::bigint FROM docs WHERE id = 1`)
-	r, err := f.s.Apply(ctx, b, commitAs(commitFor(b, 1), "again"))
+	r, err := f.s.Apply(ctx, batch.Of(b), commitAs(commitFor(b, 1), "again"))
 	if err != nil || r.Updated != 0 || r.Unchanged != 1 {
 		t.Errorf("redelivery: %+v, %v; want 1 unchanged", r, err)
 	}
@@ -167,7 +168,7 @@ func TestDebeziumTypesStored(t *testing.T) {
 		t.Errorf("stored %s, want %s", got, want)
 	}
 	b := f.batchOf("types", 0, ev)
-	if r, err := f.s.Apply(context.Background(), b, commitAs(commitFor(b, 1), "again")); err != nil || r.Unchanged != 1 {
+	if r, err := f.s.Apply(context.Background(), batch.Of(b), commitAs(commitFor(b, 1), "again")); err != nil || r.Unchanged != 1 {
 		t.Errorf("redelivery %+v, %v; want unchanged", r, err)
 	}
 }

@@ -104,7 +104,11 @@ func newEnv(t *testing.T, scenario string, k *kafkatest.Cluster, parts int32) *e
 	}
 	t.Cleanup(e.cl.Close)
 	e.adm = kadm.NewClient(e.cl)
-	e.prod = &producer{e: e, g: gen.New(gen.Options{Seed: seed, Days: 3, UpdateRate: 0.3, DupRate: 0.1, StaleRate: 0.1, LateRate: 0.2}),
+	e.prod = &producer{e: e, g: gen.New(gen.Options{Seed: seed, Days: 3, UpdateRate: 0.3, DupRate: 0.1, StaleRate: 0.1, LateRate: 0.2,
+		// A quarter of the keys are old orders, dated anywhere in the two
+		// years before: their records, updates included, spread over
+		// hundreds of dates, which share transactions.
+		WideRate: 0.25}),
 		rng: rand.New(rand.NewPCG(seed, 2)), badRate: 0.006}
 	e.mon = e.startMonitor()
 	return e
@@ -577,8 +581,15 @@ func (e *env) verify(extra string) torture.Report {
 	obs.Applied = applied
 
 	rep := o.Check(obs)
-	line := strings.Join(strings.Fields(fmt.Sprintf("torture: %s kafka=%s %s %s violations=%d samples=%d took=%s", e.scenario, e.kafka(),
-		extra, rep, e.mon.count, e.mon.n, time.Since(e.began).Round(time.Second))), " ")
+	// How many target dates the log spread over, and how many
+	// transactions wrote the batch log's entries (one xmin each; an entry
+	// applied again counts under its latest transaction).
+	var dates, txns int
+	if err := e.pool.QueryRow(ctx, `SELECT count(DISTINCT target_date), count(DISTINCT xmin::text) FROM idemsink.batches`).Scan(&dates, &txns); err != nil {
+		t.Fatalf("read batch log: %v", err)
+	}
+	line := strings.Join(strings.Fields(fmt.Sprintf("torture: %s kafka=%s %s %s dates=%d txns=%d violations=%d samples=%d took=%s", e.scenario, e.kafka(),
+		extra, rep, dates, txns, e.mon.count, e.mon.n, time.Since(e.began).Round(time.Second))), " ")
 	t.Log(line)
 	fmt.Println(line)
 	if !rep.OK() {
