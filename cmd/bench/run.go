@@ -233,6 +233,12 @@ func bench(ctx context.Context, o options, log *slog.Logger, stdout, stderr io.W
 			return err
 		}
 	}
+	if o.has(7) {
+		// Right after scenario 1, so that the two see the same machine.
+		if err := e.manyPartitions(ctx, rep, progress); err != nil {
+			return err
+		}
+	}
 	if o.has(2) {
 		progress("scenario 2: redelivery with Kafka offsets and ledger reset (new group)")
 		if _, err := e.scenario(ctx, rep, 2, "2 replay, ledger reset", e.loadSeg, e.load, e.groupReplay, false); err != nil {
@@ -294,11 +300,6 @@ func bench(ctx context.Context, o options, log *slog.Logger, stdout, stderr io.W
 	}
 	if o.has(6) {
 		if err := e.freshness(ctx, rep, progress); err != nil {
-			return err
-		}
-	}
-	if o.has(7) {
-		if err := e.manyPartitions(ctx, rep, progress); err != nil {
 			return err
 		}
 	}
