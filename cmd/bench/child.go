@@ -39,13 +39,20 @@ const (
 
 // childSpec is what a child process is asked to do.
 type childSpec struct {
-	Kind          string          `json:"kind"`
-	Name          string          `json:"name"`
-	Brokers       []string        `json:"brokers"`
-	DatabaseURL   string          `json:"database_url"`
-	Pipeline      config.Pipeline `json:"pipeline"`
-	Group         string          `json:"group"`
-	NoKafkaCommit bool            `json:"no_kafka_commit"`
+	Kind        string          `json:"kind"`
+	Name        string          `json:"name"`
+	Brokers     []string        `json:"brokers"`
+	DatabaseURL string          `json:"database_url"`
+	Pipeline    config.Pipeline `json:"pipeline"`
+	// Pipelines, when set, are what the consumer runs instead of Pipeline
+	// (scenario 7: two pipelines of ten topics each).
+	Pipelines []config.Pipeline `json:"pipelines,omitempty"`
+	// Follow keeps the consumer running, past the end offsets it saw at
+	// start, until its standard input closes (scenario 6). It writes
+	// "ready" on a line of its own once it owns every partition.
+	Follow        bool   `json:"follow"`
+	Group         string `json:"group"`
+	NoKafkaCommit bool   `json:"no_kafka_commit"`
 	// Connections is the consumer's apply_connections; 0 is the default.
 	Connections int `json:"connections"`
 	// Topic, Starts and Ends are the records the ceiling loads.
@@ -70,6 +77,9 @@ type phase struct {
 	P99       float64 `json:"p99_ms"`
 	Batches   int     `json:"batches"`
 	DateLog   int     `json:"date_log"` // batch-log entries: one per target date per transaction
+	// FirstBatch is the time from the consumer's start to its first
+	// applied and committed transaction, in seconds.
+	FirstBatch float64 `json:"first_batch_s"`
 
 	Inserted, Updated, Unchanged, Stale, Superseded, Skipped, Dead int64
 	// Stage, Upsert and Verify sum the sink's own timings; Tx sums whole
@@ -101,7 +111,7 @@ func runChild(ctx context.Context, specJSON string, stdout, stderr io.Writer) er
 	switch spec.Kind {
 	case kindConsume:
 		var p phase
-		p, err = consumeChild(ctx, spec, log)
+		p, err = consumeChild(ctx, spec, log, stdout)
 		phases = []phase{p}
 	case kindCeiling:
 		phases, err = ceilingChild(ctx, spec, log)
@@ -116,10 +126,18 @@ func runChild(ctx context.Context, specJSON string, stdout, stderr io.Writer) er
 
 // consumeChild runs the product's consumer, exactly as the daemon wires it,
 // until the ledger has applied every partition to its end offset.
-func consumeChild(ctx context.Context, spec childSpec, log *slog.Logger) (phase, error) {
+func consumeChild(ctx context.Context, spec childSpec, log *slog.Logger, stdout io.Writer) (phase, error) {
 	var ph phase
+	pipelines := spec.Pipelines
+	if len(pipelines) == 0 {
+		pipelines = []config.Pipeline{spec.Pipeline}
+	}
+	var topics []string
+	for _, p := range pipelines {
+		topics = append(topics, p.Topics...)
+	}
 	cfg := &config.Config{Brokers: spec.Brokers, Group: spec.Group, DatabaseURL: spec.DatabaseURL,
-		Pipelines: []config.Pipeline{spec.Pipeline}, ApplyConnections: spec.Connections}
+		Pipelines: pipelines, ApplyConnections: spec.Connections}
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return ph, err
@@ -136,8 +154,7 @@ func consumeChild(ctx context.Context, spec childSpec, log *slog.Logger) (phase,
 	if err != nil {
 		return ph, err
 	}
-	topic := spec.Pipeline.Topics[0]
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topics...)
 	if err == nil {
 		err = ends.Error()
 	}
@@ -149,11 +166,15 @@ func consumeChild(ctx context.Context, spec childSpec, log *slog.Logger) (phase,
 	ends.Each(func(o kadm.ListedOffset) { want[record.TP{Topic: o.Topic, Partition: o.Partition}] = o.Offset })
 
 	var mu sync.Mutex
+	var start time.Time // set before the consumer runs
 	c := consume.New(consume.Options{
 		Config: cfg, Sink: sk, Logger: log, NoKafkaCommit: spec.NoKafkaCommit,
 		OnBatch: func(_ *batch.Unit, r sink.Result) {
 			mu.Lock()
 			defer mu.Unlock()
+			if ph.Batches == 0 {
+				ph.FirstBatch = time.Since(start).Seconds()
+			}
 			ph.Batches++
 			ph.DateLog += len(r.Batches)
 			ph.Inserted += int64(r.Inserted)
@@ -175,10 +196,15 @@ func consumeChild(ctx context.Context, spec childSpec, log *slog.Logger) (phase,
 	}
 	wal0 := walLSN(ctx, pool)
 	s0 := take(spec.ServerPID)
+	start = s0.at
 	rctx, stopRun := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- c.Run(rctx) }()
-	err = waitCaughtUp(ctx, c, want, done)
+	if spec.Follow {
+		err = follow(ctx, c, want, done, stdout)
+	} else {
+		err = waitCaughtUp(ctx, c, want, done)
+	}
 	s1 := take(spec.ServerPID)
 	stop()
 	ph.WAL = walSince(ctx, pool, wal0)
@@ -219,6 +245,49 @@ func waitCaughtUp(ctx context.Context, c *consume.Consumer, want map[record.TP]i
 			return fmt.Errorf("consumer did not catch up: %w", ctx.Err())
 		case <-tick.C:
 		}
+	}
+}
+
+// follow waits until the consumer owns every partition of want, says
+// "ready" on stdout, and then lets it run until stdin closes: the parent
+// produces meanwhile and watches the rows arrive.
+func follow(ctx context.Context, c *consume.Consumer, want map[record.TP]int64, done <-chan error, stdout io.Writer) error {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for owned := false; !owned; {
+		applied := c.Applied()
+		owned = true
+		for tp := range want {
+			if _, ok := applied[tp]; !ok {
+				owned = false
+			}
+		}
+		if owned {
+			break
+		}
+		select {
+		case err := <-done:
+			return fmt.Errorf("consumer stopped before owning every partition: %w", err)
+		case <-ctx.Done():
+			return fmt.Errorf("consumer did not get every partition: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+	if _, err := fmt.Fprintln(stdout, "ready"); err != nil {
+		return err
+	}
+	eof := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin) // until the parent closes it
+		close(eof)
+	}()
+	select {
+	case <-eof:
+		return nil
+	case err := <-done:
+		return fmt.Errorf("consumer stopped while following: %w", err)
+	case <-ctx.Done():
+		return fmt.Errorf("follow: %w", ctx.Err())
 	}
 }
 

@@ -50,6 +50,16 @@ type env struct {
 	// table, and the two backlog tables of scenario 5.
 	load, ceiling, small, big                    config.Pipeline
 	groupLoad, groupReplay, groupSmall, groupBig string
+	// Scenario 6: the first load again at the low-latency linger (same
+	// topic as load, its own table), and the two freshness pipelines,
+	// default and low-latency, each on its own topic.
+	loadLL, fresh, freshLL config.Pipeline
+	groupLL, groupFresh    string
+	// Scenario 7: two pipelines of manyTopics/2 topics each.
+	many      []config.Pipeline
+	groupMany string
+	// topics are the topics this run created.
+	topics []string
 
 	src     *source
 	loadSeg segment
@@ -72,7 +82,11 @@ func setup(ctx context.Context, o options, log *slog.Logger, stderr io.Writer) (
 		}
 		opts := pglocal.Options{Logger: log}
 		if o.durable {
-			opts.Settings = durableSettings
+			opts.Settings = append(opts.Settings, durableSettings...)
+		}
+		if o.has(6) {
+			// Scenario 6 reads each row's commit time from its xmin.
+			opts.Settings = append(opts.Settings, "track_commit_timestamp = on")
 		}
 		if e.pg, err = pglocal.Start(ctx, opts); err != nil {
 			return nil, fmt.Errorf("start PostgreSQL: %w", err)
@@ -95,13 +109,35 @@ func setup(ctx context.Context, o options, log *slog.Logger, stderr io.Writer) (
 	e.big = gen.Pipeline("bench_backlog_big", "bench-backlog-big-"+runID, "bench_backlog_big")
 	e.groupLoad, e.groupReplay = "bench-"+runID+"-load", "bench-"+runID+"-replay"
 	e.groupSmall, e.groupBig = "bench-"+runID+"-backlog-small", "bench-"+runID+"-backlog-big"
+	e.loadLL = gen.Pipeline("bench_orders_ll", e.load.Topics[0], "bench_order_lines_ll")
+	e.loadLL.Batch.Linger = o.freshLinger
+	e.fresh = gen.Pipeline("bench_fresh", "bench-fresh-"+runID, "bench_fresh")
+	e.freshLL = gen.Pipeline("bench_fresh_ll", "bench-fresh-ll-"+runID, "bench_fresh_ll")
+	e.freshLL.Batch.Linger = o.freshLinger
+	e.groupLL, e.groupFresh = "bench-"+runID+"-ll", "bench-"+runID+"-fresh"
+	e.groupMany = "bench-" + runID + "-many"
+	e.many = []config.Pipeline{gen.Pipeline("bench_many_a", "", "bench_many_a"), gen.Pipeline("bench_many_b", "", "bench_many_b")}
+	for i := range manyTopics {
+		p := &e.many[i*len(e.many)/manyTopics]
+		if i%(manyTopics/len(e.many)) == 0 {
+			p.Topics = nil
+		}
+		p.Topics = append(p.Topics, fmt.Sprintf("bench-many-%02d-%s", i, runID))
+	}
+	// A topic is read by one pipeline of a config, so loadLL, which reads
+	// the load's topic, is validated in a config of its own.
 	cfg := &config.Config{Brokers: e.brokers, Group: e.groupLoad, DatabaseURL: e.dsn,
-		Pipelines: []config.Pipeline{e.load, e.ceiling, e.small, e.big}}
-	cfg.SetDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
+		Pipelines: []config.Pipeline{e.load, e.ceiling, e.small, e.big, e.fresh, e.freshLL, e.many[0], e.many[1]}}
+	cfgLL := &config.Config{Brokers: e.brokers, Group: e.groupLL, DatabaseURL: e.dsn, Pipelines: []config.Pipeline{e.loadLL}}
+	for _, c := range []*config.Config{cfg, cfgLL} {
+		c.SetDefaults()
+		if err := c.Validate(); err != nil {
+			return nil, err
+		}
 	}
 	e.load, e.ceiling, e.small, e.big = cfg.Pipelines[0], cfg.Pipelines[1], cfg.Pipelines[2], cfg.Pipelines[3]
+	e.fresh, e.freshLL, e.many = cfg.Pipelines[4], cfg.Pipelines[5], cfg.Pipelines[6:8]
+	e.loadLL = cfgLL.Pipelines[0]
 
 	if e.pool, err = pgxpool.New(ctx, e.dsn); err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
@@ -110,14 +146,16 @@ func setup(ctx context.Context, o options, log *slog.Logger, stderr io.Writer) (
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
 	var drop []string
-	for _, p := range cfg.Pipelines {
+	for _, p := range e.pipelines() {
 		drop = append(drop, pgx.Identifier{p.Schema, p.Table}.Sanitize())
 	}
 	if _, err := e.pool.Exec(ctx, "DROP TABLE IF EXISTS "+strings.Join(drop, ", ")); err != nil {
 		return nil, fmt.Errorf("drop the bench tables of an earlier run: %w", err)
 	}
-	if err := sink.New(e.pool, cfg, sink.Options{Logger: log}).EnsureTables(ctx, cfg); err != nil {
-		return nil, err
+	for _, c := range []*config.Config{cfg, cfgLL} {
+		if err := sink.New(e.pool, c, sink.Options{Logger: log}).EnsureTables(ctx, c); err != nil {
+			return nil, err
+		}
 	}
 
 	if e.producer, err = kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.MaxBufferedRecords(100_000),
@@ -125,8 +163,20 @@ func setup(ctx context.Context, o options, log *slog.Logger, stderr io.Writer) (
 		return nil, fmt.Errorf("producer: %w", err)
 	}
 	e.adm = kadm.NewClient(e.producer)
-	for _, t := range []string{e.load.Topics[0], e.small.Topics[0], e.big.Topics[0]} {
-		resp, err := e.adm.CreateTopic(ctx, int32(o.partitions), -1, nil, t)
+	create := map[string]int32{e.load.Topics[0]: int32(o.partitions), e.small.Topics[0]: int32(o.partitions), e.big.Topics[0]: int32(o.partitions)}
+	if o.has(6) {
+		create[e.fresh.Topics[0]], create[e.freshLL.Topics[0]] = int32(o.partitions), int32(o.partitions)
+	}
+	if o.has(7) {
+		for _, p := range e.many {
+			for _, t := range p.Topics {
+				create[t] = manyPartitions
+			}
+		}
+	}
+	for t, n := range create {
+		e.topics = append(e.topics, t)
+		resp, err := e.adm.CreateTopic(ctx, n, -1, nil, t)
 		if err == nil {
 			err = resp.Err
 		}
@@ -143,7 +193,7 @@ func (e *env) close() error {
 		if e.cluster == nil {
 			// A real broker keeps what we made; clean up after ourselves.
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			_, err := e.adm.DeleteTopics(ctx, e.load.Topics[0], e.small.Topics[0], e.big.Topics[0])
+			_, err := e.adm.DeleteTopics(ctx, e.topics...)
 			cancel()
 			if err != nil {
 				errs = append(errs, fmt.Errorf("delete bench topics: %w", err))
@@ -161,6 +211,17 @@ func (e *env) close() error {
 		errs = append(errs, e.pg.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// Scenario 7's shape: 600 partitions, as 20 topics of 30.
+const (
+	manyTopics     = 20
+	manyPartitions = 30
+)
+
+// pipelines returns every pipeline of the run, each with its own table.
+func (e *env) pipelines() []config.Pipeline {
+	return append([]config.Pipeline{e.load, e.ceiling, e.small, e.big, e.loadLL, e.fresh, e.freshLL}, e.many...)
 }
 
 // segment is a run of records produced to one topic.
@@ -260,7 +321,7 @@ func (e *env) resetKafkaOffsets(ctx context.Context, group, topic string) error 
 // measurement. The server's own autovacuum stays on.
 func (e *env) settle(ctx context.Context) error {
 	var tables []string
-	for _, p := range []config.Pipeline{e.load, e.ceiling, e.small, e.big} {
+	for _, p := range e.pipelines() {
 		tables = append(tables, pgx.Identifier{p.Schema, p.Table}.Sanitize())
 	}
 	if _, err := e.pool.Exec(ctx, "VACUUM (ANALYZE) "+strings.Join(tables, ", ")+", idemsink.batches, idemsink.offsets"); err != nil {

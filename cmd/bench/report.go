@@ -37,6 +37,10 @@ type report struct {
 	ceiling2, ceiling2Again *row
 	produced                []segment
 	kinds                   [4]int64
+	// fresh is scenario 6's table; freshPeakRSS the peak RSS of each
+	// config's consumer over its three rates.
+	fresh        []freshRow
+	freshPeakRSS []int64
 }
 
 func (rep *report) add(name string, seg segment, ph phase, written int64) *row {
@@ -148,6 +152,41 @@ func (rep *report) print(w io.Writer) error {
 		fmt.Fprintf(w, "  scenario 5 peak RSS             %.0f MiB at %s records, %.0f MiB at %s (%+.0f%%)  (target < 256 MiB, within 20%%)\n",
 			float64(big.PeakRSS)/(1<<20), count(int(big.records)), float64(small.PeakRSS)/(1<<20), count(int(small.records)),
 			100*(float64(big.PeakRSS)/float64(small.PeakRSS)-1))
+	}
+
+	if s1 != nil {
+		if ll := rep.find("1 first load, linger"); ll != nil {
+			fmt.Fprintf(w, "  %s / scenario 1   %.2f×  (the low-latency config's cost in throughput)\n", ll.name, ll.rate()/s1.rate())
+		}
+		if s7 := rep.find("7 "); s7 != nil {
+			fmt.Fprintf(w, "  scenario 7 / scenario 1         %.2f×  (target ≥ 0.9×), peak RSS %.0f MiB (target ≤ 256 MiB; scenario 1 %.0f MiB), first batch after %.2fs (scenario 1 %.2fs)\n",
+				s7.rate()/s1.rate(), float64(s7.PeakRSS)/(1<<20), float64(s1.PeakRSS)/(1<<20), s7.FirstBatch, s1.FirstBatch)
+		}
+	}
+	for _, f := range rep.fresh {
+		if f.config == "default" && f.share == 0.5 {
+			limit := float64(f.linger.Milliseconds()) + 250
+			verdict := "met"
+			if f.p99 > limit {
+				verdict = "missed"
+			}
+			fmt.Fprintf(w, "  scenario 6 p99 at 50%%, default  %.0f ms  (target ≤ linger + 250 ms = %.0f ms: %s)\n", f.p99, limit, verdict)
+		}
+	}
+	if len(rep.fresh) > 0 {
+		fmt.Fprintln(w, "\nScenario 6, freshness: commit time of the row in PostgreSQL (pg_xact_commit_timestamp of its xmin) - the record's Kafka timestamp:")
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "Config\tLinger\tShare of s1\tAsked rec/s\tProduced rec/s\tRecords\tp50 ms\tp99 ms\tMax ms\tDrain s\tConsumer CPU s\tCPU s/M rec\tLoad at end\t")
+		for _, f := range rep.fresh {
+			fmt.Fprintf(tw, "%s\t%s\t%.0f%%\t%.0f\t%.0f\t%d\t%.0f\t%.0f\t%.0f\t%.2f\t%.1f\t%.2f\t%s\t\n", f.config, f.linger, 100*f.share, f.target,
+				f.produced, f.records, f.p50, f.p99, f.max, f.drain, f.cpu, f.cpu/(float64(f.records)/1e6), f.load)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		for i, rss := range rep.freshPeakRSS {
+			fmt.Fprintf(w, "  consumer %d peak RSS %.0f MiB\n", i+1, float64(rss)/(1<<20))
+		}
 	}
 
 	fmt.Fprintln(w, "\nProduction (not part of any scenario):")

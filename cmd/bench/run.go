@@ -25,6 +25,17 @@ its own tables there (public.bench_*).
 Kafka: an in-process kfake cluster, unless KAFKA_BROKERS (host:port,...) is set;
 topics get a per-run suffix.
 
+Scenarios: 1 first load, 2 replay with the ledger reset, 3 replay after a
+Kafka offset reset, 4 a mixed stream, 5 a large backlog (see BENCHMARKS.md);
+6 freshness: after scenario 1 (which then always runs) and the same first
+load at -fresh-linger, new records produced at a steady 10%, 50% and 90% of
+scenario 1's rate for -fresh-for each, with the default linger and with
+-fresh-linger, reporting per rate p50/p99/max of (commit time of the record's
+row in PostgreSQL - the record's Kafka timestamp); needs
+track_commit_timestamp (set on the throwaway server); 7 many partitions:
+-records records over 600 partitions (20 topics x 30) read by 2 pipelines,
+beside scenario 1's 6 partitions (which then always runs).
+
 Each scenario's consumer runs in a child process of this binary, so that its
 CPU time and peak RSS are its own, not the broker's or the generator's.
 
@@ -53,6 +64,8 @@ type options struct {
 	seed        uint64
 	verbose     bool
 	timeout     time.Duration
+	freshFor    time.Duration
+	freshLinger time.Duration
 }
 
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
@@ -74,7 +87,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.IntVar(&o.connections, "connections", 0, "the consumer's apply_connections (0: the default)")
 	fs.BoolVar(&o.durable, "durable", false, "start the throwaway PostgreSQL with production durability: fsync, synchronous_commit and full_page_writes on")
 	fs.IntVar(&o.backlog, "backlog", 5_000_000, "scenario 5: records in the backlog; the comparison run uses a tenth of it")
-	sc := fs.String("scenarios", "1,2,3,4,5", "scenarios to run (2, 3 and 4 build on 1's load, which always runs with them)")
+	sc := fs.String("scenarios", "1,2,3,4,5", "scenarios to run, 1-7 (2, 3, 4, 6 and 7 build on 1, which always runs with them)")
+	fs.DurationVar(&o.freshFor, "fresh-for", 20*time.Second, "scenario 6: how long each steady rate is produced")
+	fs.DurationVar(&o.freshLinger, "fresh-linger", 50*time.Millisecond, "scenario 6: batch.linger of the low-latency config")
 	fs.BoolVar(&o.quick, "quick", false, "small CI-friendly run: 50,000 records, a 200,000-record backlog")
 	fs.StringVar(&o.database, "database", "", "PostgreSQL URL (default: TEST_DATABASE_URL, else a throwaway local server)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of each scenario's consumer to FILE.s<N> (FILE.ceiling for the ceiling)")
@@ -100,8 +115,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	}
 	for _, s := range strings.Split(*sc, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 || n > 5 {
-			return o, fmt.Errorf("-scenarios: %q is not a scenario number 1-5", s)
+		if err != nil || n < 1 || n > 7 {
+			return o, fmt.Errorf("-scenarios: %q is not a scenario number 1-7", s)
 		}
 		if !slices.Contains(o.scenarios, n) {
 			o.scenarios = append(o.scenarios, n)
@@ -121,6 +136,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 		return o, errors.New("-update, -dup, -late and -wide are shares between 0 and 1, and update+dup at most 1")
 	case o.days < 1 || o.partitions < 1:
 		return o, errors.New("-days and -partitions must be positive")
+	case o.freshFor <= 0 || o.freshLinger <= 0:
+		return o, errors.New("-fresh-for and -fresh-linger must be positive")
 	}
 	return o, nil
 }
@@ -159,7 +176,7 @@ func bench(ctx context.Context, o options, log *slog.Logger, stdout, stderr io.W
 		fmt.Fprintf(stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 	}
 
-	needLoad := o.has(1) || o.has(2) || o.has(3) || o.has(4)
+	needLoad := o.has(1) || o.has(2) || o.has(3) || o.has(4) || o.has(6) || o.has(7)
 	if needLoad {
 		progress("generating and producing %d records (first load)", o.records)
 		e.src = newSource(o.seed, o, true)
@@ -202,6 +219,23 @@ func bench(ctx context.Context, o options, log *slog.Logger, stdout, stderr io.W
 			return err
 		}
 		if err := e.checkRows(ctx, e.load, e.src.keys); err != nil {
+			return err
+		}
+	}
+	if o.has(6) {
+		// Before scenario 4 adds to the topic: the same records as 1.
+		progress("scenario 6: first load again with batch.linger %s (the low-latency config's cost)", o.freshLinger)
+		name := fmt.Sprintf("1 first load, linger %s", o.freshLinger)
+		if _, err := e.scenario(ctx, rep, 6, name, e.loadSeg, e.loadLL, e.groupLL, false); err != nil {
+			return err
+		}
+		if err := e.checkRows(ctx, e.loadLL, e.src.keys); err != nil {
+			return err
+		}
+	}
+	if o.has(7) {
+		// Right after scenario 1, so that the two see the same machine.
+		if err := e.manyPartitions(ctx, rep, progress); err != nil {
 			return err
 		}
 	}
@@ -261,6 +295,11 @@ func bench(ctx context.Context, o options, log *slog.Logger, stdout, stderr io.W
 			return err
 		}
 		if err := e.checkRows(ctx, e.big, int64(o.backlog)); err != nil {
+			return err
+		}
+	}
+	if o.has(6) {
+		if err := e.freshness(ctx, rep, progress); err != nil {
 			return err
 		}
 	}
