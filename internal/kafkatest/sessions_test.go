@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/idemsink/idemsink/internal/pgtest"
 	"github.com/idemsink/idemsink/internal/waittest"
 )
 
@@ -43,7 +44,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(envMember); spec != "" {
 		runMember(spec)
 	}
-	os.Exit(m.Run())
+	// pgtest.Main stops what the harness starts once per binary (a broker
+	// container in the containers tier) after the tests.
+	pgtest.Main(m)
 }
 
 // runMember joins the group and polls until it is killed.
