@@ -46,6 +46,7 @@ func TestKafkaBlackHole(t *testing.T) {
 		func() bool { return testutil.ToFloat64(a.m.Buffered) == 200 })
 
 	link.Cut()
+	cutAt := time.Now()
 	b := e.start(e.cfg, consume.Options{})
 	waittest.For(t, 60*time.Second, "the other member to take every partition over", func() bool { return len(b.c.Applied()) == parts })
 	fenced := a.m.Batches.WithLabelValues(p.Name, "fenced")
@@ -55,6 +56,7 @@ func TestKafkaBlackHole(t *testing.T) {
 	}
 
 	link.Heal()
+	cutFor := time.Since(cutAt)
 	var second []gen.Event
 	for range 200 {
 		second = append(second, g.NextNew())
@@ -73,6 +75,16 @@ func TestKafkaBlackHole(t *testing.T) {
 	if n := e.count("SELECT count(*) FROM idemsink.batches WHERE applications > 1"); n != 0 {
 		t.Errorf("%d batches applied more than once", n)
 	}
+	rows, logged := e.count("SELECT count(*) FROM order_lines"), e.count("SELECT coalesce(sum(records), 0) FROM idemsink.batches")
+	t.Logf("netfault: black-hole kafka=%s cut=%.1fs session_timeout=%s late_batches_fenced=%v produced=400 rows=%d logged=%d lost=%d duplicated=%d",
+		kafkaKind(), cutFor.Seconds(), e.cfg.SessionTimeout, testutil.ToFloat64(fenced), rows, logged, 400-rows, logged-400)
+}
+
+func kafkaKind() string {
+	if kafkatest.Real() {
+		return "real"
+	}
+	return "kfake"
 }
 
 // A slow link to Kafka (latency on every chunk, each way) only slows the
@@ -92,8 +104,10 @@ func TestKafkaSlowLink(t *testing.T) {
 		events = append(events, g.NextNew())
 	}
 	k.Produce(orderRecords(topic, parts, events)...)
+	start := time.Now()
 	m := e.start(e.cfg, consume.Options{ExtraOpts: []kgo.Opt{kgo.Dialer(link.Dial)}})
 	e.waitApplied(e.cfg.Group, topic)
+	took := time.Since(start)
 	if err := m.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -106,4 +120,6 @@ func TestKafkaSlowLink(t *testing.T) {
 	if n := e.count("SELECT coalesce(sum(records), 0) FROM idemsink.batches"); n != 300 {
 		t.Errorf("the batch log holds %d records, want 300", n)
 	}
+	t.Logf("netfault: slow-link kafka=%s latency=40ms/chunk each way produced=300 rows=%d fenced=%v applied_in=%.1fs",
+		kafkaKind(), e.count("SELECT count(*) FROM order_lines"), testutil.ToFloat64(m.m.Batches.WithLabelValues(p.Name, "fenced")), took.Seconds())
 }
