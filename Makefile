@@ -100,6 +100,7 @@ lint: ## gofmt, go vet, and golangci-lint when installed.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags debezium ./internal/debeziumtest/
+	$(GO) vet -tags realkafka ./cmd/consumer/ ./internal/kafka/
 	@if command -v golangci-lint >/dev/null; then golangci-lint run; else echo "lint: golangci-lint not installed, skipped"; fi
 
 .PHONY: clean

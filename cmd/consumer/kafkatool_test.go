@@ -1,3 +1,8 @@
+//go:build realkafka
+
+// Built only with -tags realkafka (scripts/test-kafka): it needs the real
+// broker and Kafka's jars.
+
 package main
 
 import (
@@ -23,7 +28,7 @@ import (
 func TestResetMatchesKafkasTool(t *testing.T) {
 	brokers := os.Getenv("KAFKA_BROKERS")
 	if brokers == "" {
-		t.Skip("compared with Kafka's own tool on the real broker of make test-kafka (scripts/kafka)")
+		t.Fatal("KAFKA_BROKERS is not set: this test compares with Kafka's own tool on the real broker of make test-kafka (scripts/test-kafka)")
 	}
 	f := newFixture(t, kafkatest.New(t), 2, "")
 	for d := 1; d <= 3; d++ {
