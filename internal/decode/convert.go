@@ -306,9 +306,9 @@ func convert(ct config.ColumnType, raw any) (any, error) {
 		if j, ok := raw.(jsonText); ok {
 			raw = string(j) // a json source column into text: its text
 		}
-		s, ok := raw.(string)
-		if !ok {
-			return nil, wrongType("%s is not a string", describe(raw))
+		s, err := toString(raw, "a string")
+		if err != nil {
+			return nil, err
 		}
 		return fitText(ct, s)
 	case "bigint":
@@ -329,21 +329,14 @@ func convert(ct config.ColumnType, raw any) (any, error) {
 		}
 		return n, fitNumeric(ct, n)
 	case "real":
-		n, ok := raw.(json.Number)
-		if !ok {
-			return nil, wrongType("%s is not a number", describe(raw))
-		}
 		// The float4 nearest the decimal, as PostgreSQL's own input
 		// would read it.
-		f, err := strconv.ParseFloat(string(n), 32)
-		if err != nil {
-			return nil, outOfRange("%s is out of range for real", quoteValue(string(n)))
-		}
-		return float32(f), nil
+		f, err := toFloat(raw, 32, "real")
+		return float32(f), err
 	case "bytea":
-		s, ok := raw.(string)
-		if !ok {
-			return nil, wrongType("%s is not a base64 string", describe(raw))
+		s, err := toString(raw, "a base64 string")
+		if err != nil {
+			return nil, err
 		}
 		b, err := base64.StdEncoding.DecodeString(s)
 		if err != nil {
@@ -351,9 +344,9 @@ func convert(ct config.ColumnType, raw any) (any, error) {
 		}
 		return b, nil
 	case "time":
-		s, ok := raw.(string)
-		if !ok {
-			return nil, wrongType("%s is not a time string (HH:MM:SS[.ffffff]); a number needs the column's semantic_type", describe(raw))
+		s, err := toString(raw, "a time string (HH:MM:SS[.ffffff]); a number needs the column's semantic_type")
+		if err != nil {
+			return nil, err
 		}
 		us, err := parseTimeOfDay(s)
 		if err != nil {
@@ -368,15 +361,7 @@ func convert(ct config.ColumnType, raw any) (any, error) {
 		t = t.Truncate(time.Microsecond)
 		return t, fitTimestamp(ct, t)
 	case "double precision":
-		n, ok := raw.(json.Number)
-		if !ok {
-			return nil, wrongType("%s is not a number", describe(raw))
-		}
-		f, err := n.Float64()
-		if err != nil {
-			return nil, outOfRange("%s is out of range for double precision", quoteValue(string(n)))
-		}
-		return f, nil
+		return toFloat(raw, 64, "double precision")
 	case "boolean":
 		b, ok := raw.(bool)
 		if !ok {
@@ -384,9 +369,9 @@ func convert(ct config.ColumnType, raw any) (any, error) {
 		}
 		return b, nil
 	case "date":
-		s, ok := raw.(string)
-		if !ok {
-			return nil, wrongType("%s is not a date string", describe(raw))
+		s, err := toString(raw, "a date string")
+		if err != nil {
+			return nil, err
 		}
 		d, err := record.ParseDate(s)
 		if err != nil {
@@ -404,9 +389,9 @@ func convert(ct config.ColumnType, raw any) (any, error) {
 		t = t.UTC().Truncate(time.Microsecond)
 		return t, fitTimestamp(ct, t)
 	case "uuid":
-		s, ok := raw.(string)
-		if !ok {
-			return nil, wrongType("%s is not a UUID string", describe(raw))
+		s, err := toString(raw, "a UUID string")
+		if err != nil {
+			return nil, err
 		}
 		u, err := parseUUID(s)
 		if err != nil {
@@ -431,6 +416,29 @@ func convert(ct config.ColumnType, raw any) (any, error) {
 		return json.RawMessage(b), nil
 	}
 	return nil, wrongType("unsupported type %s", ct)
+}
+
+// toString is raw as a string, or a wrong-type error saying it is not what.
+func toString(raw any, what string) (string, error) {
+	s, ok := raw.(string)
+	if !ok {
+		return "", wrongType("%s is not %s", describe(raw), what)
+	}
+	return s, nil
+}
+
+// toFloat is raw, a JSON number, as the nearest float of bits (32 or 64);
+// typ names the column type in the out-of-range error.
+func toFloat(raw any, bits int, typ string) (float64, error) {
+	n, ok := raw.(json.Number)
+	if !ok {
+		return 0, wrongType("%s is not a number", describe(raw))
+	}
+	f, err := strconv.ParseFloat(string(n), bits)
+	if err != nil {
+		return 0, outOfRange("%s is out of range for %s", quoteValue(string(n)), typ)
+	}
+	return f, nil
 }
 
 // anyString reports whether f holds for a string anywhere in the decoded
