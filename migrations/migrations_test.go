@@ -39,8 +39,8 @@ func TestUpDownUp(t *testing.T) {
 		}
 		return n
 	}
-	if n := tables(); n != 5 {
-		t.Fatalf("after up: %d ledger tables, want 5", n)
+	if n := tables(); n != 6 {
+		t.Fatalf("after up: %d ledger tables, want 6", n)
 	}
 	if v, err := migrations.Migrate(ctx, conn, 0); err != nil || v != 0 {
 		t.Fatalf("down: version %d, %v", v, err)
@@ -51,8 +51,8 @@ func TestUpDownUp(t *testing.T) {
 	if v, err := migrations.Migrate(ctx, conn, -1); err != nil || v != latest {
 		t.Fatalf("up again: version %d, %v", v, err)
 	}
-	if n := tables(); n != 5 {
-		t.Fatalf("after up again: %d ledger tables, want 4", n)
+	if n := tables(); n != 6 {
+		t.Fatalf("after up again: %d ledger tables, want 6", n)
 	}
 	if v, err := migrations.Migrate(ctx, conn, -1); err != nil || v != latest {
 		t.Fatalf("up when up to date: version %d, %v", v, err)

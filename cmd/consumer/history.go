@@ -17,7 +17,10 @@ which group applied each batch (the live group, a replay's temporary group
 <group>.replay.<time>.<nonce>, or the group after an offsets reset), when,
 and what it did: inserted, updated, repaired (same version, content
 restored), unchanged, stale, deleted, dead-lettered. Every application of a
-batch is kept, so a backfill's history can be read back.
+batch is kept, so a backfill's history can be read back. The dates on which
+a transaction changed nothing (a redelivery, a replay over rows in place)
+are one line per transaction, with no batch: DATE gives their range and
+number.
 
 examples:
   consumer history -config idemsink.yaml
@@ -64,12 +67,20 @@ func historyFlags(fs *flag.FlagSet) func(context.Context, *env) error {
 		tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "APPLIED AT\tPIPELINE\tDATE\tGROUP\tBATCH\t#\tRECORDS\tINSERTED\tUPDATED\tREPAIRED\tUNCHANGED\tSTALE\tDELETED\tDEAD\tSKIPPED")
 		for _, a := range apps {
-			d := a.Date
-			if d == "" {
+			d, batch, n := a.Date, "-", "-"
+			switch {
+			case len(a.Dates) == 1:
+				d = a.Dates[0]
+			case len(a.Dates) > 1:
+				d = fmt.Sprintf("%s..%s (%d dates)", a.Dates[0], a.Dates[len(a.Dates)-1], len(a.Dates))
+			case d == "":
 				d = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", a.AppliedAt.UTC().Format(time.DateTime), a.Pipeline, d,
-				a.Group, a.Batch[:8], a.Application, a.Records, a.Inserted, a.Updated, a.Repaired, a.Unchanged, a.Stale, a.Deleted, a.Dead, a.Skipped)
+			if a.Batch != "" {
+				batch, n = a.Batch[:8], fmt.Sprint(a.Application)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", a.AppliedAt.UTC().Format(time.DateTime), a.Pipeline, d,
+				a.Group, batch, n, a.Records, a.Inserted, a.Updated, a.Repaired, a.Unchanged, a.Stale, a.Deleted, a.Dead, a.Skipped)
 		}
 		if len(apps) == 0 {
 			fmt.Fprintln(tw, "(no batch applied yet)")

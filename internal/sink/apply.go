@@ -85,8 +85,8 @@ type txn struct {
 	probed []probed
 	// copied and tombstoned are per date: the rows staged, and the rows
 	// a kept tombstone supersedes (taken out before the upsert, counted
-	// stale; see delete.go).
-	copied, tombstoned []int64
+	// stale; see delete.go); deletes counts each date's deletes to apply.
+	copied, tombstoned, deletes []int64
 }
 
 // deadLetter is a dead letter and the date index of its batch.
@@ -102,7 +102,7 @@ func (s *Sink) apply(ctx context.Context, u *batch.Unit, c Commit, rowByRow bool
 	t := &txn{s: s, st: s.tables[u.Pipeline.Name], u: u, bs: u.Batches(), c: c, at: map[record.ID]int{}}
 	t.res.Records = u.Records
 	t.ids = make([]record.ID, len(t.bs))
-	t.copied, t.tombstoned = make([]int64, len(t.bs)), make([]int64, len(t.bs))
+	t.copied, t.tombstoned, t.deletes = make([]int64, len(t.bs)), make([]int64, len(t.bs)), make([]int64, len(t.bs))
 	t.res.Batches = make([]BatchResult, len(t.bs))
 	for i, b := range t.bs {
 		t.ids[i] = b.ID()
@@ -217,6 +217,9 @@ func (t *txn) pending(applied map[record.TP]int64) {
 		todo = append(todo, r)
 	}
 	t.todo, t.dels = splitDeletes(todo)
+	for _, d := range t.dels {
+		t.deletes[d.Batch]++
+	}
 }
 
 // stage copies the rows into the transaction-scoped stage table. Row by
@@ -407,9 +410,13 @@ func (t *txn) delete(ctx context.Context) error {
 	}))
 }
 
-// record writes the dead letters, one batch-log entry per date and the
-// advanced ledger offsets, in the unit's transaction; it sums the dates'
-// counts into the transaction's.
+// record writes the dead letters, the batch log and the advanced ledger
+// offsets, in the unit's transaction; it sums the dates' counts into the
+// transaction's. A date on which the transaction wrote something gets its
+// batch-log entry (idemsink.batches, idemsink.batch_applications); the
+// dates on which it changed nothing (quiet) share one row of
+// idemsink.unchanged_applications, so that a replay over rows already in
+// place writes next to nothing however many dates it spans.
 func (t *txn) record(ctx context.Context) error {
 	var classes map[string]int
 	if len(t.dead) > 0 {
@@ -421,32 +428,76 @@ func (t *txn) record(ctx context.Context) error {
 	for _, d := range t.dead {
 		t.res.Batches[d.batch].DeadLettered++
 	}
-	n := len(t.bs)
+	total := Counts{}
+	var logged, quiet []int
+	for i := range t.bs {
+		r := &t.res.Batches[i]
+		total.Add(r.Counts)
+		if t.quiet(i) {
+			quiet = append(quiet, i)
+		} else {
+			logged = append(logged, i)
+		}
+	}
+	t.res.Counts = total
+	t.res.DeadClasses = classes
+	if err := t.logBatches(ctx, logged); err != nil {
+		return err
+	}
+	if err := t.logUnchanged(ctx, quiet); err != nil {
+		return err
+	}
+	var topics []string
+	var parts []int32
+	var offs []int64
+	for _, tp := range t.tps {
+		if a, ok := t.c.Applied[tp]; ok {
+			topics, parts, offs = append(topics, tp.Topic), append(parts, tp.Partition), append(offs, a)
+		}
+	}
+	if _, err := t.tx.Exec(ctx, advanceOffsets, t.c.Group, t.c.Generation, t.c.Member, topics, parts, offs); err != nil {
+		return fmt.Errorf("advance ledger offsets: %w", err)
+	}
+	return nil
+}
+
+// quiet reports whether the transaction changed nothing on date index i:
+// a dated batch with no row inserted, updated, repaired or deleted, no
+// delete to keep a tombstone for and no dead letter.
+func (t *txn) quiet(i int) bool {
+	r := &t.res.Batches[i]
+	return !t.bs[i].Date.IsZero() && t.deletes[i] == 0 &&
+		r.Inserted+r.Updated+r.Repaired+r.Deleted+r.DeadLettered == 0
+}
+
+// logBatches writes the batch-log entries of the date indexes at, one per
+// date, and takes each batch's application number into its result.
+func (t *txn) logBatches(ctx context.Context, at []int) error {
+	if len(at) == 0 {
+		return nil
+	}
+	n := len(at)
 	ids, runs, ranges := make([]record.ID, n), make([]record.ID, n), make([]string, n)
 	dates := make([]pgtype.Date, n)
 	counts := make([][]int32, 11)
 	for k := range counts {
 		counts[k] = make([]int32, n)
 	}
-	total := Counts{}
-	for i, b := range t.bs {
-		r := &t.res.Batches[i]
-		total.Add(r.Counts)
-		ids[i], runs[i] = r.BatchID, r.RunID
+	for j, i := range at {
+		b, r := t.bs[i], &t.res.Batches[i]
+		ids[j], runs[j] = r.BatchID, r.RunID
 		js, err := json.Marshal(b.Ranges())
 		if err != nil {
 			return fmt.Errorf("encode ranges: %w", err)
 		}
-		ranges[i] = string(js)
+		ranges[j] = string(js)
 		if !b.Date.IsZero() {
-			dates[i] = pgtype.Date{Time: b.Date.Time(), Valid: true}
+			dates[j] = pgtype.Date{Time: b.Date.Time(), Valid: true}
 		}
 		for k, v := range []int{r.Records, r.Superseded, r.Skipped, r.Staged, r.Inserted, r.Updated, r.Unchanged, r.Stale, r.Deleted, r.DeadLettered, r.Repaired} {
-			counts[k][i] = int32(v)
+			counts[k][j] = int32(v)
 		}
 	}
-	t.res.Counts = total
-	t.res.DeadClasses = classes
 	res, c := &t.res, t.c
 	args := []any{t.u.Pipeline.Name, c.Group, c.Generation, c.Member, ms(res.Stage), ms(res.Upsert), ms(res.Verify), ids, runs, dates, ranges}
 	for _, col := range counts {
@@ -467,23 +518,36 @@ func (t *txn) record(ctx context.Context) error {
 		return fmt.Errorf("record batches: %w", err)
 	}
 	apps := make([]int32, n)
-	for i := range t.bs {
-		apps[i] = int32(t.res.Batches[i].Applications)
+	for j, i := range at {
+		apps[j] = int32(t.res.Batches[i].Applications)
 	}
 	if _, err := t.tx.Exec(ctx, recordApplications, t.u.Pipeline.Name, c.Group, c.Generation, c.Member, ids, apps, dates,
 		counts[0], counts[2], counts[3], counts[4], counts[5], counts[10], counts[6], counts[7], counts[8], counts[9]); err != nil {
 		return fmt.Errorf("record batch applications: %w", err)
 	}
-	var topics []string
-	var parts []int32
-	var offs []int64
-	for _, tp := range t.tps {
-		if a, ok := c.Applied[tp]; ok {
-			topics, parts, offs = append(topics, tp.Topic), append(parts, tp.Partition), append(offs, a)
-		}
+	return nil
+}
+
+// logUnchanged writes one row for the quiet date indexes at: their dates,
+// their counts summed and the transaction's offset ranges.
+func (t *txn) logUnchanged(ctx context.Context, at []int) error {
+	if len(at) == 0 {
+		return nil
 	}
-	if _, err := t.tx.Exec(ctx, advanceOffsets, c.Group, c.Generation, c.Member, topics, parts, offs); err != nil {
-		return fmt.Errorf("advance ledger offsets: %w", err)
+	dates := make([]pgtype.Date, len(at))
+	var sum Counts
+	for j, i := range at {
+		dates[j] = pgtype.Date{Time: t.bs[i].Date.Time(), Valid: true}
+		sum.Add(t.res.Batches[i].Counts)
+	}
+	js, err := json.Marshal(t.u.Ranges())
+	if err != nil {
+		return fmt.Errorf("encode ranges: %w", err)
+	}
+	c := t.c
+	if _, err := t.tx.Exec(ctx, recordUnchanged, t.u.Pipeline.Name, c.Group, c.Generation, c.Member, string(js), dates,
+		sum.Records, sum.Superseded, sum.Skipped, sum.Staged, sum.Unchanged, sum.Stale); err != nil {
+		return fmt.Errorf("record unchanged dates: %w", err)
 	}
 	return nil
 }

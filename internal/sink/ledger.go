@@ -129,6 +129,8 @@ func (s *Sink) LastBatches(ctx context.Context, group string) (map[record.TP]tim
 	return out, nil
 }
 
-const lastBatches = `SELECT r.topic, r.partition, max(b.last_applied_at)
-FROM idemsink.batches b, jsonb_to_recordset(b.ranges) AS r(topic text, partition integer)
-WHERE b.group_id = $1 GROUP BY 1, 2`
+const lastBatches = `SELECT r.topic, r.partition, max(b.at) FROM (
+  SELECT last_applied_at AS at, ranges FROM idemsink.batches WHERE group_id = $1
+  UNION ALL SELECT applied_at, ranges FROM idemsink.unchanged_applications WHERE group_id = $1
+) AS b, jsonb_to_recordset(b.ranges) AS r(topic text, partition integer)
+GROUP BY 1, 2`

@@ -162,7 +162,15 @@ type Offset struct {
 // partition's applied offset.
 func (s *Sink) Claim(ctx context.Context, group string, generation int32, member string, tps []record.TP) (map[record.TP]Offset, error) {
 	topics, parts := splitTPs(tps)
-	rows, err := s.pool.Query(ctx, claimOffsets, group, generation, member, topics, parts)
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("claim ledger rows: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
+	if _, err := tx.Exec(ctx, claimOffsets, group, generation, member, topics, parts); err != nil {
+		return nil, fmt.Errorf("claim ledger rows: %w", err)
+	}
+	rows, err := tx.Query(ctx, lockOffsets, group, topics, parts)
 	if err != nil {
 		return nil, fmt.Errorf("claim ledger rows: %w", err)
 	}
@@ -175,6 +183,9 @@ func (s *Sink) Claim(ctx context.Context, group string, generation int32, member
 		out[o.TP] = o
 	}
 	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("claim ledger rows: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("claim ledger rows: %w", err)
 	}
 	return out, nil

@@ -105,8 +105,9 @@ func (f *fixture) count(q string, args ...any) int {
 }
 
 // Applying the same batch twice leaves one copy of each row; the second
-// application skips every record below the ledger's applied offset and
-// the ledger counts the batch's applications.
+// application skips every record below the ledger's applied offset. It
+// changed nothing, so the batch log keeps its one entry and the
+// transaction's date is recorded as unchanged.
 func TestApplySameBatchTwice(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, pipeline("items", false))
@@ -123,8 +124,15 @@ func TestApplySameBatchTwice(t *testing.T) {
 	if r1.Inserted != 2 || r2.Inserted != 0 || r2.Skipped != 2 || r2.Staged != 0 {
 		t.Errorf("first %+v, second %+v; want 2 inserted, then 2 skipped", r1, r2)
 	}
-	if r1.Batches[0].BatchID != r2.Batches[0].BatchID || r2.Batches[0].Applications != 2 {
-		t.Errorf("batch ids %x/%x, applications %d; want equal ids, 2 applications", r1.Batches[0].BatchID, r2.Batches[0].BatchID, r2.Batches[0].Applications)
+	if r1.Batches[0].BatchID != r2.Batches[0].BatchID || r1.Batches[0].Applications != 1 || r2.Batches[0].Applications != 0 {
+		t.Errorf("batch ids %x/%x, applications %d then %d; want equal ids, 1 then 0 (not logged)", r1.Batches[0].BatchID, r2.Batches[0].BatchID,
+			r1.Batches[0].Applications, r2.Batches[0].Applications)
+	}
+	if n := f.count("SELECT count(*) FROM idemsink.batches WHERE applications = 1"); n != 1 {
+		t.Errorf("%d batch-log entries applied once, want 1", n)
+	}
+	if n := f.count("SELECT count(*) FROM idemsink.unchanged_applications WHERE dates = '{2026-03-01}' AND records = 2 AND skipped = 2"); n != 1 {
+		t.Errorf("%d unchanged applications of 2026-03-01 with 2 records skipped, want 1", n)
 	}
 	if n := f.count("SELECT count(*) FROM items"); n != 2 {
 		t.Errorf("%d rows, want 2", n)

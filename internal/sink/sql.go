@@ -235,17 +235,18 @@ RETURNING s._src_topic, s._src_partition, s._src_offset`, s.stage, s.target)
 
 // Ledger statements; the schema is fixed by the migrations.
 const (
-	// claimOffsets makes sure a ledger row exists for each partition, moves
-	// its generation up to the caller's and returns it. A caller with an
-	// older generation than the stored one learns it is fenced.
+	// claimOffsets makes sure a ledger row exists for each partition and
+	// moves its generation up to the caller's; a row the caller's
+	// generation and member hold already is not written again (only
+	// locked), nor is one a newer generation holds: lockOffsets then
+	// tells the caller it is fenced.
 	claimOffsets = `INSERT INTO idemsink.offsets AS o (group_id, topic, partition, applied_offset, generation, member_id)
 SELECT $1, x.topic, x.partition, -1, $2, $3 FROM unnest($4::text[], $5::integer[]) AS x(topic, partition)
 ORDER BY x.topic, x.partition
 ON CONFLICT (group_id, topic, partition) DO UPDATE
-  SET generation = GREATEST(o.generation, EXCLUDED.generation),
-      member_id = CASE WHEN EXCLUDED.generation >= o.generation THEN EXCLUDED.member_id ELSE o.member_id END,
-      updated_at = now()
-RETURNING topic, partition, applied_offset, generation`
+  SET generation = EXCLUDED.generation, member_id = EXCLUDED.member_id, updated_at = now()
+  WHERE (o.generation, o.member_id) IS DISTINCT FROM (EXCLUDED.generation, EXCLUDED.member_id)
+    AND EXCLUDED.generation >= o.generation`
 
 	// lockOffsets locks the batch's partitions in a fixed order so that two
 	// transactions on the same partitions queue instead of deadlocking.
@@ -300,6 +301,12 @@ FROM unnest($5::uuid[], $6::integer[], $7::date[], $8::integer[], $9::integer[],
   $13::integer[], $14::integer[], $15::integer[], $16::integer[], $17::integer[])
   AS x(batch_id, application, target_date, records, skipped, staged, inserted, updated, repaired, unchanged, stale, deleted, dead_lettered)
 ON CONFLICT (batch_id, application) DO NOTHING`
+
+	// recordUnchanged keeps, in one row, the dates on which a transaction
+	// changed nothing (see txn.record).
+	recordUnchanged = `INSERT INTO idemsink.unchanged_applications (pipeline, group_id, generation, member_id, ranges, dates,
+  records, superseded, skipped, staged, unchanged, stale)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6::date[], $7, $8, $9, $10, $11, $12)`
 
 	// planJoins steers the upsert's and the verification's joins to index
 	// lookups, for this transaction only.

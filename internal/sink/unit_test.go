@@ -81,12 +81,84 @@ FROM items i JOIN idemsink.batches b ON b.batch_id = i._batch_id`).Scan(&named);
 	if n := f.count(`SELECT qty FROM items WHERE id = 1`); n != 9 {
 		t.Errorf("key 1 has qty %d, want 9 (its newer row)", n)
 	}
-	// Applied again: every record skipped, every date's entry applied twice.
+	// Applied again: every record skipped, nothing changed on any date:
+	// the three dates share one unchanged row, their entries stay as they
+	// were.
 	res, err = f.s.Apply(ctx, u, c)
 	if err != nil || res.Skipped != 4 || res.Superseded != 1 {
 		t.Fatalf("again: %+v, %v; want 4 skipped, 1 superseded", res, err)
 	}
-	if n := f.count(`SELECT count(*) FROM idemsink.batches WHERE applications = 2`); n != 3 {
-		t.Errorf("%d entries applied twice, want 3", n)
+	if n := f.count(`SELECT count(*) FROM idemsink.batches WHERE applications = 1`); n != 3 {
+		t.Errorf("%d entries applied once, want 3", n)
+	}
+	var dates string
+	if err := f.pool.QueryRow(ctx, `SELECT format('%s %s/%s/%s', dates, records, superseded, skipped) FROM idemsink.unchanged_applications`).Scan(&dates); err != nil ||
+		dates != "{2026-03-01,2026-03-02,2026-03-03} 5/1/4" {
+		t.Errorf("unchanged applications %q, %v; want the three dates, 5 records, 1 superseded, 4 skipped", dates, err)
+	}
+}
+
+// A replay over rows in place under a new group (the ledger does not know
+// it): the date it changes gets its batch-log entry, the dates it finds
+// unchanged share one row, and History reads both back, by date too.
+func TestUnchangedDatesShareOneRow(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, pipeline("items", true))
+	d := f.dec["items"]
+	ctx := context.Background()
+	values := []string{
+		`{"id":1,"qty":1,"v":1,"day":"2026-03-01"}`,
+		`{"id":2,"qty":2,"v":1,"day":"2026-03-02"}`,
+		`{"id":3,"qty":3,"v":1,"day":"2026-03-03"}`,
+	}
+	apply := func(group string) sink.Result {
+		t.Helper()
+		u := batch.NewUnit(d.Pipeline(), time.Now())
+		for off, v := range values {
+			row, date, err := d.Decode(nil, []byte(v), record.Position{TP: record.TP{Topic: "items-topic"}, Offset: int64(off)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			u.Add(date, row)
+		}
+		res, err := f.s.Apply(ctx, u, sink.Commit{Group: group, Generation: 1, Member: "m",
+			Applied: map[record.TP]int64{{Topic: "items-topic"}: int64(len(values) - 1)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	apply("live")
+	// Damage the row of the 2nd: the replay repairs it, the other two
+	// dates are unchanged.
+	if _, err := f.pool.Exec(ctx, `UPDATE items SET qty = 20 WHERE id = 2`); err != nil {
+		t.Fatal(err)
+	}
+	res := apply("replay")
+	if res.Repaired != 1 || res.Unchanged != 2 {
+		t.Fatalf("replay %+v; want 1 repaired, 2 unchanged", res.Counts)
+	}
+	for _, b := range res.Batches {
+		if want := map[bool]int{true: 2, false: 0}[b.Date.String() == "2026-03-02"]; b.Applications != want {
+			t.Errorf("%s: application %d, want %d", b.Date, b.Applications, want)
+		}
+	}
+	if n := f.count(`SELECT count(*) FROM idemsink.batch_applications WHERE group_id = 'replay'`); n != 1 {
+		t.Errorf("%d batch-log applications of the replay, want 1 (the repaired date's)", n)
+	}
+	all, err := f.s.History(ctx, sink.HistoryFilter{Group: "replay"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range all {
+		got = append(got, fmt.Sprintf("%s%v a%d r%d u%d", a.Date, a.Dates, a.Application, a.Repaired, a.Unchanged))
+	}
+	if want := "[2026-03-02[] a2 r1 u0 [2026-03-01 2026-03-03] a0 r0 u2]"; fmt.Sprint(got) != want {
+		t.Errorf("history of the replay %v, want %s", got, want)
+	}
+	on3, err := f.s.History(ctx, sink.HistoryFilter{Group: "replay", Date: record.Date{Year: 2026, Month: 3, Day: 3}})
+	if err != nil || len(on3) != 1 || len(on3[0].Dates) != 2 || on3[0].Batch != "" {
+		t.Errorf("history of the replay on 2026-03-03: %+v, %v; want the one unchanged row", on3, err)
 	}
 }
