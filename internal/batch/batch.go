@@ -41,12 +41,12 @@ type Batch struct {
 	Opened     time.Time
 
 	index  map[record.ID]int
-	ranges map[record.TP]*Range
+	ranges spans
 }
 
 // New returns an empty batch opened at now.
 func New(p *config.Pipeline, d record.Date, now time.Time) *Batch {
-	return &Batch{Pipeline: p, Date: d, Opened: now, index: map[record.ID]int{}, ranges: map[record.TP]*Range{}}
+	return &Batch{Pipeline: p, Date: d, Opened: now, index: map[record.ID]int{}, ranges: newSpans()}
 }
 
 // Add puts r in the batch, keeping only the newest row per record_id.
@@ -72,6 +72,12 @@ func (b *Batch) Add(r record.Row) {
 		return
 	}
 	b.index[r.ID] = len(b.Rows)
+	if n := len(b.Rows); n == cap(b.Rows) && n < b.Pipeline.Batch.MaxRecords {
+		// Doubling, up to the most rows a batch can hold: a row is
+		// large, and append's slower growth past 256 copies each row
+		// several more times on the way to a full batch.
+		b.Rows = slices.Grow(b.Rows, min(max(n, 16), b.Pipeline.Batch.MaxRecords-n))
+	}
 	b.Rows = append(b.Rows, r)
 }
 
@@ -84,18 +90,43 @@ func (b *Batch) AddDead(d record.DeadLetter) {
 func (b *Batch) note(pos record.Position, size int) {
 	b.Records++
 	b.Bytes += size
-	r := b.ranges[pos.TP]
-	if r == nil {
-		b.ranges[pos.TP] = &Range{Topic: pos.Topic, Partition: pos.Partition, First: pos.Offset, Last: pos.Offset, Count: 1}
-		return
-	}
-	r.First = min(r.First, pos.Offset)
-	r.Last = max(r.Last, pos.Offset)
-	r.Count++
+	b.ranges.note(pos)
 }
 
 // Ranges returns the offset range taken from each partition, sorted.
-func (b *Batch) Ranges() []Range { return sortRanges(b.ranges) }
+func (b *Batch) Ranges() []Range { return sortRanges(b.ranges.m) }
+
+// spans is the offset range taken from each partition, kept as records
+// come. Records arrive in runs from one partition, so the last range
+// touched is checked before the map.
+type spans struct {
+	m    map[record.TP]*Range
+	last *Range
+}
+
+func newSpans() spans { return spans{m: map[record.TP]*Range{}} }
+
+func (s *spans) note(pos record.Position) {
+	r := s.last
+	if r == nil || r.Partition != pos.Partition || r.Topic != pos.Topic {
+		if r = s.m[pos.TP]; r == nil {
+			r = &Range{Topic: pos.Topic, Partition: pos.Partition, First: pos.Offset, Last: pos.Offset}
+			s.m[pos.TP] = r
+		}
+		s.last = r
+	}
+	r.First, r.Last, r.Count = min(r.First, pos.Offset), max(r.Last, pos.Offset), r.Count+1
+}
+
+// drop forgets the ranges of the lost partitions.
+func (s *spans) drop(lost func(record.TP) bool) {
+	s.last = nil
+	for tp := range s.m {
+		if lost(tp) {
+			delete(s.m, tp)
+		}
+	}
+}
 
 func sortRanges(m map[record.TP]*Range) []Range {
 	out := make([]Range, 0, len(m))
@@ -116,7 +147,7 @@ func sortRanges(m map[record.TP]*Range) []Range {
 
 // First returns the lowest offset the batch holds from tp, if any.
 func (b *Batch) First(tp record.TP) (int64, bool) {
-	r := b.ranges[tp]
+	r := b.ranges.m[tp]
 	if r == nil {
 		return 0, false
 	}
@@ -147,11 +178,8 @@ func (b *Batch) Drop(lost func(record.TP) bool) bool {
 	}
 	b.Rows, b.Dead = rows, dead
 	b.Records = 0
-	for tp, r := range b.ranges {
-		if lost(tp) {
-			delete(b.ranges, tp)
-			continue
-		}
+	b.ranges.drop(lost)
+	for _, r := range b.ranges.m {
 		b.Records += r.Count
 	}
 	b.Superseded = b.Records - len(b.Rows) - len(b.Dead)

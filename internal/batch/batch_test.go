@@ -456,3 +456,24 @@ func TestTPString(t *testing.T) {
 		t.Errorf("TP.String() = %q", got)
 	}
 }
+
+// The ranges follow records that alternate between partitions, and a
+// partition dropped and taken again starts a new range: the last range
+// touched, checked before the map, never outlives a Drop.
+func TestRangesAcrossPartitionsAndDrop(t *testing.T) {
+	p := batchPipeline(t, "orders", config.Batch{MaxRecords: 100, MaxBytes: 1 << 20})
+	b := New(p, record.Date{Year: 2026, Month: 3, Day: 1}, t0)
+	for i, tp := range []record.TP{{Topic: "a"}, {Topic: "a", Partition: 1}, {Topic: "a"}, {Topic: "b"}, {Topic: "a", Partition: 1}} {
+		b.Add(row(int64(i), 1, tp.Topic, tp.Partition, int64(10+i)))
+	}
+	want := []Range{{Topic: "a", First: 10, Last: 12, Count: 2}, {Topic: "a", Partition: 1, First: 11, Last: 14, Count: 2}, {Topic: "b", First: 13, Last: 13, Count: 1}}
+	if got := b.Ranges(); !slices.Equal(got, want) {
+		t.Fatalf("ranges %+v, want %+v", got, want)
+	}
+	b.Drop(func(tp record.TP) bool { return tp.Partition == 1 })
+	b.Add(row(9, 1, "a", 1, 40))
+	want = []Range{{Topic: "a", First: 10, Last: 12, Count: 2}, {Topic: "a", Partition: 1, First: 40, Last: 40, Count: 1}, {Topic: "b", First: 13, Last: 13, Count: 1}}
+	if got := b.Ranges(); !slices.Equal(got, want) || b.Records != 4 {
+		t.Fatalf("after dropping partition 1 and taking it again: ranges %+v (%d records), want %+v (4)", got, b.Records, want)
+	}
+}

@@ -26,12 +26,12 @@ type Unit struct {
 	dates map[record.Date]*Batch
 	// ranges is the union of the batches' offset ranges, kept as records
 	// come so that First, Ranges and Holds do not walk every date.
-	ranges map[record.TP]*Range
+	ranges spans
 }
 
 // NewUnit returns an empty unit opened at now.
 func NewUnit(p *config.Pipeline, now time.Time) *Unit {
-	return &Unit{Pipeline: p, Opened: now, dates: map[record.Date]*Batch{}, ranges: map[record.TP]*Range{}}
+	return &Unit{Pipeline: p, Opened: now, dates: map[record.Date]*Batch{}, ranges: newSpans()}
 }
 
 // Of returns a unit holding the given batches of one pipeline, one per
@@ -83,24 +83,17 @@ func (u *Unit) AddDead(d record.Date, dl record.DeadLetter) {
 	u.note(dl.Pos)
 }
 
-func (u *Unit) note(pos record.Position) {
-	r := u.ranges[pos.TP]
-	if r == nil {
-		u.ranges[pos.TP] = &Range{Topic: pos.Topic, Partition: pos.Partition, First: pos.Offset, Last: pos.Offset, Count: 1}
-		return
-	}
-	r.First, r.Last, r.Count = min(r.First, pos.Offset), max(r.Last, pos.Offset), r.Count+1
-}
+func (u *Unit) note(pos record.Position) { u.ranges.note(pos) }
 
 // merge recomputes the union of the batches' ranges.
 func (u *Unit) merge() {
-	u.ranges = map[record.TP]*Range{}
+	u.ranges = newSpans()
 	for _, b := range u.dates {
-		for tp, r := range b.ranges {
-			m := u.ranges[tp]
+		for tp, r := range b.ranges.m {
+			m := u.ranges.m[tp]
 			if m == nil {
 				c := *r
-				u.ranges[tp] = &c
+				u.ranges.m[tp] = &c
 				continue
 			}
 			m.First, m.Last, m.Count = min(m.First, r.First), max(m.Last, r.Last), m.Count+r.Count
@@ -133,11 +126,11 @@ func (u *Unit) Span() (first, last record.Date) {
 
 // Ranges returns, per partition, the span of offsets the unit took: the
 // union of its batches' ranges, sorted.
-func (u *Unit) Ranges() []Range { return sortRanges(u.ranges) }
+func (u *Unit) Ranges() []Range { return sortRanges(u.ranges.m) }
 
 // First returns the lowest offset the unit holds from tp, if any.
 func (u *Unit) First(tp record.TP) (int64, bool) {
-	r := u.ranges[tp]
+	r := u.ranges.m[tp]
 	if r == nil {
 		return 0, false
 	}
@@ -147,7 +140,7 @@ func (u *Unit) First(tp record.TP) (int64, bool) {
 // Holds reports whether the unit took records from any partition gone
 // says is gone.
 func (u *Unit) Holds(gone func(record.TP) bool) bool {
-	for tp := range u.ranges {
+	for tp := range u.ranges.m {
 		if gone(tp) {
 			return true
 		}
