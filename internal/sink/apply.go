@@ -258,7 +258,7 @@ func (t *txn) stage(ctx context.Context, rowByRow bool) error {
 	for _, r := range t.todo {
 		t.copied[r.Batch]++
 	}
-	if _, err := t.tx.CopyFrom(ctx, pgx.Identifier{t.st.stageName}, t.st.stageCols, &rowSource{rows: t.todo, ids: t.ids, unavailable: t.st.unavailable}); err != nil {
+	if _, err := copyStage(ctx, t.tx, t.st, t.todo, t.ids); err != nil {
 		return fmt.Errorf("stage %d rows: %w", len(t.todo), err)
 	}
 	if deletes && !rowByRow {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/idemsink/idemsink/internal/batch"
 	"github.com/idemsink/idemsink/internal/config"
 	"github.com/idemsink/idemsink/internal/metrics"
 	"github.com/idemsink/idemsink/internal/record"
@@ -203,29 +202,3 @@ func splitTPs(tps []record.TP) ([]string, []int32) {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// rowSource feeds rows to COPY without building an intermediate [][]any;
-// each row carries the batch id of its date's batch.
-type rowSource struct {
-	rows []batch.Dated
-	ids  []record.ID // batch id per batch index
-	i    int
-	buf  []any
-	// unavailable: the stage has the _unavailable column.
-	unavailable bool
-}
-
-func (r *rowSource) Next() bool { r.i++; return r.i <= len(r.rows) }
-
-func (r *rowSource) Values() ([]any, error) {
-	row := r.rows[r.i-1]
-	r.buf = append(r.buf[:0], row.ID)
-	r.buf = append(r.buf, row.Values...)
-	r.buf = append(r.buf, row.Version, row.Pos.Topic, row.Pos.Partition, row.Pos.Offset, r.ids[row.Batch])
-	if r.unavailable {
-		r.buf = append(r.buf, unavailableArg(row.Row))
-	}
-	return r.buf, nil
-}
-
-func (r *rowSource) Err() error { return nil }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/idemsink/idemsink/internal/config"
 )
@@ -15,8 +16,10 @@ import (
 type statements struct {
 	target      string   // quoted schema.table
 	stage       string   // quoted temp table name
-	stageName   string   // the same, unquoted, for COPY
+	stageName   string   // the same, unquoted
 	stageCols   []string // COPY column order
+	stageOIDs   []uint32 // their types, as the stage declares them
+	copyStage   string   // binary COPY into the stage, in stageCols order
 	createTable string
 	createStage string
 	upsert      string // from the stage table: per batch id, what the probe found and what was written
@@ -81,6 +84,19 @@ func buildStatements(p *config.Pipeline) *statements {
 		s.stageCols = append(s.stageCols, "_unavailable")
 		extra = ", _unavailable integer[]"
 	}
+	s.stageOIDs = []uint32{pgtype.UUIDOID}
+	for i := range p.Columns {
+		s.stageOIDs = append(s.stageOIDs, columnOID(p.Columns[i].Typ()))
+	}
+	s.stageOIDs = append(s.stageOIDs, pgtype.Int8OID, pgtype.TextOID, pgtype.Int4OID, pgtype.Int8OID, pgtype.UUIDOID)
+	if s.unavailable {
+		s.stageOIDs = append(s.stageOIDs, pgtype.Int4ArrayOID)
+	}
+	quoted := make([]string, len(s.stageCols))
+	for i, c := range s.stageCols {
+		quoted[i] = quote(c)
+	}
+	s.copyStage = fmt.Sprintf("COPY %s (%s) FROM STDIN (FORMAT binary)", s.stage, strings.Join(quoted, ", "))
 
 	s.createTable = fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s (
     record_id uuid PRIMARY KEY,
