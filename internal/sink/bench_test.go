@@ -12,9 +12,13 @@ import (
 	"github.com/idemsink/idemsink/internal/record"
 )
 
-// BenchmarkCopyEncode is the client side of staging one row: rowSource
-// hands the row's values to pgx, which encodes each in the binary COPY
-// format, as CopyFrom does. It needs no database. One op is one row.
+// BenchmarkCopyEncode is the client side of staging one row of the
+// bench's orders pipeline in the binary COPY format. It needs no database.
+// One op is one row. pgx: rowSource hands the row's values to pgx, which
+// encodes each as pgx.CopyFrom does (Map.Encode, a plan lookup per value),
+// the sink's staging before copy.go. plans: copy.go's encoder with pgx's
+// plans only, resolved once per column. hand: copy.go's encoder as the
+// sink runs it.
 //
 //	go test -run '^$' -bench CopyEncode -benchmem ./internal/sink/
 func BenchmarkCopyEncode(b *testing.B) {
@@ -32,62 +36,55 @@ func BenchmarkCopyEncode(b *testing.B) {
 		}
 		rows[i] = r
 	}
-	oids := []uint32{pgtype.UUIDOID}
-	for _, col := range p.Columns {
-		oids = append(oids, oidOf(b, col.Type))
-	}
-	oids = append(oids, pgtype.Int8OID, pgtype.TextOID, pgtype.Int4OID, pgtype.Int8OID, pgtype.UUIDOID)
-	m := pgtype.NewMap()
-	buf := make([]byte, 0, 1024)
+	st := buildStatements(p)
 	dated := make([]batch.Dated, len(rows))
 	for i := range rows {
 		dated[i] = batch.Dated{Row: &rows[i]}
 	}
-	src := &rowSource{rows: dated, ids: []record.ID{{1}}}
-	b.ReportAllocs()
-	for b.Loop() {
-		if !src.Next() {
-			src.i = 0
-			src.Next()
-		}
-		vals, err := src.Values()
-		if err != nil {
-			b.Fatal(err)
-		}
-		buf = buf[:0]
-		for i, v := range vals {
-			if buf, err = m.Encode(oids[i], pgtype.BinaryFormatCode, v, buf); err != nil {
+	ids := []record.ID{{1}}
+	b.Run("pgx", func(b *testing.B) {
+		m := pgtype.NewMap()
+		buf := make([]byte, 0, 1024)
+		src := &rowSource{rows: dated, ids: ids, unavailable: st.unavailable}
+		b.ReportAllocs()
+		for b.Loop() {
+			if !src.Next() {
+				src.i = 0
+				src.Next()
+			}
+			vals, err := src.Values()
+			if err != nil {
 				b.Fatal(err)
 			}
+			buf = buf[:0]
+			for i, v := range vals {
+				if buf, err = m.Encode(st.stageOIDs[i], pgtype.BinaryFormatCode, v, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
 		}
+	})
+	for _, plansOnly := range []bool{true, false} {
+		name := "hand"
+		if plansOnly {
+			name = "plans"
+		}
+		b.Run(name, func(b *testing.B) {
+			enc := newRowEncoder(pgtype.NewMap(), st.stageOIDs, st.unavailable)
+			enc.plansOnly = plansOnly
+			buf := make([]byte, 0, 1024)
+			i := 0
+			b.ReportAllocs()
+			for b.Loop() {
+				if i == len(dated) {
+					i = 0
+				}
+				var err error
+				if buf, err = enc.appendRow(buf[:0], dated[i].Row, ids[0]); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
 	}
-}
-
-func oidOf(b *testing.B, typ string) uint32 {
-	switch typ {
-	case "text":
-		return pgtype.TextOID
-	case "bigint":
-		return pgtype.Int8OID
-	case "integer":
-		return pgtype.Int4OID
-	case "smallint":
-		return pgtype.Int2OID
-	case "numeric":
-		return pgtype.NumericOID
-	case "double precision":
-		return pgtype.Float8OID
-	case "boolean":
-		return pgtype.BoolOID
-	case "date":
-		return pgtype.DateOID
-	case "timestamptz":
-		return pgtype.TimestamptzOID
-	case "uuid":
-		return pgtype.UUIDOID
-	case "jsonb":
-		return pgtype.JSONBOID
-	}
-	b.Fatalf("no OID for %s", typ)
-	return 0
 }

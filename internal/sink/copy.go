@@ -1,29 +1,36 @@
 package sink
 
 // The stage is filled with binary COPY written here, not with pgx.CopyFrom
-// as the style guide would have it. Encoding the COPY was a fifth of the
-// consumer's CPU (profile of `go run ./cmd/bench -records 300000
-// -scenarios 1`: pgx's copyFrom.buildCopyBuf 22%): for every value pgx
-// looks up an encode plan (Map.Encode → PlanEncode, 6%), checks for a nil
-// driver.Valuer, and encodes numeric through math/big (NumericValuer, 7%);
-// rowSource boxes the metadata columns into a []any per row; and pgx asks
-// the server for the stage's column types before each COPY. The rows'
-// types are known from the pipeline, so this file writes PostgreSQL's
-// binary COPY format itself (design (b) of the change): hand-written
-// encoders for the Go types internal/decode hands (record.Numeric straight
-// from its decimal digits to base-10000 ones), and, for any other Go type
-// or column type, pgx's own codecs through an encode plan resolved once per
-// column and Go type (design (a)), never once per value.
-// BenchmarkCopyEncode measures the three on the bench's rows
-// (orders pipeline, one row per op; go test -bench CopyEncode -benchmem):
+// as the style guide would have it, because encoding the COPY was a
+// quarter of the consumer's CPU: in a profile of the bench's first load
+// (go run ./cmd/bench -records 300000 -scenarios 1 -cpuprofile F, F.s1)
+// pgx's copyFrom.buildCopyBuf took 0.70 s of 2.71 s (26%; 22% in an
+// earlier run). For every value pgx looks up an encode plan (Map.Encode →
+// PlanEncode), checks for a nil driver.Valuer and encodes numeric through
+// math/big (NumericValuer); rowSource boxed the metadata columns into a
+// []any per row; and pgx asks the server for the stage's column types
+// before each COPY, which the pipeline already says.
 //
-//	pgx Map.Encode per value (before)      ~1100-1650 ns/row  17 allocs/row
-//	plans resolved once per column (a)      ~650 ns/row        12 allocs/row
-//	hand-written (b), used here             ~140 ns/row         0 allocs/row
+// This file writes PostgreSQL's binary COPY format itself: hand-written
+// encoders for the Go types internal/decode hands (record.Numeric goes
+// straight from its decimal digits to base-10000 ones), and, for any other
+// Go type or column type, pgx's own codecs through an encode plan resolved
+// once per column and Go type, never once per value. Per row of the
+// bench's orders pipeline (BenchmarkCopyEncode, same process, 2 CPUs):
 //
-// The rows are encoded on demand as pgconn reads them, into a buffer that
-// holds one read's worth plus one row, so that memory stays bounded
-// whatever the batch size and every CopyData message but the last is full.
+//	pgx.CopyFrom's encoding (before)         1260-1470 ns/row  391 B  17 allocs
+//	pgx's plans, resolved once per column     690-800 ns/row   335 B  13 allocs
+//	hand-written, falling back to the plans   100-110 ns/row     0 B   0 allocs
+//
+// The hand-written encoders are what the sink runs. With them the same
+// bench profile spends 0.10 s of 2.39 s in COPY (pgconn's reader and
+// sender, encoding included), down from 0.72 s. TestCopyRoundTrip checks
+// them, and the plans, against pgx.CopyFrom for every column type.
+//
+// The rows are encoded on demand as pgconn reads them, into a buffer of
+// one read (pgconn's 64 KiB message) plus one row, so that memory stays
+// bounded whatever the batch size and every CopyData message but the last
+// is full.
 
 import (
 	"context"
@@ -47,12 +54,12 @@ import (
 // copyStage streams rows into the stage with binary COPY.
 func copyStage(ctx context.Context, tx pgx.Tx, st *statements, rows []batch.Dated, ids []record.ID) (int64, error) {
 	conn := tx.Conn()
-	return newRowEncoder(conn.TypeMap(), st.stageOIDs, st.unavailable).copy(ctx, conn.PgConn(), st.copyStage, rows, ids)
+	return newRowEncoder(conn.TypeMap(), st.stageOIDs, st.unavailable).copyRows(ctx, conn.PgConn(), st.copyStage, rows, ids)
 }
 
-// copy runs the COPY statement sql with rows as its data and returns the
+// copyRows runs the COPY statement sql with rows as its data and returns the
 // number of rows the server took.
-func (e *rowEncoder) copy(ctx context.Context, conn *pgconn.PgConn, sql string, rows []batch.Dated, ids []record.ID) (int64, error) {
+func (e *rowEncoder) copyRows(ctx context.Context, conn *pgconn.PgConn, sql string, rows []batch.Dated, ids []record.ID) (int64, error) {
 	r := &copyReader{enc: e, rows: rows, ids: ids}
 	tag, err := conn.CopyFrom(ctx, r, sql)
 	if r.err != nil {

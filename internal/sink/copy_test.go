@@ -243,7 +243,7 @@ func TestCopyRoundTrip(t *testing.T) {
 			keep("by_hand")
 			enc := newRowEncoder(tx.Conn().TypeMap(), st.stageOIDs, st.unavailable)
 			enc.plansOnly = true
-			if n, err := enc.copy(ctx, tx.Conn().PgConn(), st.copyStage, dated, ids); err != nil || n != int64(len(rows)) {
+			if n, err := enc.copyRows(ctx, tx.Conn().PgConn(), st.copyStage, dated, ids); err != nil || n != int64(len(rows)) {
 				t.Fatalf("copy through plans: %d rows, %v", n, err)
 			}
 			keep("by_plans")
