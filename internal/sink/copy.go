@@ -28,7 +28,7 @@ package sink
 // them, and the plans, against pgx.CopyFrom for every column type.
 //
 // The rows are encoded on demand as pgconn reads them, into a buffer of
-// one read (pgconn's 64 KiB message) plus one row, so that memory stays
+// about one read (pgconn's 64 KiB message) plus one row, so that memory stays
 // bounded whatever the batch size and every CopyData message but the last
 // is full.
 

@@ -1,8 +1,10 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"math"
 	"math/big"
 	"strings"
@@ -300,5 +302,54 @@ func TestAppendNumeric(t *testing.T) {
 		if _, ok := appendNumeric(nil, s); ok {
 			t.Errorf("appendNumeric(%q) took it", s)
 		}
+	}
+}
+
+// TestCopyReaderChunks: the reader fills every read but the last, whatever
+// the rows' sizes, and holds about a read and a row, whatever their number.
+func TestCopyReaderChunks(t *testing.T) {
+	p := &config.Pipeline{Name: "chunks", Schema: "public", Table: "chunks", Format: "json",
+		Columns: []config.Column{{Name: "s", Type: "text"}}}
+	st := buildStatements(p)
+	var rows []batch.Dated
+	var want []byte
+	want = append(want, copyHeader...)
+	enc := newRowEncoder(pgtype.NewMap(), st.stageOIDs, st.unavailable)
+	biggest := 0
+	for i := range 3000 {
+		s := strings.Repeat("x", i%7*i) // up to 18 KB
+		r := &record.Row{Values: []any{s}, Pos: record.Position{Offset: int64(i)}}
+		rows = append(rows, batch.Dated{Row: r})
+		before := len(want)
+		want, _ = enc.appendRow(want, r, record.ID{})
+		biggest = max(biggest, len(want)-before)
+	}
+	want = append(want, 0xff, 0xff)
+
+	const read = 65531 // what pgconn asks for
+	cr := &copyReader{enc: enc, rows: rows, ids: []record.ID{{}}}
+	var got []byte
+	p2 := make([]byte, read)
+	for {
+		n, err := cr.Read(p2)
+		got = append(got, p2[:n]...)
+		if cap(cr.buf) > 2*(read+biggest) { // append's growth
+			t.Fatalf("the reader holds %d bytes, more than twice a read (%d) and the biggest row (%d)", cap(cr.buf), read, biggest)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != read && len(got) != len(want) {
+			t.Fatalf("a read of %d bytes before the last", n)
+		}
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes, want %d (the header, the rows, the trailer)", len(got), len(want))
+	}
+	if len(want) < 10*read {
+		t.Fatalf("only %d bytes: too few reads to test", len(want))
 	}
 }
