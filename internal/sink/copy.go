@@ -2,14 +2,14 @@ package sink
 
 // The stage is filled with binary COPY written here, not with pgx.CopyFrom
 // as the style guide would have it, because encoding the COPY was a
-// quarter of the consumer's CPU: in a profile of the bench's first load
-// (go run ./cmd/bench -records 300000 -scenarios 1 -cpuprofile F, F.s1)
-// pgx's copyFrom.buildCopyBuf took 0.70 s of 2.71 s (26%; 22% in an
-// earlier run). For every value pgx looks up an encode plan (Map.Encode →
-// PlanEncode), checks for a nil driver.Valuer and encodes numeric through
-// math/big (NumericValuer); rowSource boxed the metadata columns into a
-// []any per row; and pgx asks the server for the stage's column types
-// before each COPY, which the pipeline already says.
+// quarter of the consumer's CPU: in profiles of the bench's first load
+// (go run ./cmd/bench -records 300000 -scenarios 1 -cpuprofile F; F.s1,
+// three runs) pgx's copyFrom.buildCopyBuf took 0.55-0.70 s of the
+// consumer's 2.26-2.71 s (24-26%). For every value pgx looks up an encode
+// plan (Map.Encode → PlanEncode), checks for a nil driver.Valuer and
+// encodes numeric through math/big (NumericValuer); rowSource boxed the
+// metadata columns into a []any per row; and pgx asks the server for the
+// stage's column types before each COPY, which the pipeline already says.
 //
 // This file writes PostgreSQL's binary COPY format itself: hand-written
 // encoders for the Go types internal/decode hands (record.Numeric goes
@@ -23,9 +23,11 @@ package sink
 //	hand-written, falling back to the plans   100-110 ns/row     0 B   0 allocs
 //
 // The hand-written encoders are what the sink runs. With them the same
-// bench profile spends 0.10 s of 2.39 s in COPY (pgconn's reader and
-// sender, encoding included), down from 0.72 s. TestCopyRoundTrip checks
-// them, and the plans, against pgx.CopyFrom for every column type.
+// profiles spend 0.06-0.10 s of the consumer's 1.87-2.39 s in COPY
+// (pgconn's reader and sender, encoding included: 3-5%), and the bench's
+// consumer CPU per million records went from 7.6-9.3 s to 6.3-8.2 s.
+// TestCopyRoundTrip checks them, and the plans, against pgx.CopyFrom for
+// every column type.
 //
 // The rows are encoded on demand as pgconn reads them, into a buffer of
 // about one read (pgconn's 64 KiB message) plus one row, so that memory stays
@@ -84,7 +86,9 @@ type copyReader struct {
 	err  error
 }
 
-var copyHeader = []byte("PGCOPY\n\377\r\n\000\000\000\000\000\000\000\000\000")
+// copyHeader starts binary COPY data: the signature, the flags (no OIDs)
+// and the length of the header extension (none).
+const copyHeader = "PGCOPY\n\377\r\n\000" + "\000\000\000\000" + "\000\000\000\000"
 
 func (r *copyReader) Read(p []byte) (int, error) {
 	if r.err != nil {
