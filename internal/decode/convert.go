@@ -22,7 +22,8 @@ import (
 // bad builds a BadRecord of class; see record.Bad.
 func bad(class, format string, args ...any) error { return record.Bad(class, format, args...) }
 
-// Decoder decodes the records of one pipeline.
+// Decoder decodes the records of one pipeline. It is not safe for
+// concurrent use: it keeps the record it scans.
 type Decoder struct {
 	p        *config.Pipeline
 	loc      *time.Location
@@ -30,7 +31,10 @@ type Decoder struct {
 	key      []int // indexes into cols
 	keyTypes []string
 	tops     map[string]int // first path segments the decoder reads, numbered
-	dateFld  []string
+	// obj is the one object scan fills, record after record: a Decoder
+	// is used by one goroutine at a time.
+	obj     object
+	dateFld []string
 	// dateCol is the column the date field fills, -1 if none: its
 	// semantic type reads the date field too, and a timestamp (without
 	// time zone) names its day as it is, in no zone.
@@ -94,6 +98,7 @@ func NewDecoder(p *config.Pipeline) *Decoder {
 	if p.Version != nil {
 		add(strings.Split(p.Version.Field, "."))
 	}
+	d.obj = object{d: d, raws: make([][]byte, len(d.tops))}
 	if p.Version != nil {
 		d.verFld = strings.Split(p.Version.Field, ".")
 		d.verTS = p.Version.Type == "timestamptz"
@@ -111,7 +116,16 @@ func (d *Decoder) Pipeline() *config.Pipeline { return d.p }
 func (d *Decoder) decodeRow(key, value []byte, obj fields, pos record.Position) (record.Row, record.Date, error) {
 	var err error
 	r := record.Row{Values: make([]any, len(d.cols)), Pos: pos, Size: len(key) + len(value), Key: key, Value: value}
+	o, _ := obj.(*object) // a JSON row: plain values skip toAny
 	for i, c := range d.cols {
+		if o != nil && c.semantic == "" && !d.isDebezium {
+			if raw := o.raw(c.path); raw != nil {
+				if v, ok := plain(c.ct, raw); ok {
+					r.Values[i] = v
+					continue
+				}
+			}
+		}
 		raw, ok := obj.lookup(c.path)
 		if !ok || raw == nil {
 			if !c.nullable {
@@ -133,13 +147,20 @@ func (d *Decoder) decodeRow(key, value []byte, obj fields, pos record.Position) 
 		}
 		r.Values[i] = v
 	}
-	raw, ok := obj.lookup(d.dateFld)
-	if !ok || raw == nil {
-		return record.Row{}, record.Date{}, bad(record.ClassMissing, "date field %q: missing or null", d.p.Date.Field)
+	date, ok := record.Date{}, false
+	if o != nil {
+		if raw := o.raw(d.dateFld); raw != nil {
+			date, ok = d.plainTargetDate(raw)
+		}
 	}
-	date, err := d.targetDate(raw)
-	if err != nil {
-		return record.Row{}, record.Date{}, bad(classOf(err), "date field %q: %v", d.p.Date.Field, err)
+	if !ok {
+		raw, ok := obj.lookup(d.dateFld)
+		if !ok || raw == nil {
+			return record.Row{}, record.Date{}, bad(record.ClassMissing, "date field %q: missing or null", d.p.Date.Field)
+		}
+		if date, err = d.targetDate(raw); err != nil {
+			return record.Row{}, record.Date{}, bad(classOf(err), "date field %q: %v", d.p.Date.Field, err)
+		}
 	}
 	if d.verFld != nil {
 		if r.Version, err = d.version(obj); err != nil {
@@ -157,6 +178,13 @@ func (d *Decoder) decodeRow(key, value []byte, obj fields, pos record.Position) 
 
 // version reads the version field.
 func (d *Decoder) version(obj fields) (int64, error) {
+	if o, ok := obj.(*object); ok {
+		if raw := o.raw(d.verFld); raw != nil {
+			if v, ok := d.plainVersion(raw); ok {
+				return v, nil
+			}
+		}
+	}
 	raw, ok := obj.lookup(d.verFld)
 	if !ok || raw == nil {
 		return 0, bad(record.ClassMissing, "version field %q: missing or null", d.p.Version.Field)
@@ -525,6 +553,11 @@ func withScale(n record.Numeric, raw any) record.Numeric {
 	case string:
 		s = v
 	}
+	return withScaleOf(n, s)
+}
+
+// withScaleOf is withScale of the spelling s.
+func withScaleOf(n record.Numeric, s string) record.Numeric {
 	point := strings.IndexByte(s, '.')
 	if point < 0 || strings.ContainsAny(s, "eE") {
 		return n
@@ -768,6 +801,11 @@ func toWallClock(raw any) (time.Time, error) {
 	if !ok {
 		return toTime(raw)
 	}
+	return wallClock(s)
+}
+
+// wallClock is toWallClock of a string.
+func wallClock(s string) (time.Time, error) {
 	for _, layout := range []string{"2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999"} {
 		if t, err := time.Parse(layout, s); err == nil {
 			return t, checkTimestamp(t)
