@@ -31,15 +31,22 @@ type Decoder struct {
 	key      []int // indexes into cols
 	keyTypes []string
 	tops     map[string]int // first path segments the decoder reads, numbered
+	names    []string       // tops by number
+	// order is, by a member's place in the last record, the number of
+	// its name in tops (-1: none): records of a topic mostly spell their
+	// members in one order, and a comparison is cheaper than the map.
+	order []int
 	// obj is the one object scan fills, record after record: a Decoder
 	// is used by one goroutine at a time.
 	obj     object
 	dateFld []string
+	dateTop int // dateFld[0]'s number in tops
 	// dateCol is the column the date field fills, -1 if none: its
 	// semantic type reads the date field too, and a timestamp (without
 	// time zone) names its day as it is, in no zone.
 	dateCol int
 	verFld  []string
+	verTop  int
 	verTS   bool
 	f       *formats
 	// isDebezium: the pipeline reads Debezium events; unavailable is the
@@ -54,6 +61,7 @@ type column struct {
 	typ      string // the base type: text for varchar(n), numeric for numeric(p,s)
 	ct       config.ColumnType
 	path     []string
+	top      int // path[0]'s number in tops
 	nullable bool
 	semantic string // the column's semantic_type
 }
@@ -86,19 +94,25 @@ func NewDecoder(p *config.Pipeline) *Decoder {
 	}
 	// The scanner keeps only the top-level members these paths start at.
 	d.tops = map[string]int{}
-	add := func(path []string) {
+	add := func(path []string) int {
 		if _, ok := d.tops[path[0]]; !ok {
 			d.tops[path[0]] = len(d.tops)
+			d.names = append(d.names, path[0])
 		}
+		return d.tops[path[0]]
 	}
-	for _, c := range d.cols {
-		add(c.path)
+	for i := range d.cols {
+		d.cols[i].top = add(d.cols[i].path)
 	}
-	add(d.dateFld)
+	d.dateTop = add(d.dateFld)
 	if p.Version != nil {
-		add(strings.Split(p.Version.Field, "."))
+		d.verTop = add(strings.Split(p.Version.Field, "."))
 	}
 	d.obj = object{d: d, raws: make([][]byte, len(d.tops))}
+	d.order = make([]int, 64)
+	for i := range d.order {
+		d.order[i] = -1
+	}
 	if p.Version != nil {
 		d.verFld = strings.Split(p.Version.Field, ".")
 		d.verTS = p.Version.Type == "timestamptz"
@@ -119,7 +133,7 @@ func (d *Decoder) decodeRow(key, value []byte, obj fields, pos record.Position) 
 	o, _ := obj.(*object) // a JSON row: plain values skip toAny
 	for i, c := range d.cols {
 		if o != nil && c.semantic == "" && !d.isDebezium {
-			if raw := o.raw(c.path); raw != nil {
+			if raw := o.raw(c.top, c.path); raw != nil {
 				if v, ok := plain(c.ct, raw); ok {
 					r.Values[i] = v
 					continue
@@ -149,7 +163,7 @@ func (d *Decoder) decodeRow(key, value []byte, obj fields, pos record.Position) 
 	}
 	date, ok := record.Date{}, false
 	if o != nil {
-		if raw := o.raw(d.dateFld); raw != nil {
+		if raw := o.raw(d.dateTop, d.dateFld); raw != nil {
 			date, ok = d.plainTargetDate(raw)
 		}
 	}
@@ -179,7 +193,7 @@ func (d *Decoder) decodeRow(key, value []byte, obj fields, pos record.Position) 
 // version reads the version field.
 func (d *Decoder) version(obj fields) (int64, error) {
 	if o, ok := obj.(*object); ok {
-		if raw := o.raw(d.verFld); raw != nil {
+		if raw := o.raw(d.verTop, d.verFld); raw != nil {
 			if v, ok := d.plainVersion(raw); ok {
 				return v, nil
 			}
@@ -559,7 +573,7 @@ func withScale(n record.Numeric, raw any) record.Numeric {
 // withScaleOf is withScale of the spelling s.
 func withScaleOf(n record.Numeric, s string) record.Numeric {
 	point := strings.IndexByte(s, '.')
-	if point < 0 || strings.ContainsAny(s, "eE") {
+	if point < 0 || strings.IndexByte(s, 'e') >= 0 || strings.IndexByte(s, 'E') >= 0 {
 		return n
 	}
 	want := len(s) - point - 1

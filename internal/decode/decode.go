@@ -356,7 +356,7 @@ func (d *Decoder) deleteRow(m message, key, value []byte, pos record.Position) (
 		}
 		for j, k := range d.key {
 			c := d.cols[k]
-			if raw := obj.raw(c.path); raw != nil {
+			if raw := obj.raw(c.top, c.path); raw != nil {
 				if v, ok := plain(c.ct, raw); ok { // convert's value, without toAny
 					vals[j] = v
 					continue

@@ -29,36 +29,53 @@ func (d *Decoder) scan(value []byte) (*object, error) {
 		return nil, err
 	}
 	clear(o.raws)
-	eachMember(value[skipSpace(value, 0):], func(key, raw []byte) { d.member(o.raws, key, raw) })
+	k := 0
+	eachMember(value[skipSpace(value, 0):], func(key, raw []byte) {
+		d.member(o.raws, k, key, raw)
+		k++
+	})
 	return o, nil
 }
 
-// member keeps raw, the value of the top-level member named key (still
-// escaped), if the decoder reads it; a later duplicate wins, as it does
-// for encoding/json.
-func (d *Decoder) member(raws [][]byte, key, raw []byte) {
-	if idx, ok := d.tops[string(key)]; ok {
-		raws[idx] = raw
-	} else if bytes.IndexByte(key, '\\') >= 0 {
-		if idx, ok := d.tops[unquote(key)]; ok {
+// member keeps raw, the value of the k-th top-level member, named key
+// (still escaped), if the decoder reads it; a later duplicate wins, as it
+// does for encoding/json.
+func (d *Decoder) member(raws [][]byte, k int, key, raw []byte) {
+	if k < len(d.order) {
+		if idx := d.order[k]; idx >= 0 && d.names[idx] == string(key) {
 			raws[idx] = raw
+			return
 		}
+	}
+	idx, ok := d.tops[string(key)]
+	if !ok && bytes.IndexByte(key, '\\') >= 0 {
+		idx, ok = d.tops[unquote(key)]
+	}
+	if !ok {
+		idx = -1
+	}
+	if k < len(d.order) {
+		d.order[k] = idx
+	}
+	if ok {
+		raws[idx] = raw
 	}
 }
 
 // lookup returns the value at path as encoding/json would decode it with
 // UseNumber into an any.
 func (o *object) lookup(path []string) (any, bool) {
-	raw := o.raw(path)
+	raw := o.raw(o.d.tops[path[0]], path)
 	if raw == nil {
 		return nil, false
 	}
 	return toAny(raw), true
 }
 
-// raw returns the raw JSON value at path, or nil if there is none.
-func (o *object) raw(path []string) []byte {
-	raw := o.raws[o.d.tops[path[0]]]
+// raw returns the raw JSON value at path, or nil if there is none; top is
+// path[0]'s number in tops.
+func (o *object) raw(top int, path []string) []byte {
+	raw := o.raws[top]
 	if raw == nil {
 		return nil
 	}

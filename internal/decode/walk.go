@@ -20,7 +20,7 @@ func (d *Decoder) walk(value []byte, raws [][]byte) bool {
 	if i < len(value) && value[i] == '}' {
 		return skipSpace(value, i+1) == len(value)
 	}
-	for {
+	for k := 0; ; k++ {
 		if i == len(value) || value[i] != '"' {
 			return false
 		}
@@ -38,7 +38,7 @@ func (d *Decoder) walk(value []byte, raws [][]byte) bool {
 		if i, ok = walkValue(value, vs, 1); !ok {
 			return false
 		}
-		d.member(raws, key, value[vs:i])
+		d.member(raws, k, key, value[vs:i])
 		i = skipSpace(value, i)
 		if i == len(value) {
 			return false
