@@ -22,7 +22,8 @@ import (
 // bad builds a BadRecord of class; see record.Bad.
 func bad(class, format string, args ...any) error { return record.Bad(class, format, args...) }
 
-// Decoder decodes the records of one pipeline.
+// Decoder decodes the records of one pipeline. It is not safe for
+// concurrent use: it keeps the record it scans.
 type Decoder struct {
 	p        *config.Pipeline
 	loc      *time.Location
@@ -30,12 +31,22 @@ type Decoder struct {
 	key      []int // indexes into cols
 	keyTypes []string
 	tops     map[string]int // first path segments the decoder reads, numbered
-	dateFld  []string
+	names    []string       // tops by number
+	// order is, by a member's place in the last record, the number of
+	// its name in tops (-1: none): records of a topic mostly spell their
+	// members in one order, and a comparison is cheaper than the map.
+	order []int
+	// obj is the one object scan fills, record after record: a Decoder
+	// is used by one goroutine at a time.
+	obj     object
+	dateFld []string
+	dateTop int // dateFld[0]'s number in tops
 	// dateCol is the column the date field fills, -1 if none: its
 	// semantic type reads the date field too, and a timestamp (without
 	// time zone) names its day as it is, in no zone.
 	dateCol int
 	verFld  []string
+	verTop  int
 	verTS   bool
 	f       *formats
 	// isDebezium: the pipeline reads Debezium events; unavailable is the
@@ -50,6 +61,7 @@ type column struct {
 	typ      string // the base type: text for varchar(n), numeric for numeric(p,s)
 	ct       config.ColumnType
 	path     []string
+	top      int // path[0]'s number in tops
 	nullable bool
 	semantic string // the column's semantic_type
 }
@@ -82,17 +94,24 @@ func NewDecoder(p *config.Pipeline) *Decoder {
 	}
 	// The scanner keeps only the top-level members these paths start at.
 	d.tops = map[string]int{}
-	add := func(path []string) {
+	add := func(path []string) int {
 		if _, ok := d.tops[path[0]]; !ok {
 			d.tops[path[0]] = len(d.tops)
+			d.names = append(d.names, path[0])
 		}
+		return d.tops[path[0]]
 	}
-	for _, c := range d.cols {
-		add(c.path)
+	for i := range d.cols {
+		d.cols[i].top = add(d.cols[i].path)
 	}
-	add(d.dateFld)
+	d.dateTop = add(d.dateFld)
 	if p.Version != nil {
-		add(strings.Split(p.Version.Field, "."))
+		d.verTop = add(strings.Split(p.Version.Field, "."))
+	}
+	d.obj = object{d: d, raws: make([][]byte, len(d.tops))}
+	d.order = make([]int, 64)
+	for i := range d.order {
+		d.order[i] = -1
 	}
 	if p.Version != nil {
 		d.verFld = strings.Split(p.Version.Field, ".")
@@ -111,7 +130,16 @@ func (d *Decoder) Pipeline() *config.Pipeline { return d.p }
 func (d *Decoder) decodeRow(key, value []byte, obj fields, pos record.Position) (record.Row, record.Date, error) {
 	var err error
 	r := record.Row{Values: make([]any, len(d.cols)), Pos: pos, Size: len(key) + len(value), Key: key, Value: value}
+	o, _ := obj.(*object) // a JSON row: plain values skip toAny
 	for i, c := range d.cols {
+		if o != nil && c.semantic == "" && !d.isDebezium {
+			if raw := o.raw(c.top, c.path); raw != nil {
+				if v, ok := plain(c.ct, raw); ok {
+					r.Values[i] = v
+					continue
+				}
+			}
+		}
 		raw, ok := obj.lookup(c.path)
 		if !ok || raw == nil {
 			if !c.nullable {
@@ -133,13 +161,20 @@ func (d *Decoder) decodeRow(key, value []byte, obj fields, pos record.Position) 
 		}
 		r.Values[i] = v
 	}
-	raw, ok := obj.lookup(d.dateFld)
-	if !ok || raw == nil {
-		return record.Row{}, record.Date{}, bad(record.ClassMissing, "date field %q: missing or null", d.p.Date.Field)
+	date, ok := record.Date{}, false
+	if o != nil {
+		if raw := o.raw(d.dateTop, d.dateFld); raw != nil {
+			date, ok = d.plainTargetDate(raw)
+		}
 	}
-	date, err := d.targetDate(raw)
-	if err != nil {
-		return record.Row{}, record.Date{}, bad(classOf(err), "date field %q: %v", d.p.Date.Field, err)
+	if !ok {
+		raw, ok := obj.lookup(d.dateFld)
+		if !ok || raw == nil {
+			return record.Row{}, record.Date{}, bad(record.ClassMissing, "date field %q: missing or null", d.p.Date.Field)
+		}
+		if date, err = d.targetDate(raw); err != nil {
+			return record.Row{}, record.Date{}, bad(classOf(err), "date field %q: %v", d.p.Date.Field, err)
+		}
 	}
 	if d.verFld != nil {
 		if r.Version, err = d.version(obj); err != nil {
@@ -157,6 +192,13 @@ func (d *Decoder) decodeRow(key, value []byte, obj fields, pos record.Position) 
 
 // version reads the version field.
 func (d *Decoder) version(obj fields) (int64, error) {
+	if o, ok := obj.(*object); ok {
+		if raw := o.raw(d.verTop, d.verFld); raw != nil {
+			if v, ok := d.plainVersion(raw); ok {
+				return v, nil
+			}
+		}
+	}
 	raw, ok := obj.lookup(d.verFld)
 	if !ok || raw == nil {
 		return 0, bad(record.ClassMissing, "version field %q: missing or null", d.p.Version.Field)
@@ -525,8 +567,13 @@ func withScale(n record.Numeric, raw any) record.Numeric {
 	case string:
 		s = v
 	}
+	return withScaleOf(n, s)
+}
+
+// withScaleOf is withScale of the spelling s.
+func withScaleOf(n record.Numeric, s string) record.Numeric {
 	point := strings.IndexByte(s, '.')
-	if point < 0 || strings.ContainsAny(s, "eE") {
+	if point < 0 || strings.IndexByte(s, 'e') >= 0 || strings.IndexByte(s, 'E') >= 0 {
 		return n
 	}
 	want := len(s) - point - 1
@@ -768,6 +815,11 @@ func toWallClock(raw any) (time.Time, error) {
 	if !ok {
 		return toTime(raw)
 	}
+	return wallClock(s)
+}
+
+// wallClock is toWallClock of a string.
+func wallClock(s string) (time.Time, error) {
 	for _, layout := range []string{"2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999"} {
 		if t, err := time.Parse(layout, s); err == nil {
 			return t, checkTimestamp(t)

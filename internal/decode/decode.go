@@ -356,6 +356,12 @@ func (d *Decoder) deleteRow(m message, key, value []byte, pos record.Position) (
 		}
 		for j, k := range d.key {
 			c := d.cols[k]
+			if raw := obj.raw(c.top, c.path); raw != nil {
+				if v, ok := plain(c.ct, raw); ok { // convert's value, without toAny
+					vals[j] = v
+					continue
+				}
+			}
 			raw, ok := obj.lookup(c.path)
 			if !ok || raw == nil {
 				return record.Row{}, bad(record.ClassMissing, "delete key: field %q (column %s): missing or null", c.fieldName(), c.name)

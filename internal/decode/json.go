@@ -10,48 +10,78 @@ import (
 // members the decoder reads; the rest is skipped unparsed.
 type object struct {
 	d    *Decoder
-	raws [][]byte
-	buf  [16][]byte
+	raws [][]byte // by d.tops' numbers; nil: no such member
 }
 
 // scan checks value is one JSON object with valid text and nothing after
-// it (checkJSON), and finds the members the decoder reads.
+// it (checkJSON), and finds the members the decoder reads. The object it
+// returns is the decoder's own, overwritten by the next scan: a Decoder
+// decodes one record at a time.
 func (d *Decoder) scan(value []byte) (*object, error) {
+	o := &d.obj
+	clear(o.raws)
+	if d.walk(value, o.raws) {
+		return o, nil
+	}
+	// walk refuses exactly what checkJSON refuses (FuzzWalk); checkJSON
+	// says why, in the words the dead letters have always used.
 	if err := checkJSON(value); err != nil {
 		return nil, err
 	}
-	i := skipSpace(value, 0)
-	o := &object{d: d}
-	if len(d.tops) <= len(o.buf) {
-		o.raws = o.buf[:len(d.tops)]
-	} else {
-		o.raws = make([][]byte, len(d.tops))
-	}
-	eachMember(value[i:], func(key, raw []byte) {
-		if idx, ok := d.tops[string(key)]; ok {
-			o.raws[idx] = raw
-		} else if bytes.IndexByte(key, '\\') >= 0 {
-			var k string
-			if json.Unmarshal(append(append([]byte{'"'}, key...), '"'), &k) == nil {
-				if idx, ok := d.tops[k]; ok {
-					o.raws[idx] = raw
-				}
-			}
-		}
+	clear(o.raws)
+	k := 0
+	eachMember(value[skipSpace(value, 0):], func(key, raw []byte) {
+		d.member(o.raws, k, key, raw)
+		k++
 	})
 	return o, nil
+}
+
+// member keeps raw, the value of the k-th top-level member, named key
+// (still escaped), if the decoder reads it; a later duplicate wins, as it
+// does for encoding/json.
+func (d *Decoder) member(raws [][]byte, k int, key, raw []byte) {
+	if k < len(d.order) {
+		if idx := d.order[k]; idx >= 0 && d.names[idx] == string(key) {
+			raws[idx] = raw
+			return
+		}
+	}
+	idx, ok := d.tops[string(key)]
+	if !ok && bytes.IndexByte(key, '\\') >= 0 {
+		idx, ok = d.tops[unquote(key)]
+	}
+	if !ok {
+		idx = -1
+	}
+	if k < len(d.order) {
+		d.order[k] = idx
+	}
+	if ok {
+		raws[idx] = raw
+	}
 }
 
 // lookup returns the value at path as encoding/json would decode it with
 // UseNumber into an any.
 func (o *object) lookup(path []string) (any, bool) {
-	raw := o.raws[o.d.tops[path[0]]]
+	raw := o.raw(o.d.tops[path[0]], path)
 	if raw == nil {
 		return nil, false
 	}
+	return toAny(raw), true
+}
+
+// raw returns the raw JSON value at path, or nil if there is none; top is
+// path[0]'s number in tops.
+func (o *object) raw(top int, path []string) []byte {
+	raw := o.raws[top]
+	if raw == nil {
+		return nil
+	}
 	for _, p := range path[1:] {
 		if raw[0] != '{' {
-			return nil, false
+			return nil
 		}
 		var found []byte
 		eachMember(raw, func(key, v []byte) {
@@ -60,11 +90,11 @@ func (o *object) lookup(path []string) (any, bool) {
 			}
 		})
 		if found == nil {
-			return nil, false
+			return nil
 		}
 		raw = found
 	}
-	return toAny(raw), true
+	return raw
 }
 
 func unquote(key []byte) string {
