@@ -195,16 +195,11 @@ func plainUUID(s []byte) ([16]byte, bool) {
 	}
 	n := 0 // hex digits read
 	for _, c := range s {
-		switch {
-		case c == '-':
+		if c == '-' {
 			continue
-		case c >= '0' && c <= '9':
-			c -= '0'
-		case c >= 'a' && c <= 'f':
-			c -= 'a' - 10
-		case c >= 'A' && c <= 'F':
-			c -= 'A' - 10
-		default:
+		}
+		c, ok := hexDigit(c)
+		if !ok {
 			return u, false
 		}
 		if n == 32 {
