@@ -96,6 +96,35 @@ func ceilingChild(ctx context.Context, spec childSpec, log *slog.Logger) ([]phas
 	return phases, nil
 }
 
+// ceilingMixChild applies scenario 4's mixed stream with the ceiling's bare
+// loop on one connection: read, decoded and deduplicated per chunk before
+// the clock starts, over the ceiling table as its last pass left it (the
+// first load's rows), as scenario 4 applies it over scenario 1's. Updates
+// rewrite rows, so this is the ceiling an update-heavy stream is held to,
+// not the first load's.
+func ceilingMixChild(ctx context.Context, spec childSpec, log *slog.Logger) ([]phase, error) {
+	chunks, err := readChunks(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("ceiling mix rows ready", "batches", len(chunks))
+	pool, err := childPool(ctx, spec.DatabaseURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+	stop, err := startCPUProfile(spec.CPUProfile)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	ph, err := ceilingPass(ctx, pool, spec, chunks, 4, 1)
+	if err != nil {
+		return nil, err
+	}
+	return []phase{ph}, nil
+}
+
 // ceilingPass loads every chunk with the bare loop over lanes
 // connections; with more than one, connection k takes the rows whose
 // record_id hashes to k (split before the clock starts).

@@ -35,6 +35,10 @@ const childEnv = "IDEMSINK_BENCH_CHILD"
 const (
 	kindConsume = "consume" // run the product's consumer until caught up
 	kindCeiling = "ceiling" // load the same rows by bare COPY + upsert
+	// kindCeilingMix applies scenario 4's mixed stream by the same bare
+	// loop, on one connection, to the ceiling's table as the first load
+	// left it.
+	kindCeilingMix = "ceiling-mix"
 )
 
 // childSpec is what a child process is asked to do.
@@ -115,6 +119,8 @@ func runChild(ctx context.Context, specJSON string, stdout, stderr io.Writer) er
 		phases = []phase{p}
 	case kindCeiling:
 		phases, err = ceilingChild(ctx, spec, log)
+	case kindCeilingMix:
+		phases, err = ceilingMixChild(ctx, spec, log)
 	default:
 		err = fmt.Errorf("unknown child kind %q", spec.Kind)
 	}

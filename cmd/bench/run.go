@@ -266,6 +266,16 @@ func bench(ctx context.Context, o options, log *slog.Logger, stdout, stderr io.W
 		for i := range rep.kinds {
 			rep.kinds[i] = e.src.kinds[i] - before[i]
 		}
+		progress("ceiling: the mixed stream by bare COPY + INSERT ... ON CONFLICT, one connection, over the first load's rows")
+		if err := e.settle(ctx); err != nil {
+			return err
+		}
+		phases, err := e.child(ctx, childSpec{Kind: kindCeilingMix, Name: "ceiling mix", Pipeline: e.ceiling, Topic: e.load.Topics[0],
+			Starts: seg.starts, Ends: seg.ends, CPUProfile: profile(o.cpuprofile, "ceiling.mix")})
+		if err != nil {
+			return fmt.Errorf("ceiling mix: %w", err)
+		}
+		rep.ceilingMix = rep.add("ceiling: mix", seg, phases[0], phases[0].Written)
 		progress("scenario 4: the mixed stream")
 		if _, err := e.scenario(ctx, rep, 4, "4 mix", seg, e.load, e.groupLoad, false); err != nil {
 			return err
