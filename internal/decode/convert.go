@@ -131,11 +131,17 @@ func (d *Decoder) decodeRow(key, value []byte, obj fields, pos record.Position) 
 	var err error
 	r := record.Row{Values: make([]any, len(d.cols)), Pos: pos, Size: len(key) + len(value), Key: key, Value: value}
 	o, _ := obj.(*object) // a JSON row: plain values skip toAny
+	// at is the instant the date field holds when a timestamptz column
+	// has read it already, plainly: its day in the zone is the target date.
+	var at time.Time
 	for i, c := range d.cols {
 		if o != nil && c.semantic == "" && !d.isDebezium {
 			if raw := o.raw(c.top, c.path); raw != nil {
 				if v, ok := plain(c.ct, raw); ok {
 					r.Values[i] = v
+					if i == d.dateCol && c.typ == "timestamptz" {
+						at = v.(time.Time)
+					}
 					continue
 				}
 			}
@@ -162,7 +168,10 @@ func (d *Decoder) decodeRow(key, value []byte, obj fields, pos record.Position) 
 		r.Values[i] = v
 	}
 	date, ok := record.Date{}, false
-	if o != nil {
+	switch {
+	case !at.IsZero():
+		date, ok = record.DateOf(at.In(d.loc)), true
+	case o != nil:
 		if raw := o.raw(d.dateTop, d.dateFld); raw != nil {
 			date, ok = d.plainTargetDate(raw)
 		}
@@ -592,19 +601,33 @@ func withScaleOf(n record.Numeric, s string) record.Numeric {
 }
 
 func parseUUID(s string) ([16]byte, error) {
-	var u [16]byte
-	h := strings.ReplaceAll(s, "-", "")
-	if len(h) != 32 || (len(s) != 32 && len(s) != 36) {
+	u, ok := uuidOf(s)
+	if !ok {
 		return u, wrongType("%s is not a UUID", quoteValue(s))
 	}
-	for i := range 16 {
-		b, err := strconv.ParseUint(h[2*i:2*i+2], 16, 8)
-		if err != nil {
-			return u, wrongType("%s is not a UUID", quoteValue(s))
-		}
-		u[i] = byte(b)
-	}
 	return u, nil
+}
+
+// uuidOf reads a UUID spelled as 32 hex digits, with four dashes among
+// them or none.
+func uuidOf[T string | []byte](s T) ([16]byte, bool) {
+	var u [16]byte
+	if len(s) != 32 && len(s) != 36 {
+		return u, false
+	}
+	n := 0 // hex digits read
+	for i := range len(s) {
+		if s[i] == '-' {
+			continue
+		}
+		c, ok := hexDigit(s[i])
+		if !ok || n == 32 {
+			return u, false
+		}
+		u[n/2] |= c << (4 * (1 - n%2))
+		n++
+	}
+	return u, n == 32
 }
 
 // plainDecimal canonicalizes the common spelling -?[0-9]+(.[0-9]+)? without

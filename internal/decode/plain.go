@@ -142,7 +142,7 @@ func plain(ct config.ColumnType, raw []byte) (v any, ok bool) {
 		if !p.str {
 			return nil, false
 		}
-		u, ok := plainUUID(p.text)
+		u, ok := uuidOf(p.text)
 		return u, ok
 	case "bytea":
 		if !p.str {
@@ -184,31 +184,6 @@ func plainTime(p plainValue) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return t, checkTimestamp(t) == nil
-}
-
-// plainUUID is parseUUID of s when it succeeds: 32 hex digits, with four
-// dashes among them or none.
-func plainUUID(s []byte) ([16]byte, bool) {
-	var u [16]byte
-	if len(s) != 32 && len(s) != 36 {
-		return u, false
-	}
-	n := 0 // hex digits read
-	for _, c := range s {
-		if c == '-' {
-			continue
-		}
-		c, ok := hexDigit(c)
-		if !ok {
-			return u, false
-		}
-		if n == 32 {
-			return u, false
-		}
-		u[n/2] |= c << (4 * (1 - n%2))
-		n++
-	}
-	return u, n == 32
 }
 
 // plainTargetDate is d.targetDate(toAny(raw)) when that succeeds and raw

@@ -16,42 +16,8 @@ func (d *Decoder) walk(value []byte, raws [][]byte) bool {
 	if i == len(value) || value[i] != '{' {
 		return false
 	}
-	i = skipSpace(value, i+1)
-	if i < len(value) && value[i] == '}' {
-		return skipSpace(value, i+1) == len(value)
-	}
-	for k := 0; ; k++ {
-		if i == len(value) || value[i] != '"' {
-			return false
-		}
-		ks := i
-		var ok bool
-		if i, ok = walkString(value, i); !ok {
-			return false
-		}
-		key := value[ks+1 : i-1]
-		i = skipSpace(value, i)
-		if i == len(value) || value[i] != ':' {
-			return false
-		}
-		vs := skipSpace(value, i+1)
-		if i, ok = walkValue(value, vs, 1); !ok {
-			return false
-		}
-		d.member(raws, k, key, value[vs:i])
-		i = skipSpace(value, i)
-		if i == len(value) {
-			return false
-		}
-		switch value[i] {
-		case ',':
-			i = skipSpace(value, i+1)
-			continue
-		case '}':
-			return skipSpace(value, i+1) == len(value)
-		}
-		return false
-	}
+	end, ok := walkContainer(value, i, 1, func(k int, key, raw []byte) { d.member(raws, k, key, raw) })
+	return ok && skipSpace(value, end) == len(value)
 }
 
 // maxDepth is encoding/json's limit on nested objects and arrays: Valid
@@ -71,7 +37,7 @@ func walkValue(b []byte, i, depth int) (int, bool) {
 		if depth+1 > maxDepth {
 			return i, false
 		}
-		return walkContainer(b, i, depth+1)
+		return walkContainer(b, i, depth+1, nil)
 	case c == '-' || c >= '0' && c <= '9':
 		return walkNumber(b, i)
 	case c == 't':
@@ -84,8 +50,10 @@ func walkValue(b []byte, i, depth int) (int, bool) {
 	return i, false
 }
 
-// walkContainer walks the object or array at b[i], which is at depth.
-func walkContainer(b []byte, i, depth int) (int, bool) {
+// walkContainer walks the object or array at b[i], which is at depth;
+// member, if not nil, is called with the number, name (still escaped) and
+// raw value of each member of the object.
+func walkContainer(b []byte, i, depth int, member func(k int, key, raw []byte)) (int, bool) {
 	obj := b[i] == '{'
 	closing := byte(']')
 	if obj {
@@ -95,23 +63,30 @@ func walkContainer(b []byte, i, depth int) (int, bool) {
 	if i < len(b) && b[i] == closing {
 		return i + 1, true
 	}
-	for {
+	for k := 0; ; k++ {
 		var ok bool
+		var key []byte
 		if obj {
 			if i >= len(b) || b[i] != '"' {
 				return i, false
 			}
+			ks := i
 			if i, ok = walkString(b, i); !ok {
 				return i, false
 			}
+			key = b[ks+1 : i-1]
 			i = skipSpace(b, i)
 			if i == len(b) || b[i] != ':' {
 				return i, false
 			}
 			i = skipSpace(b, i+1)
 		}
+		vs := i
 		if i, ok = walkValue(b, i, depth); !ok {
 			return i, false
+		}
+		if member != nil {
+			member(k, key, b[vs:i])
 		}
 		i = skipSpace(b, i)
 		if i == len(b) {
