@@ -94,7 +94,7 @@ func (b *Batch) note(pos record.Position, size int) {
 }
 
 // Ranges returns the offset range taken from each partition, sorted.
-func (b *Batch) Ranges() []Range { return sortRanges(b.ranges.m) }
+func (b *Batch) Ranges() []Range { return b.ranges.sorted() }
 
 // spans is the offset range taken from each partition, kept as records
 // come. Records arrive in runs from one partition, so the last range
@@ -118,6 +118,14 @@ func (s *spans) note(pos record.Position) {
 	r.First, r.Last, r.Count = min(r.First, pos.Offset), max(r.Last, pos.Offset), r.Count+1
 }
 
+// first is the lowest offset taken from tp, if any.
+func (s *spans) first(tp record.TP) (int64, bool) {
+	if r := s.m[tp]; r != nil {
+		return r.First, true
+	}
+	return 0, false
+}
+
 // drop forgets the ranges of the lost partitions.
 func (s *spans) drop(lost func(record.TP) bool) {
 	s.last = nil
@@ -128,9 +136,10 @@ func (s *spans) drop(lost func(record.TP) bool) {
 	}
 }
 
-func sortRanges(m map[record.TP]*Range) []Range {
-	out := make([]Range, 0, len(m))
-	for _, r := range m {
+// sorted returns the ranges by topic and partition.
+func (s *spans) sorted() []Range {
+	out := make([]Range, 0, len(s.m))
+	for _, r := range s.m {
 		out = append(out, *r)
 	}
 	slices.SortFunc(out, func(a, b Range) int {
@@ -146,13 +155,7 @@ func sortRanges(m map[record.TP]*Range) []Range {
 }
 
 // First returns the lowest offset the batch holds from tp, if any.
-func (b *Batch) First(tp record.TP) (int64, bool) {
-	r := b.ranges.m[tp]
-	if r == nil {
-		return 0, false
-	}
-	return r.First, true
-}
+func (b *Batch) First(tp record.TP) (int64, bool) { return b.ranges.first(tp) }
 
 // Drop removes everything the batch took from the given partitions, as when
 // they are lost to another group member. The offset ranges of the other

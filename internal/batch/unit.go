@@ -126,16 +126,10 @@ func (u *Unit) Span() (first, last record.Date) {
 
 // Ranges returns, per partition, the span of offsets the unit took: the
 // union of its batches' ranges, sorted.
-func (u *Unit) Ranges() []Range { return sortRanges(u.ranges.m) }
+func (u *Unit) Ranges() []Range { return u.ranges.sorted() }
 
 // First returns the lowest offset the unit holds from tp, if any.
-func (u *Unit) First(tp record.TP) (int64, bool) {
-	r := u.ranges.m[tp]
-	if r == nil {
-		return 0, false
-	}
-	return r.First, true
-}
+func (u *Unit) First(tp record.TP) (int64, bool) { return u.ranges.first(tp) }
 
 // Holds reports whether the unit took records from any partition gone
 // says is gone.
