@@ -60,6 +60,12 @@ WHERE (t._version, %s) IS DISTINCT FROM (EXCLUDED._version, %s)`,
 // table emptied, the same two passes on two connections at once, each
 // batch's rows split between them by key hash (the machine's practical
 // limit for a loader that keeps keys apart).
+//
+// For kindCeilingMix it times the first pass only: scenario 4's stream on
+// one connection, over the ceiling table as its last pass left it (the
+// first load's rows), as scenario 4 applies it over scenario 1's. Updates
+// rewrite rows, so that is the ceiling an update-heavy stream is held to,
+// not the first load's.
 func ceilingChild(ctx context.Context, spec childSpec, log *slog.Logger) ([]phase, error) {
 	chunks, err := readChunks(ctx, spec)
 	if err != nil {
@@ -71,8 +77,12 @@ func ceilingChild(ctx context.Context, spec childSpec, log *slog.Logger) ([]phas
 		return nil, err
 	}
 	defer pool.Close()
+	passes := 4
+	if spec.Kind == kindCeilingMix {
+		passes = 1
+	}
 	var phases []phase
-	for pass := range 4 {
+	for pass := range passes {
 		lanes := 1 + pass/2
 		if pass == 2 {
 			if _, err := pool.Exec(ctx, "TRUNCATE "+pgx.Identifier{spec.Pipeline.Schema, spec.Pipeline.Table}.Sanitize()); err != nil {
@@ -94,35 +104,6 @@ func ceilingChild(ctx context.Context, spec childSpec, log *slog.Logger) ([]phas
 		phases = append(phases, ph)
 	}
 	return phases, nil
-}
-
-// ceilingMixChild applies scenario 4's mixed stream with the ceiling's bare
-// loop on one connection: read, decoded and deduplicated per chunk before
-// the clock starts, over the ceiling table as its last pass left it (the
-// first load's rows), as scenario 4 applies it over scenario 1's. Updates
-// rewrite rows, so this is the ceiling an update-heavy stream is held to,
-// not the first load's.
-func ceilingMixChild(ctx context.Context, spec childSpec, log *slog.Logger) ([]phase, error) {
-	chunks, err := readChunks(ctx, spec)
-	if err != nil {
-		return nil, err
-	}
-	log.Info("ceiling mix rows ready", "batches", len(chunks))
-	pool, err := childPool(ctx, spec.DatabaseURL, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer pool.Close()
-	stop, err := startCPUProfile(spec.CPUProfile)
-	if err != nil {
-		return nil, err
-	}
-	defer stop()
-	ph, err := ceilingPass(ctx, pool, spec, chunks, 4, 1)
-	if err != nil {
-		return nil, err
-	}
-	return []phase{ph}, nil
 }
 
 // ceilingPass loads every chunk with the bare loop over lanes

@@ -117,10 +117,8 @@ func runChild(ctx context.Context, specJSON string, stdout, stderr io.Writer) er
 		var p phase
 		p, err = consumeChild(ctx, spec, log, stdout)
 		phases = []phase{p}
-	case kindCeiling:
+	case kindCeiling, kindCeilingMix:
 		phases, err = ceilingChild(ctx, spec, log)
-	case kindCeilingMix:
-		phases, err = ceilingMixChild(ctx, spec, log)
 	default:
 		err = fmt.Errorf("unknown child kind %q", spec.Kind)
 	}

@@ -188,13 +188,9 @@ func bench(ctx context.Context, o options, log *slog.Logger, stdout, stderr io.W
 		rep.produced = append(rep.produced, seg)
 
 		progress("ceiling: bare COPY + INSERT ... ON CONFLICT of the same rows, on one connection, then two")
-		if err := e.settle(ctx); err != nil {
-			return err
-		}
-		phases, err := e.child(ctx, childSpec{Kind: kindCeiling, Name: "ceiling", Pipeline: e.ceiling, Topic: e.load.Topics[0],
-			Starts: seg.starts, Ends: seg.ends, CPUProfile: profile(o.cpuprofile, "ceiling")})
+		phases, err := e.ceilingOf(ctx, kindCeiling, "ceiling", seg, profile(o.cpuprofile, "ceiling"))
 		if err != nil {
-			return fmt.Errorf("ceiling: %w", err)
+			return err
 		}
 		written, err := e.writes(ctx, e.ceiling.Table)
 		if err != nil {
@@ -267,13 +263,9 @@ func bench(ctx context.Context, o options, log *slog.Logger, stdout, stderr io.W
 			rep.kinds[i] = e.src.kinds[i] - before[i]
 		}
 		progress("ceiling: the mixed stream by bare COPY + INSERT ... ON CONFLICT, one connection, over the first load's rows")
-		if err := e.settle(ctx); err != nil {
-			return err
-		}
-		phases, err := e.child(ctx, childSpec{Kind: kindCeilingMix, Name: "ceiling mix", Pipeline: e.ceiling, Topic: e.load.Topics[0],
-			Starts: seg.starts, Ends: seg.ends, CPUProfile: profile(o.cpuprofile, "ceiling.mix")})
+		phases, err := e.ceilingOf(ctx, kindCeilingMix, "ceiling mix", seg, profile(o.cpuprofile, "ceiling.mix"))
 		if err != nil {
-			return fmt.Errorf("ceiling mix: %w", err)
+			return err
 		}
 		rep.ceilingMix = rep.add("ceiling: mix", seg, phases[0], phases[0].Written)
 		progress("scenario 4: the mixed stream")
@@ -329,6 +321,20 @@ func count(n int) string {
 		return fmt.Sprintf("%dk", n/1000)
 	}
 	return strconv.Itoa(n)
+}
+
+// ceilingOf runs the ceiling child of kind over seg of the first load's
+// topic, into the ceiling's table, once the server has settled.
+func (e *env) ceilingOf(ctx context.Context, kind, name string, seg segment, cpuprofile string) ([]phase, error) {
+	if err := e.settle(ctx); err != nil {
+		return nil, err
+	}
+	phases, err := e.child(ctx, childSpec{Kind: kind, Name: name, Pipeline: e.ceiling, Topic: e.load.Topics[0],
+		Starts: seg.starts, Ends: seg.ends, CPUProfile: cpuprofile})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return phases, nil
 }
 
 func profile(prefix, suffix string) string {
